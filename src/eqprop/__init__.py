@@ -1,0 +1,51 @@
+"""eqprop: physics-grounded learning. Systems that settle to an energy minimum, trained by Equilibrium
+Propagation, with exact reference gradients to check them against.
+
+The five ideas: a *system* (its energy), a *cost*, a *solver* (how the state relaxes), a *rule* (how the
+parameter updates are obtained) and a *run* (data, training loop, CLI).
+"""
+
+from eqprop._types import State, Variable
+from eqprop.costs import Cost, CrossEntropyReadout, SquaredError
+from eqprop.errors import (
+    CheckpointError,
+    ConfigError,
+    ConvergenceError,
+    DataError,
+    DivergenceError,
+    EqpropError,
+)
+from eqprop.rules import BackpropThroughSolver, EqProp, Estimate, ImplicitDiff, Rule
+from eqprop.solvers import BlockCoordinate, Equilibrium, GradientFlow, Solver, SolveStats, TotalEnergy, solve
+from eqprop.systems import DeepHopfield, EnergySystem
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackpropThroughSolver",
+    "BlockCoordinate",
+    "CheckpointError",
+    "ConfigError",
+    "ConvergenceError",
+    "Cost",
+    "CrossEntropyReadout",
+    "DataError",
+    "DeepHopfield",
+    "DivergenceError",
+    "EnergySystem",
+    "EqProp",
+    "EqpropError",
+    "Equilibrium",
+    "Estimate",
+    "GradientFlow",
+    "ImplicitDiff",
+    "Rule",
+    "SolveStats",
+    "Solver",
+    "SquaredError",
+    "State",
+    "TotalEnergy",
+    "Variable",
+    "__version__",
+    "solve",
+]

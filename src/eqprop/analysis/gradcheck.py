@@ -1,0 +1,106 @@
+"""How close each EqProp estimator is to the true gradient, and how its error scales with β."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from eqprop.costs import Cost
+from eqprop.errors import ConfigError
+from eqprop.rules import BackpropThroughSolver, EqProp, ImplicitDiff
+from eqprop.rules.eqprop import VARIANTS
+from eqprop.solvers.base import Solver
+from eqprop.systems.base import EnergySystem
+
+__all__ = ["compare", "gradcheck", "loglog_slope"]
+
+
+def _flat(grads: dict[str, Tensor]) -> Tensor:
+    return torch.cat([grads[k].flatten() for k in sorted(grads)])
+
+
+def compare(estimate: dict[str, Tensor], reference: dict[str, Tensor]) -> dict[str, float]:
+    """Cosine similarity and relative error ``‖ĝ − g‖/‖g‖`` of two gradient dicts (all parameters)."""
+    e, r = _flat(estimate), _flat(reference)
+    cos = torch.nn.functional.cosine_similarity(e, r, dim=0)
+    rel = (e - r).norm() / r.norm().clamp_min(torch.finfo(r.dtype).tiny)
+    return {"cosine": float(cos), "relative_error": float(rel)}
+
+
+def loglog_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Least-squares slope of ``log y`` against ``log x`` (NaN with fewer than two usable points)."""
+    pts = [(math.log(x), math.log(y)) for x, y in zip(xs, ys, strict=True) if x > 0 and y > 0]
+    if len(pts) < 2:
+        return float("nan")
+    mx = sum(p[0] for p in pts) / len(pts)
+    my = sum(p[1] for p in pts) / len(pts)
+    sxx = sum((p[0] - mx) ** 2 for p in pts)
+    return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx if sxx > 0 else float("nan")
+
+
+def gradcheck(
+    system: EnergySystem,
+    cost: Cost,
+    solver: Solver,
+    x: Tensor,
+    y: Tensor,
+    *,
+    betas: Sequence[float] = (0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001),
+    variants: Sequence[str] = VARIANTS,
+    backprop_steps: int | None = None,
+) -> dict[str, Any]:
+    """Compare EqProp (each variant, each β) and truncated backprop with implicit differentiation.
+
+    Args:
+        system, cost: the model (use float64 for a clean β-scaling).
+        solver: relaxes every phase; it should reach the equilibrium (check ``free_residual``).
+        x, y: one batch.
+        betas: nudging strengths to test.
+        variants: EqProp variants ("positive", "negative", "centered").
+        backprop_steps: sweeps of truncated backprop from the free equilibrium (default: ``solver.iterations``).
+
+    Returns:
+        ``{"reference": {...}, "eqprop": [{variant, beta, cosine, relative_error}, ...],
+        "slopes": {variant: fitted log-log slope of error vs beta}, "expected_slopes": {...},
+        "backprop": {...}}``.
+    """
+    if not betas:
+        raise ConfigError("gradcheck needs at least one beta")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"unknown EqProp variant(s) {unknown}: choose from {', '.join(VARIANTS)}")
+    ref = ImplicitDiff().gradients(system, cost, solver, x, y)
+    rows = []
+    for variant in variants:
+        for beta in betas:
+            est = EqProp(beta=float(beta), variant=variant).gradients(system, cost, solver, x, y)  # type: ignore[arg-type]
+            rows.append({"variant": variant, "beta": float(beta), **compare(est.grads, ref.grads)})
+    slopes = {
+        v: loglog_slope(
+            [r["beta"] for r in rows if r["variant"] == v],
+            [r["relative_error"] for r in rows if r["variant"] == v],
+        )
+        for v in variants
+    }
+    steps = backprop_steps if backprop_steps is not None else max(solver.iterations, 1)
+    tbp = BackpropThroughSolver(steps=steps).gradients(system, cost, solver, x, y)
+    free = ref.phases[0]
+    return {
+        "reference": {
+            "method": "implicit differentiation at the free equilibrium",
+            "free_residual": float(free.stats.residual.max()),
+            "cg_residual": float(ref.metrics["cg_residual"].max()),
+            "gradient_norm": float(_flat(ref.grads).norm()),
+            "loss": float(ref.loss),
+        },
+        "eqprop": rows,
+        "slopes": slopes,
+        "expected_slopes": {v: EqProp(variant=v).bias_order for v in variants},  # type: ignore[arg-type]
+        "backprop": {"steps": steps, **compare(tbp.grads, ref.grads)},
+        "batch": int(x.shape[0]),
+        "dtype": str(x.dtype).replace("torch.", ""),
+    }

@@ -1,0 +1,157 @@
+"""The ``eqprop`` command: ``train``, ``eval``, ``presets``, ``gradcheck``.
+
+``main(argv)`` builds the parser and runs one subcommand inside the error boundary: a known problem
+(:class:`~eqprop.errors.EqpropError`) prints ``eqprop: error: <message>`` and ``hint: <what to do>`` on
+stderr and exits 2; tracebacks are kept for bugs. torch is imported inside the subcommands, so
+``eqprop --help`` is instant. Progress goes to stderr; the last line on stdout is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from eqprop.errors import EqpropError
+
+__all__ = ["build_parser", "main"]
+
+RULES_HELP = """learning rules (--set rule.kind=...):
+  eqprop    Equilibrium Propagation: [dF/dθ(s^β2) − dF/dθ(s^β1)]/(β2 − β1) from relaxations nudged
+            at β1, β2; rule.variant = positive (0, β), negative (−β, 0) or centered (−β, +β). 'centered'
+            is the symmetric estimator of Laborieux et al. 2021 (bias O(β²)); note that Laborieux's code
+            uses 'CEP' for *continual* EqProp.
+  implicit  the exact gradient at the free equilibrium by implicit differentiation (recurrent backprop)
+  backprop  backpropagation through the relaxation (rule.steps = sweeps from the free equilibrium,
+            or the whole relaxation when unset)"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from eqprop import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="eqprop",
+        description="Train energy-based physical systems with Equilibrium Propagation.",
+        epilog="Run `eqprop COMMAND --help` for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"eqprop {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "train",
+        help="train a preset",
+        description="Train a preset; writes config.json, metrics.jsonl, checkpoint.pt (every epoch) and "
+        "summary.json to --out, and prints the summary as one JSON line.",
+        epilog=RULES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--preset", default="fmnist-quick", help="preset name (see `eqprop presets`); default %(default)s"
+    )
+    p.add_argument("--epochs", type=int, help="number of epochs (preset: train.epochs)")
+    p.add_argument("--batch-size", type=int, help="training batch size (preset: train.batch_size)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (preset: train.device)")
+    p.add_argument("--seed", type=int, help="seed of the initialisation and of the data order")
+    p.add_argument(
+        "--data-dir", help="folder holding the IDX files (default: $EQPROP_DATA_DIR, then Debian's)"
+    )
+    p.add_argument("--out", help="run directory (default: runs/<preset>-<seed>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (other settings come from it)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a preset field, e.g. --set rule.beta=0.1 --set optimizer.lr=[0.1,0.05] (repeatable)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_train)
+
+    p = sub.add_parser(
+        "eval",
+        help="test accuracy of a checkpoint",
+        description="Evaluate a checkpoint "
+        "(a run directory or its checkpoint.pt) on the test set of its dataset.",
+    )
+    p.add_argument("checkpoint", help="run directory or checkpoint.pt")
+    p.add_argument("--data-dir", help="folder holding the IDX files")
+    p.add_argument("--device", help="cpu or cuda")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.set_defaults(run=_eval)
+
+    p = sub.add_parser(
+        "presets",
+        help="list the presets",
+        description="List the presets with their "
+        "architecture, rule, hyperparameters, measured and published numbers.",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(run=_presets)
+
+    p = sub.add_parser(
+        "gradcheck",
+        help="EqProp estimators vs the implicit-differentiation gradient",
+        description="For one batch: cosine and relative error of each EqProp estimator (positive, negative, "
+        "centered) against the implicit-differentiation gradient for each beta, the fitted log-log slope of "
+        "error vs beta (expected 1 one-sided, 2 centered), and truncated backprop for comparison.",
+    )
+    p.add_argument("--preset", default="fmnist-dhn1h")
+    p.add_argument(
+        "--betas", type=float, nargs="+", default=[0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001]
+    )
+    p.add_argument("--variants", nargs="+", default=["positive", "negative", "centered"])
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=300,
+        help="sweeps per phase (enough to reach the equilibrium; default %(default)s)",
+    )
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    p.add_argument("--checkpoint", help="use the weights of this run instead of a fresh initialisation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--json", action="store_true", help="print only the JSON result")
+    p.set_defaults(run=_gradcheck)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except EqpropError as err:  # a known problem: one line and a hint, no traceback
+        print(f"eqprop: error: {err}", file=sys.stderr)
+        if err.hint:
+            print(f"hint: {err.hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("eqprop: interrupted (the last completed epoch is in the checkpoint)", file=sys.stderr)
+        return 130
+
+
+def _train(args: argparse.Namespace) -> int:
+    from eqprop.cli.commands import train
+
+    return train(args)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from eqprop.cli.commands import evaluate_checkpoint
+
+    return evaluate_checkpoint(args)
+
+
+def _presets(args: argparse.Namespace) -> int:
+    from eqprop.cli.commands import presets
+
+    return presets(args)
+
+
+def _gradcheck(args: argparse.Namespace) -> int:
+    from eqprop.cli.commands import gradcheck
+
+    return gradcheck(args)

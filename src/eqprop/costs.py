@@ -1,0 +1,192 @@
+"""Cost functions C(s, y): how far the output is from the target.
+
+A cost reads one state variable (``target_index``, the last by default), returns the cost of each example,
+and tells the solver how to nudge: a local quadratic model ``C ≈ ½·c‖s‖² − l·s + const`` of itself in that
+variable, so that the exact block minimiser of the nudged layer stays closed-form
+(``s ← clip((h + βl) / (a + βc))``). For the squared error the model is exact; for the cross-entropy readout
+it is the linearisation at the current state (the nudging force −β∂C/∂s evaluated at the previous sweep).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABCMeta, abstractmethod
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from eqprop._types import State
+from eqprop.errors import ConfigError
+
+__all__ = ["Cost", "CrossEntropyReadout", "SquaredError"]
+
+
+class Cost(nn.Module, metaclass=ABCMeta):
+    """Base class of costs. Costs may own parameters (a readout); rules train them like the system's."""
+
+    target_index: int = -1
+    exact_quadratic: bool = False
+    """Whether :meth:`nudge` is the exact cost (then the nudged block minimiser is exact)."""
+    constant_nudge: bool = False
+    """Whether :meth:`nudge` does not depend on the state (then it is folded in once per relaxation)."""
+
+    @abstractmethod
+    def forward(self, state: State, target: Tensor) -> Tensor:
+        """The cost of each example, shape ``(batch,)``. ``target`` comes from :meth:`prepare_target`."""
+
+    @abstractmethod
+    def predict(self, state: State) -> Tensor:
+        """Class scores ``(batch, classes)`` read from the state (argmax = prediction)."""
+
+    @abstractmethod
+    def nudge(self, s: Tensor | None, target: Tensor) -> tuple[float, Tensor]:
+        """Local quadratic model ``(c, l)`` of the cost in the variable it reads: ``C ≈ ½c‖s‖² − l·s``."""
+
+    @property
+    def curvature(self) -> float:
+        """The ``c`` of :meth:`nudge` (constant per cost); ``1 + β·c`` must stay > 0."""
+        return 0.0
+
+    def prepare_target(self, y: Tensor, state_like: Tensor) -> Tensor:
+        """Turn labels ``(batch,)`` (int) or targets ``(batch, n)`` (float) into what :meth:`forward` reads."""
+        return y
+
+    def check_beta(self, beta: float) -> None:
+        """Raise :class:`ConfigError` when the nudged block minimiser is undefined at ``beta``."""
+        if not math.isfinite(beta):
+            raise ConfigError(f"beta={beta} is not a finite number")
+
+
+def _one_hot(y: Tensor, classes: int, like: Tensor) -> Tensor:
+    if y.dim() != 1:
+        raise ConfigError(f"integer labels must have shape (batch,), got {tuple(y.shape)}")
+    try:
+        return F.one_hot(y, classes).to(dtype=like.dtype)  # checks the range itself
+    except RuntimeError as err:
+        raise ConfigError(
+            f"labels must lie in [0, {classes}), got values in [{int(y.min())}, {int(y.max())}]",
+            hint="check the dataset's label range against the output layer's width",
+        ) from err
+
+
+class SquaredError(Cost):
+    r"""``C(s, y) = ½‖s_L − y‖²`` on the output variable; ``y`` as labels (one-hot inside) or float targets.
+
+    Nudging by ``β`` adds ``β/2‖s_L − y‖²`` to the energy; with unit self-curvature the nudged output block
+    minimiser is ``(h + βy)/(1 + β)``, defined only for ``1 + β > 0``.
+
+    Example:
+        >>> cost = SquaredError()
+        >>> state = (torch.zeros(2, 4), torch.zeros(2, 3))
+        >>> cost(state, cost.prepare_target(torch.tensor([0, 2]), state[-1]))
+        tensor([0.5000, 0.5000])
+    """
+
+    exact_quadratic = True
+    constant_nudge = True
+
+    def __init__(self, *, target_index: int = -1) -> None:
+        super().__init__()
+        self.target_index = target_index
+
+    @property
+    def curvature(self) -> float:
+        return 1.0
+
+    def prepare_target(self, y: Tensor, state_like: Tensor) -> Tensor:
+        if y.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            return _one_hot(y.long(), state_like.shape[-1], state_like)
+        if y.shape != state_like.shape:
+            raise ConfigError(
+                f"SquaredError: float targets must have the output's shape {tuple(state_like.shape)}, "
+                f"got {tuple(y.shape)}",
+                hint="pass integer class labels of shape (batch,) to get one-hot targets",
+            )
+        return y.to(state_like.dtype)
+
+    def forward(self, state: State, target: Tensor) -> Tensor:
+        d = state[self.target_index] - target
+        return 0.5 * (d * d).sum(-1)
+
+    def predict(self, state: State) -> Tensor:
+        return state[self.target_index]
+
+    def nudge(self, s: Tensor | None, target: Tensor) -> tuple[float, Tensor]:
+        return 1.0, target
+
+    def check_beta(self, beta: float) -> None:
+        super().check_beta(beta)
+        if 1.0 + beta <= 0.0:
+            raise ConfigError(
+                f"beta={beta} makes the nudged output's block minimiser undefined (needs 1 + beta > 0)",
+                hint="use |beta| < 1 with the squared-error cost (0.1-0.5 is usual)",
+            )
+
+
+class CrossEntropyReadout(Cost):
+    r"""Softmax readout on the last layer: ``C(s, y) = −log softmax(W_o s_L + b_o)_y`` (Laborieux et al. 2021).
+
+    The readout ``(W_o, b_o)`` lives outside the energy: it is trained from the cost term of the total
+    energy ``F = E + βC`` (for centered EqProp, the mean of ``∂C/∂W_o`` at ``s^{+β}`` and ``s^{−β}``).
+    Nudging is the force ``−β W_oᵀ(softmax − y)`` evaluated at the previous sweep.
+
+    Args:
+        in_features: width of the layer it reads.
+        classes: number of classes.
+        generator: optional generator for the ``U(±1/√in)`` initialisation.
+
+    Example:
+        >>> cost = CrossEntropyReadout(16, 10)
+        >>> state = (torch.rand(4, 16),)
+        >>> cost(state, torch.tensor([1, 2, 3, 4])).shape
+        torch.Size([4])
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        classes: int,
+        *,
+        target_index: int = -1,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if in_features < 1 or classes < 2:
+            raise ConfigError(
+                f"CrossEntropyReadout(in_features={in_features}, classes={classes}): need in_features >= 1 "
+                "and classes >= 2"
+            )
+        self.target_index = target_index
+        self.classes = classes
+        scale = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(
+            torch.empty(classes, in_features).uniform_(-scale, scale, generator=generator)
+        )
+        self.bias = nn.Parameter(torch.zeros(classes))
+
+    def prepare_target(self, y: Tensor, state_like: Tensor) -> Tensor:
+        if y.is_floating_point():
+            if y.shape != (state_like.shape[0], self.classes):
+                raise ConfigError(
+                    f"CrossEntropyReadout: soft targets must have shape (batch, {self.classes}), "
+                    f"got {tuple(y.shape)}"
+                )
+            return y.to(state_like.dtype)
+        return _one_hot(y.long(), self.classes, state_like)
+
+    def logits(self, s: Tensor) -> Tensor:
+        return torch.addmm(self.bias, s, self.weight.t())
+
+    def forward(self, state: State, target: Tensor) -> Tensor:
+        logp = F.log_softmax(self.logits(state[self.target_index]), dim=-1)
+        return -(target * logp).sum(-1)
+
+    def predict(self, state: State) -> Tensor:
+        return self.logits(state[self.target_index])
+
+    def nudge(self, s: Tensor | None, target: Tensor) -> tuple[float, Tensor]:
+        if s is None:
+            raise ConfigError("CrossEntropyReadout.nudge needs the current state (its force depends on it)")
+        err = torch.softmax(self.logits(s), dim=-1) - target  # ∂C/∂logits, (batch, classes)
+        return 0.0, -(err @ self.weight)  # l = −∂C/∂s

@@ -1,0 +1,118 @@
+"""What every learning rule shares: the :class:`Rule` contract and the :class:`Estimate` it returns."""
+
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from eqprop.costs import Cost
+from eqprop.errors import DivergenceError
+from eqprop.solvers.base import Equilibrium, Solver
+from eqprop.systems.base import EnergySystem
+
+__all__ = ["Estimate", "Rule", "named_parameters"]
+
+
+def named_parameters(system: EnergySystem, cost: Cost | None) -> dict[str, nn.Parameter]:
+    """The trainable parameters a rule estimates, keyed ``"system.<name>"`` and ``"cost.<name>"``."""
+    out = {f"system.{n}": p for n, p in system.named_parameters()}
+    if cost is not None:
+        out.update({f"cost.{n}": p for n, p in cost.named_parameters()})
+    return out
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A rule's output: an estimate of ∂L/∂θ plus what was measured on the way.
+
+    Attributes:
+        grads: keyed like :func:`named_parameters` (``"system.weights.0"``, ``"cost.weight"``).
+        loss: mean cost at the free equilibrium (0-dim tensor, on the device).
+        scores: class scores at the free equilibrium ``(batch, classes)`` (for accuracy).
+        phases: the equilibria the rule relaxed to (free first).
+        metrics: extra tensors (e.g. residuals); the trainer syncs them once per log interval.
+    """
+
+    grads: dict[str, Tensor]
+    loss: Tensor
+    scores: Tensor
+    phases: tuple[Equilibrium, ...] = ()
+    metrics: dict[str, Tensor] = field(default_factory=dict)
+
+    def write_grad(self, system: EnergySystem, cost: Cost | None = None) -> None:
+        """Store the estimate in each parameter's ``.grad`` (replacing it), ready for ``optimizer.step()``."""
+        for name, p in named_parameters(system, cost).items():
+            g = self.grads.get(name)
+            if g is None:
+                continue
+            if p.grad is None or p.grad.shape != p.shape or p.grad.dtype != p.dtype:
+                p.grad = g.detach().to(dtype=p.dtype).clone()
+            else:  # reuse the buffer: replacing it would free and re-fault megabytes every step
+                p.grad.copy_(g)
+
+
+class Rule(metaclass=ABCMeta):
+    """A learning rule: relaxes the system as it needs and returns an :class:`Estimate` of ∂L/∂θ.
+
+    ``gradients`` is pure (it writes no ``.grad``); :meth:`compute_gradients` also writes ``.grad``.
+    ``bias_order`` is the order of the estimator's bias in β (1 one-sided, 2 centered, ``None`` exact).
+    """
+
+    bias_order: int | None = None
+
+    @abstractmethod
+    def gradients(
+        self,
+        system: EnergySystem,
+        cost: Cost,
+        solver: Solver,
+        x: Tensor,
+        y: Tensor,
+        *,
+        nudged_solver: Solver | None = None,
+    ) -> Estimate:
+        """Estimate ∂L/∂θ for the batch ``(x, y)``. ``nudged_solver`` (default ``solver``) relaxes the
+        nudged phases, which start from the free equilibrium."""
+
+    def compute_gradients(
+        self,
+        system: EnergySystem,
+        cost: Cost,
+        solver: Solver,
+        x: Tensor,
+        y: Tensor,
+        *,
+        nudged_solver: Solver | None = None,
+    ) -> Estimate:
+        """:meth:`gradients`, then write them into ``.grad``: call ``optimizer.step()`` next."""
+        est = self.gradients(system, cost, solver, x, y, nudged_solver=nudged_solver)
+        est.write_grad(system, cost)
+        return est
+
+
+def raise_if_diverged(phases: tuple[Equilibrium, ...]) -> None:
+    """One host sync per batch: a non-finite phase means the run is diverging."""
+    finite = phases[0].stats.finite
+    for eq in phases[1:]:
+        finite = finite & eq.stats.finite
+    if not bool(finite.all()):  # host sync, once per batch
+        betas = ", ".join(f"{eq.beta:g}" for eq in phases if not bool(eq.stats.finite.all()))
+        raise DivergenceError(
+            f"non-finite state during relaxation (phases with beta = {betas}); the run is diverging",
+            hint="lower the learning rate or beta, or check the inputs for NaN/inf",
+        )
+
+
+def cost_param_grads(cost: Cost, objective: Tensor) -> dict[str, Tensor]:
+    """Gradients of ``objective`` with respect to the cost's own parameters (a readout), keyed ``cost.*``."""
+    params = dict(cost.named_parameters())
+    if not params:
+        return {}
+    grads = torch.autograd.grad(objective, list(params.values()), allow_unused=True)
+    return {
+        f"cost.{n}": torch.zeros_like(p) if g is None else g
+        for (n, p), g in zip(params.items(), grads, strict=True)
+    }

@@ -1,0 +1,123 @@
+"""Equilibrium Propagation: the gradient from two relaxations at different nudging strengths."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from eqprop.costs import Cost
+from eqprop.errors import ConfigError
+from eqprop.rules.base import Estimate, Rule, cost_param_grads, raise_if_diverged
+from eqprop.solvers.base import Equilibrium, Solver, solve
+from eqprop.systems.base import EnergySystem
+
+__all__ = ["EqProp"]
+
+Variant = Literal["positive", "negative", "centered"]
+VARIANTS: tuple[str, ...] = ("positive", "negative", "centered")
+
+
+@dataclass(frozen=True)
+class EqProp(Rule):
+    r"""Equilibrium Propagation (Scellier & Bengio 2017; thesis §2.3):
+
+    .. math::
+        \widehat{∇}_θ = \frac{∂_θF(θ, β_2, s^{β_2}) − ∂_θF(θ, β_1, s^{β_1})}{β_2 − β_1},
+        \qquad F = E + βC
+
+    with ``(β₁, β₂) = (0, β)`` (``"positive"``, bias O(β)), ``(−β, 0)`` (``"negative"``, bias O(β)) or
+    ``(−β, +β)`` (``"centered"``, bias O(β²); Laborieux et al. 2021). The nudged phases start from the free
+    equilibrium. For the system's parameters this is the local contrast of ``∂E/∂θ``; a cost with
+    parameters (a readout) gets ``[β₂∂C/∂θ(s^{β₂}) − β₁∂C/∂θ(s^{β₁})]/(β₂ − β₁)``.
+
+    Args:
+        beta: the nudging strength ``β > 0``; the sign of each phase comes from ``variant``.
+        variant: ``"positive"``, ``"negative"`` or ``"centered"``.
+
+    Example:
+        >>> rule = EqProp(beta=0.2, variant="centered")
+        >>> est = rule.compute_gradients(net, SquaredError(), BlockCoordinate(iterations=15), x, y)
+        >>> optimizer.step()
+    """
+
+    beta: float = 0.2
+    variant: Variant = "centered"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.beta, int | float) and math.isfinite(self.beta) and self.beta > 0):
+            raise ConfigError(
+                f"EqProp(beta={self.beta!r}): beta must be a finite number > 0; the sign comes from `variant`"
+            )
+        if self.variant not in VARIANTS:
+            raise ConfigError(
+                f"EqProp(variant={self.variant!r}): choose 'positive', 'negative' or 'centered'"
+            )
+
+    @property
+    def bias_order(self) -> int:  # type: ignore[override]
+        return 2 if self.variant == "centered" else 1
+
+    @property
+    def betas(self) -> tuple[float, float]:
+        b = float(self.beta)
+        return {"positive": (0.0, b), "negative": (-b, 0.0), "centered": (-b, b)}[self.variant]
+
+    def gradients(
+        self,
+        system: EnergySystem,
+        cost: Cost,
+        solver: Solver,
+        x: Tensor,
+        y: Tensor,
+        *,
+        nudged_solver: Solver | None = None,
+    ) -> Estimate:
+        b1, b2 = self.betas
+        for b in (b1, b2):
+            cost.check_beta(b)
+        nudged_solver = solver if nudged_solver is None else nudged_solver
+        with torch.no_grad():
+            drive = system.prepare(x)  # shared by the three phases: θ does not change within a step
+            free = solve(system, x, solver, drive=drive, throw=False)
+
+            def phase(b: float) -> Equilibrium:
+                if b == 0.0:
+                    return free
+                return solve(
+                    system,
+                    x,
+                    nudged_solver,
+                    cost=cost,
+                    y=y,
+                    beta=b,
+                    init=free.state,
+                    drive=drive,
+                    throw=False,
+                )
+
+            lo, hi = phase(b1), phase(b2)
+            phases = (free, lo, hi) if b1 != 0.0 and b2 != 0.0 else (free, hi if b1 == 0.0 else lo)
+            raise_if_diverged(phases)
+            scale = 1.0 / (b2 - b1)
+            contrast = system.param_grad_difference(x, lo.state, hi.state, scale=scale)
+            grads = {f"system.{n}": g for n, g in contrast.items()}
+            target = (hi if hi is not free else lo).problem.target
+            assert target is not None  # at least one phase is nudged, so the target is prepared
+            loss = cost(free.state, target).mean()
+            scores = cost.predict(free.state)
+        if any(True for _ in cost.parameters()):
+            with torch.enable_grad():
+                objective = (b2 * cost(hi.state, target).mean() - b1 * cost(lo.state, target).mean()) * scale
+                grads.update(cost_param_grads(cost, objective))
+        residuals = torch.stack([eq.stats.residual.max() for eq in phases])
+        return Estimate(
+            grads=grads,
+            loss=loss,
+            scores=scores,
+            phases=phases,
+            metrics={"residual": residuals},
+        )

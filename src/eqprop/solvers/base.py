@@ -1,0 +1,299 @@
+"""What every solver shares: the total energy F = E + βC, the result types, and :func:`solve`."""
+
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from eqprop._types import State
+from eqprop.costs import Cost
+from eqprop.errors import ConfigError, ConvergenceError, DivergenceError
+from eqprop.systems.base import EnergySystem
+
+__all__ = ["Equilibrium", "SolveStats", "Solver", "TotalEnergy", "solve"]
+
+
+class TotalEnergy:
+    r"""The function a relaxation minimises: ``F(s) = E(θ, x, s) + β·C(s, y)``, with the system's fast paths.
+
+    Built once per (batch, β): it holds the constant input drive (``system.prepare(x)``) and the prepared
+    target, so that nothing constant is recomputed inside the relaxation loop.
+    """
+
+    def __init__(
+        self,
+        system: EnergySystem,
+        x: Tensor,
+        *,
+        cost: Cost | None = None,
+        y: Tensor | None = None,
+        beta: float = 0.0,
+        drive: Any = None,
+    ) -> None:
+        beta = float(beta)
+        if beta != 0.0 and (cost is None or y is None):
+            raise ConfigError(f"solve(beta={beta}) nudges the output: pass cost=... and y=... (or beta=0.0)")
+        if cost is not None:
+            cost.check_beta(beta)
+        system.check_input(x)
+        self.system = system
+        self.x = x
+        self.cost = cost
+        self.beta = beta
+        self.drive = system.prepare(x) if drive is None else drive
+        self.target: Tensor | None = None
+        self._updates: list[Callable[[State], Tensor]] | None = None
+        self.nudged_index: int | None = None
+        if cost is not None and y is not None:
+            self.nudged_index = cost.target_index % len(system.variables)
+            like = torch.empty(
+                (x.shape[0], *system.variables[self.nudged_index].shape), dtype=x.dtype, device=x.device
+            )
+            if y.shape[0] != x.shape[0]:
+                raise ConfigError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
+            self.target = cost.prepare_target(y, like)
+
+    @property
+    def nudged(self) -> bool:
+        return self.beta != 0.0 and self.target is not None
+
+    def energy(self, state: State) -> Tensor:
+        """``F`` per example, shape ``(batch,)``."""
+        e = self.system.energy(self.x, state)
+        if self.nudged:
+            assert self.cost is not None and self.target is not None  # narrowed by `nudged`
+            e = e + self.beta * self.cost(state, self.target)
+        return e
+
+    def grad(self, state: State) -> State:
+        """``∂F/∂s`` for every variable (system fast path when it has one, else autograd)."""
+        g = list(self.system.state_grad(self.x, state, self.drive))
+        if self.nudged:
+            assert self.cost is not None and self.target is not None and self.nudged_index is not None
+            k = self.nudged_index
+            with torch.enable_grad():
+                leaves = tuple(s.detach().requires_grad_(i == k) for i, s in enumerate(state))
+                (gc,) = torch.autograd.grad(self.cost(leaves, self.target).sum(), [leaves[k]])
+            g[k] = g[k] + self.beta * gc
+        return tuple(g)
+
+    def block_minimize(self, k: int, state: State) -> Tensor:
+        """The exact minimiser of ``F`` in variable ``k`` given the others, projected onto its box.
+
+        With curvature ``a`` of ``E`` in ``s_k`` and the cost's quadratic model ``(c, l)`` this is
+        ``clip((h_k + βl) / (a + βc))``. For a cost whose model depends on the state (cross-entropy readout)
+        the model is re-evaluated at the current state: a fixed-point step, not an exact minimisation.
+        """
+        return self.block_updates()[k](state)
+
+    def block_updates(self) -> list[Callable[[State], Tensor]]:
+        """One closure per variable with every constant of this relaxation folded in (built once)."""
+        if self._updates is None:
+            self._updates = self._build_updates()
+        return self._updates
+
+    def _build_updates(self) -> list[Callable[[State], Tensor]]:
+        system = self.system
+        updates = []
+        for k in range(len(system.variables)):
+            a = system.block_curvature(k)
+            if k == self.nudged_index and self.nudged:
+                assert self.cost is not None and self.target is not None
+                if self.cost.constant_nudge:
+                    c, lin = self.cost.nudge(None, self.target)
+                    updates.append(
+                        system.block_minimizer(
+                            k, self.drive, shift=self.beta * lin, scale=1.0 / (a + self.beta * c)
+                        )
+                    )
+                else:
+                    updates.append(self._moving_nudge_update(k, a))
+            else:
+                scale = 1.0 / a if not (isinstance(a, float) and a == 1.0) else 1.0
+                updates.append(system.block_minimizer(k, self.drive, scale=scale))
+        return updates
+
+    def _moving_nudge_update(self, k: int, a: float | Tensor) -> Callable[[State], Tensor]:
+        system, cost, target, beta = self.system, self.cost, self.target, self.beta
+        assert cost is not None and target is not None
+        lo, hi = system.block_bounds(k)
+
+        def update(state: State) -> Tensor:
+            c, lin = cost.nudge(state[k], target)  # the nudging force at the current state
+            h = (system.block_field(k, state, self.drive) + beta * lin) / (a + beta * c)
+            return h.clamp(lo, hi) if (lo is not None or hi is not None) else h
+
+        return update
+
+
+@dataclass(frozen=True)
+class SolveStats:
+    """Diagnostics of one relaxation. Tensors are ``(batch,)`` and stay on the device (no host sync).
+
+    Attributes:
+        iterations: sweeps performed.
+        residual: largest change of any unit during the last sweep, per example (0 at an exact fixed point).
+        converged: ``residual <= tol`` (all True when the solver has no tolerance).
+        finite: whether every unit of the example's final state is finite.
+    """
+
+    iterations: int
+    residual: Tensor
+    converged: Tensor
+    finite: Tensor
+
+
+@dataclass(frozen=True)
+class Equilibrium:
+    """A relaxed state and how it was reached. ``energy`` is ``F = E + βC`` per example, computed on demand."""
+
+    state: State
+    beta: float
+    stats: SolveStats
+    problem: TotalEnergy
+
+    @property
+    def energy(self) -> Tensor:
+        return self.problem.energy(self.state)
+
+
+class Solver(metaclass=ABCMeta):
+    """A relaxation algorithm: :meth:`step` is one sweep; :meth:`run` repeats it, with no host sync inside
+    except the tolerance check every ``check_every`` sweeps (when ``tol`` is set).
+
+    Subclasses are frozen dataclasses with the fields ``iterations``, ``tol`` and ``check_every``.
+    """
+
+    iterations: int
+    tol: float | None
+    check_every: int
+
+    @abstractmethod
+    def step(self, problem: TotalEnergy, state: State) -> State:
+        """One sweep, out of place and differentiable (backprop through the relaxation uses it)."""
+
+    def _validate(self) -> None:
+        name = type(self).__name__
+        if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 0:
+            raise ConfigError(f"{name}(iterations={self.iterations!r}): need an integer >= 0")
+        if self.tol is not None and not self.tol > 0:
+            raise ConfigError(f"{name}(tol={self.tol!r}): need tol > 0, or None for a fixed number of sweeps")
+        if (
+            isinstance(self.check_every, bool)
+            or not isinstance(self.check_every, int)
+            or self.check_every < 1
+        ):
+            raise ConfigError(f"{name}(check_every={self.check_every!r}): need an integer >= 1")
+
+    def make_sweep(self, problem: TotalEnergy) -> Callable[[State], State]:
+        """The sweep as a closure over ``problem``, built once per relaxation (solvers override it to bind
+        their per-layer updates in advance: the hot loop then makes no lookups)."""
+        return lambda state: self.step(problem, state)
+
+    def run(self, problem: TotalEnergy, state: State) -> tuple[State, SolveStats]:
+        """Relax ``state``: ``iterations`` sweeps, or fewer once every example is within ``tol``."""
+        residual = state[0].new_zeros(state[0].shape[0])
+        done = 0
+        sweep = self.make_sweep(problem)
+        for it in range(1, self.iterations + 1):  # hot loop: no .item(), no allocation beyond the sweep
+            new = sweep(state)
+            last = it == self.iterations
+            checking = self.tol is not None and it % self.check_every == 0
+            if last or checking:
+                residual = _largest_change(state, new)
+            state = new
+            done = it
+            if checking and not last and bool((residual <= self.tol).all()):  # host sync every check_every
+                break
+        converged = torch.ones_like(residual, dtype=torch.bool) if self.tol is None else residual <= self.tol
+        # A non-finite unit makes the last sweep's change NaN or inf (NaN and inf persist through the
+        # updates), so the residual's finiteness is the state's, at the cost of one (batch,) op.
+        finite = torch.isfinite(residual) if done else _finite(state)
+        return state, SolveStats(iterations=done, residual=residual, converged=converged, finite=finite)
+
+
+def _largest_change(old: State, new: State) -> Tensor:
+    out = None
+    for a, b in zip(old, new, strict=True):
+        d = (b - a).abs_().flatten(1).amax(1)
+        out = d if out is None else torch.maximum(out, d)
+    assert out is not None  # a system has at least one variable
+    return out
+
+
+def _finite(state: State) -> Tensor:
+    flags = [torch.isfinite(s).flatten(1).all(1) for s in state]
+    out = flags[0]
+    for f in flags[1:]:
+        out = out & f
+    return out
+
+
+def solve(
+    system: EnergySystem,
+    x: Tensor,
+    solver: Solver,
+    *,
+    cost: Cost | None = None,
+    y: Tensor | None = None,
+    beta: float = 0.0,
+    init: State | None = None,
+    throw: bool = True,
+    drive: Any = None,
+) -> Equilibrium:
+    r"""Relax ``system`` with input ``x`` to an equilibrium of ``F = E + β·C``.
+
+    Main arguments:
+        system: the physical system (its energy and state variables).
+        x: the input, ``(batch, *system.input_shape)``.
+        solver: how to relax, e.g. ``BlockCoordinate(iterations=15)``.
+
+    Other arguments:
+        cost, y, beta: the nudging (``beta = 0`` is the free phase; a nonzero ``beta`` needs ``cost`` and ``y``).
+        init: starting state (warm start, e.g. ``init=free.state`` for a nudged phase); default zeros.
+        throw: raise at the end if the state is non-finite, or above the solver's tolerance.
+        drive: a precomputed ``system.prepare(x)`` (rules pass it to share it between phases).
+
+    Returns:
+        :class:`Equilibrium` with the state, ``beta`` and :class:`SolveStats`.
+
+    Raises:
+        ConfigError: bad shapes or ``beta``. DivergenceError: non-finite state (``throw=True``).
+        ConvergenceError: examples above ``solver.tol`` (``throw=True``).
+    """
+    problem = TotalEnergy(system, x, cost=cost, y=y, beta=beta, drive=drive)
+    if init is None:
+        init = system.init_state(x)
+    else:
+        system.check_state(init, x.shape[0])
+    with torch.no_grad():
+        state, stats = solver.run(problem, tuple(init))
+    eq = Equilibrium(state=state, beta=problem.beta, stats=stats, problem=problem)
+    if throw:
+        check_equilibrium(eq, solver)
+    return eq
+
+
+def check_equilibrium(eq: Equilibrium, solver: Solver) -> None:
+    """Raise if ``eq`` is non-finite or (with a tolerance) unconverged. One host sync."""
+    stats = eq.stats
+    bad = int((~stats.finite).sum())  # host sync, once per relaxation
+    if bad:
+        raise DivergenceError(
+            f"non-finite state in {bad} of {len(stats.finite)} examples after {stats.iterations} sweeps "
+            f"(beta={eq.beta})",
+            hint="lower the learning rate or beta, or check the inputs for NaN/inf",
+        )
+    if solver.tol is not None:
+        late = int((~stats.converged).sum())
+        if late:
+            raise ConvergenceError(
+                f"{late} of {len(stats.converged)} examples above tol={solver.tol} after "
+                f"{stats.iterations} sweeps (largest residual {float(stats.residual.max()):.3g})",
+                hint="raise `iterations`, loosen `tol`, or pass throw=False",
+            )

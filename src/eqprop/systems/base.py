@@ -1,0 +1,188 @@
+"""The contract every physical system follows.
+
+A system is a ``torch.nn.Module`` with ordinary parameters. It names its state variables (with their box
+constraints) and returns the energy of each example, ``energy(x, state) -> (batch,)``. Everything else is an
+optional fast path with a generic autograd fallback, and the tests check that the two agree:
+
+- ``prepare(x)``: whatever is constant during a relaxation (for layered nets, the input drive ``W₀x + b₁``),
+  computed once per batch and handed back to the other fast paths as ``drive``;
+- ``block_field(k, state, drive)`` and ``block_curvature(k)``: for energies that are quadratic in one
+  variable given the others, ``E = ½·a‖s_k‖² − h_k·s_k + (terms without s_k)``; the exact block minimiser over
+  the box is then ``clip(h_k / a)``;
+- ``state_grad(x, state, drive)``: ∂E/∂s for every variable;
+- ``param_grad_difference(x, state_a, state_b)``: ∂E/∂θ(s_b) − ∂E/∂θ(s_a), batch mean — what EqProp needs.
+"""
+
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from eqprop._types import State, Variable
+from eqprop.errors import ConfigError
+
+__all__ = ["EnergySystem"]
+
+
+class EnergySystem(nn.Module, metaclass=ABCMeta):
+    """Base class of energy-based systems: ``E(θ, x, s)`` per example, plus optional fast paths.
+
+    Subclasses set ``self.variables`` (a tuple of :class:`~eqprop.Variable`) and ``self.input_shape`` and
+    implement :meth:`energy`.
+    """
+
+    variables: tuple[Variable, ...]
+    input_shape: tuple[int, ...]
+
+    # -- the generic contract -------------------------------------------------------------------------------
+    @abstractmethod
+    def energy(self, x: Tensor, state: State) -> Tensor:
+        """The energy of each example, shape ``(batch,)``."""
+
+    def init_state(self, x: Tensor) -> State:
+        """The starting state of a relaxation: zeros, projected into each variable's box."""
+        batch = x.shape[0]
+        out = []
+        for v in self.variables:
+            s = torch.zeros((batch, *v.shape), dtype=x.dtype, device=x.device)
+            out.append(self.project(s, v))
+        return tuple(out)
+
+    @staticmethod
+    def project(s: Tensor, variable: Variable) -> Tensor:
+        """Project ``s`` onto the box of ``variable`` (no copy when unbounded)."""
+        lo, hi = variable.bounds
+        if lo is None and hi is None:
+            return s
+        return s.clamp(lo, hi)
+
+    def check_input(self, x: Tensor) -> None:
+        """Raise :class:`ConfigError` unless ``x`` has shape ``(batch, *input_shape)`` and a float dtype."""
+        if not isinstance(x, Tensor):
+            raise ConfigError(f"{self._label()} expects x as a torch.Tensor, got {type(x).__name__}")
+        if tuple(x.shape[1:]) != tuple(self.input_shape) or x.dim() != len(self.input_shape) + 1:
+            raise ConfigError(
+                f"{self._label()} expects x of shape (batch, {', '.join(map(str, self.input_shape))}), "
+                f"got {tuple(x.shape)}",
+                hint="flatten images to (batch, features) for dense systems, or fix the system's input size",
+            )
+        if not x.is_floating_point():
+            raise ConfigError(f"{self._label()} expects a floating-point x, got dtype {x.dtype}")
+
+    def check_state(self, state: Sequence[Tensor], batch: int) -> None:
+        """Raise :class:`ConfigError` unless ``state`` matches ``self.variables`` for ``batch`` examples."""
+        if len(state) != len(self.variables):
+            raise ConfigError(
+                f"{self._label()} has {len(self.variables)} state variables "
+                f"({', '.join(v.name for v in self.variables)}), got a state of {len(state)} tensors"
+            )
+        for v, s in zip(self.variables, state, strict=True):
+            if tuple(s.shape) != (batch, *v.shape):
+                raise ConfigError(
+                    f"state variable {v.name} must have shape {(batch, *v.shape)}, got {tuple(s.shape)}"
+                )
+
+    def layer_parameters(self) -> list[list[nn.Parameter]]:
+        """Parameters grouped by layer (for per-layer learning rates); default: one group of all."""
+        return [list(self.parameters())]
+
+    def active_mask(self, state: State) -> tuple[Tensor, ...]:
+        """Which units are free (not held at a bound) at ``state``: the set implicit differentiation moves.
+
+        A unit sitting exactly on its box bound is treated as clamped there; at an exact equilibrium of a
+        block solver, those are the units whose unconstrained minimiser lies outside the box.
+        """
+        masks = []
+        for v, s in zip(self.variables, state, strict=True):
+            m = torch.ones_like(s, dtype=torch.bool)
+            lo, hi = v.bounds
+            if lo is not None:
+                m &= s > lo
+            if hi is not None:
+                m &= s < hi
+            masks.append(m)
+        return tuple(masks)
+
+    # -- optional fast paths, with generic fallbacks ------------------------------------------------------
+    def prepare(self, x: Tensor) -> Any:
+        """Quantities that stay constant during a relaxation (computed once per batch)."""
+        return None
+
+    @property
+    def has_block_minimizer(self) -> bool:
+        """Whether :meth:`block_field` / :meth:`block_curvature` are implemented."""
+        return False
+
+    def block_field(self, k: int, state: State, drive: Any) -> Tensor:
+        """The linear coefficient ``h_k`` of ``E = ½·a‖s_k‖² − h_k·s_k + …`` (given the other variables)."""
+        raise self._no_block_minimizer()
+
+    def block_bounds(self, k: int) -> tuple[float | None, float | None]:
+        """The box the exact block minimiser of variable ``k`` clips to (default: the variable's bounds)."""
+        return self.variables[k].bounds
+
+    def block_minimizer(
+        self, k: int, drive: Any, *, shift: Tensor | None = None, scale: float | Tensor = 1.0
+    ) -> Callable[[State], Tensor]:
+        """The exact block minimiser of variable ``k`` as a function of the state, with everything constant
+        bound in advance: ``state ↦ clip(scale·(h_k(state) + shift))`` onto :meth:`block_bounds`.
+
+        Built once per relaxation (``shift`` and ``scale`` carry the nudging), called every sweep. Systems
+        override it to fold the constants into fused kernels; this default composes :meth:`block_field`.
+        """
+        lo, hi = self.block_bounds(k)
+        bounded = lo is not None or hi is not None
+        unit = isinstance(scale, float) and scale == 1.0
+
+        def update(state: State) -> Tensor:
+            h = self.block_field(k, state, drive)
+            if shift is not None:
+                h = h + shift
+            if not unit:
+                h = h * scale
+            return h.clamp(lo, hi) if bounded else h
+
+        return update
+
+    def block_curvature(self, k: int) -> float | Tensor:
+        """The curvature ``a`` of the energy in variable ``k`` (a scalar or a per-unit tensor)."""
+        raise self._no_block_minimizer()
+
+    def state_grad(self, x: Tensor, state: State, drive: Any = None) -> State:
+        """∂E/∂s for every variable (per example, not averaged). Generic path: autograd on :meth:`energy`."""
+        with torch.enable_grad():
+            leaves = tuple(s.detach().requires_grad_(True) for s in state)
+            grads = torch.autograd.grad(self.energy(x, leaves).sum(), leaves)
+        return tuple(grads)
+
+    def param_grads(self, x: Tensor, state: State) -> dict[str, Tensor]:
+        """∂E/∂θ at ``state``, averaged over the batch, keyed like ``named_parameters()``. Generic path."""
+        params = dict(self.named_parameters())
+        with torch.enable_grad():
+            e = self.energy(x, tuple(s.detach() for s in state)).mean()
+            grads = torch.autograd.grad(e, list(params.values()), allow_unused=True)
+        return {
+            name: torch.zeros_like(p) if g is None else g
+            for (name, p), g in zip(params.items(), grads, strict=True)
+        }
+
+    def param_grad_difference(
+        self, x: Tensor, state_a: State, state_b: State, *, scale: float = 1.0
+    ) -> dict[str, Tensor]:
+        """``scale·[∂E/∂θ(s_b) − ∂E/∂θ(s_a)]``, batch mean: the contrast every EqProp-type rule measures."""
+        ga = self.param_grads(x, state_a)
+        gb = self.param_grads(x, state_b)
+        return {name: (gb[name] - ga[name]) * scale for name in ga}
+
+    def _no_block_minimizer(self) -> ConfigError:
+        return ConfigError(
+            f"{type(self).__name__} has no exact block minimiser",
+            hint="relax it with GradientFlow(...) instead of BlockCoordinate(...)",
+        )
+
+    def _label(self) -> str:
+        return type(self).__name__

@@ -1,0 +1,394 @@
+"""Run configuration: frozen dataclasses, presets (TOML files), overrides, and the one string→object table.
+
+A preset is a commented TOML file in ``eqprop/presets/``. It is read with :mod:`tomllib`, checked field by
+field against these dataclasses (unknown keys and wrong types are errors with suggestions), and turned into
+objects only by :func:`build`. ``--set section.field=value`` overrides parse ``value`` as a TOML literal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Literal
+
+from eqprop.errors import ConfigError
+
+__all__ = [
+    "CostConfig",
+    "DataConfig",
+    "OptimizerConfig",
+    "RuleConfig",
+    "RunConfig",
+    "ScheduleConfig",
+    "SolverConfig",
+    "SystemConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "list_presets",
+    "load_preset",
+]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: Literal["fashion-mnist", "mnist", "kmnist"] = "fashion-mnist"
+    """Which MNIST-family dataset (IDX files, read locally; see ``eqprop.data``)."""
+    data_dir: str | None = None
+    """Folder holding the four IDX files; default: $EQPROP_DATA_DIR, then Debian's location."""
+    validation: int | float = 0
+    """Training examples held out for validation (a count, or a fraction in (0, 1)); 0 = none."""
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    kind: Literal["deep_hopfield"] = "deep_hopfield"
+    sizes: list[int] = field(default_factory=lambda: [784, 1024, 10])
+    """Layer widths, input first."""
+    gains: float | list[float] = 0.7
+    """Weight init U(±gain/√fan_in): one gain, or one per weight matrix."""
+    bounds: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    """Box of the hidden units (the hard sigmoid)."""
+    output_bounds: list[float] | None = None
+    """Box of the output units; None = linear output (set automatically to `bounds` under a readout)."""
+    energy_form: Literal["boxed", "rho"] = "boxed"
+
+
+@dataclass(frozen=True)
+class CostConfig:
+    kind: Literal["squared_error", "cross_entropy_readout"] = "squared_error"
+    classes: int = 10
+    """Classes of the readout (cross_entropy_readout only)."""
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    kind: Literal["block_coordinate", "gradient_flow"] = "block_coordinate"
+    iterations: int = 15
+    order: Literal["odd-even", "forward", "backward", "synchronous"] = "odd-even"
+    """Block order (block_coordinate only)."""
+    step_size: float = 0.2
+    """Euler step (gradient_flow only)."""
+    tol: float | None = None
+    """Stop early when every example's largest change per sweep is below tol; None = fixed sweeps."""
+    check_every: int = 5
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    kind: Literal["eqprop", "implicit", "backprop"] = "eqprop"
+    beta: float = 0.2
+    variant: Literal["positive", "negative", "centered"] = "centered"
+    steps: int | None = None
+    """backprop only: sweeps differentiated from the free equilibrium (None = the whole relaxation)."""
+    cg_iterations: int = 500
+    """implicit only: conjugate-gradient cap."""
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    kind: Literal["sgd", "adam"] = "sgd"
+    lr: float | list[float] = 0.05
+    """One rate, or one per layer (weight k with the bias of the layer it feeds)."""
+    readout_lr: float | None = None
+    """Rate of a readout cost's parameters; default: the last layer's rate."""
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    kind: Literal["constant", "exponential", "cosine"] = "exponential"
+    gamma: float = 0.99
+    """exponential: lr multiplied by gamma after every epoch."""
+    eta_min: float = 0.0
+    """cosine: final rate."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 1
+    batch_size: int = 16
+    eval_batch_size: int = 1000
+    seed: int = 0
+    device: str = "cpu"
+    dtype: Literal["float32", "float64"] = "float32"
+    log_every: int = 100
+    """Batches between progress-bar updates (each is one host sync)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "custom"
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    system: SystemConfig = field(default_factory=SystemConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    """The free phase (training and inference)."""
+    nudged_solver: SolverConfig | None = None
+    """The nudged phases; None = same as `solver`."""
+    rule: RuleConfig = field(default_factory=RuleConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    measured: dict[str, Any] = field(default_factory=dict)
+    """Numbers produced by real runs of this preset (command, machine, figures). Never typed in."""
+    published: dict[str, Any] = field(default_factory=dict)
+    """The published numbers this preset is meant to reproduce, with their source."""
+
+
+_FREE_FORM = {"measured", "published"}
+
+
+# -- checking values against the dataclasses -----------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints widened to float where wanted)."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        errors = []
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, path)
+            except ConfigError as err:
+                errors.append(err)
+        raise ConfigError(f"{path} = {value!r}: expected {_type_name(tp)}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{path} = {value!r}: expected None")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value in choices:
+            return value
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        raise ConfigError(
+            f"{path} = {value!r}: choose one of {', '.join(map(repr, choices))}",
+            hint=f"did you mean {close[0]!r}?" if close else None,
+        )
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path} = {value!r}: expected a list of {_type_name(item)}")
+        return [_coerce(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} = {value!r}: expected a table")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path} = {value!r}: expected true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path} = {value!r}: expected an integer")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{path} = {value!r}: expected a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{path} = {value!r}: expected a string")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} = {value!r}: expected a table of {tp.__name__} fields")
+        return _build_dataclass(tp, value, path)
+    raise ConfigError(f"{path}: unsupported field type {tp!r}")  # a bug in the dataclasses, not user input
+
+
+def _build_dataclass(cls: type, data: dict[str, Any], path: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else key
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            raise ConfigError(
+                f"unknown setting {where!r}",
+                hint=(f"did you mean {(path + '.' if path else '') + close[0]!r}? " if close else "")
+                + f"known {('fields of ' + path) if path else 'sections'}: {', '.join(names)}",
+            )
+        kwargs[key] = _coerce(value, hints[key], where)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Validate a nested dict (a parsed preset, or a saved ``config.json``) into a :class:`RunConfig`."""
+    config = _build_dataclass(RunConfig, data, "")
+    validate(config)
+    return config
+
+
+def config_to_dict(config: RunConfig) -> dict[str, Any]:
+    """The inverse of :func:`config_from_dict` (JSON- and TOML-friendly)."""
+    return dataclasses.asdict(config)
+
+
+def validate(config: RunConfig) -> None:
+    """Cross-field checks that the types alone cannot express."""
+    t = config.train
+    for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
+        if getattr(t, name) < (0 if name == "epochs" else 1):
+            raise ConfigError(
+                f"train.{name} = {getattr(t, name)}: must be {'>= 0' if name == 'epochs' else '>= 1'}"
+            )
+    s = config.system
+    if len(s.sizes) < 2 or min(s.sizes) < 1:
+        raise ConfigError(
+            f"system.sizes = {s.sizes}: need at least two positive widths, e.g. [784, 1024, 10]"
+        )
+    n_layers = len(s.sizes) - 1
+    lr = config.optimizer.lr
+    if isinstance(lr, list) and len(lr) != n_layers:
+        raise ConfigError(
+            f"optimizer.lr = {lr}: give one rate, or one per layer ({n_layers} for sizes {s.sizes})"
+        )
+    rates = lr if isinstance(lr, list) else [lr]
+    if any(not r > 0 for r in rates):
+        raise ConfigError(f"optimizer.lr = {lr}: rates must be > 0")
+
+
+# -- presets ----------------------------------------------------------------------------------------------------
+def _preset_files() -> dict[str, Any]:
+    folder = resources.files("eqprop.presets")
+    return {p.name[: -len(".toml")]: p for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
+def list_presets() -> list[str]:
+    """The names of the shipped presets, sorted."""
+    return sorted(_preset_files())
+
+
+def load_preset(name: str) -> RunConfig:
+    """Read and validate the preset ``name`` (see ``eqprop presets``)."""
+    files = _preset_files()
+    if name not in files:
+        close = difflib.get_close_matches(name, list(files), n=1)
+        raise ConfigError(
+            f"no preset named {name!r}",
+            hint=(f"did you mean {close[0]!r}? " if close else "") + f"available: {', '.join(sorted(files))}",
+        )
+    data = _preset_dict(name, files, ())
+    data["name"] = name
+    return config_from_dict(data)
+
+
+def _preset_dict(name: str, files: dict[str, Any], seen: tuple[str, ...]) -> dict[str, Any]:
+    """A preset's table, with ``base = "other-preset"`` resolved (the base's tables, then this file's)."""
+    if name in seen:
+        raise ConfigError(f"preset {name!r} inherits from itself through {' -> '.join((*seen, name))}")
+    if name not in files:
+        raise ConfigError(f"preset {seen[-1]!r} names base {name!r}, which does not exist")
+    try:
+        data = tomllib.loads(files[name].read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"preset {name!r} is not valid TOML: {err}") from err
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    merged = _preset_dict(str(base), files, (*seen, name))
+    merged.pop("measured", None)  # measurements belong to the preset that produced them
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word: take it as a string (e.g. --set rule.variant=centered)
+
+
+def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
+    """Apply ``section.field=value`` overrides (value parsed as a TOML literal), re-validating everything."""
+    data = config_to_dict(config)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected section.field=value, e.g. rule.beta=0.1")
+        parts = key.split(".")
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            if part == "nudged_solver" and node.get(part) is None:
+                node[part] = config_to_dict(config)["solver"]  # start from the free-phase solver
+            child = node.get(part)
+            if not isinstance(child, dict):
+                names = [k for k, v in node.items() if isinstance(v, dict) or k == "nudged_solver"]
+                close = difflib.get_close_matches(part, names, n=1)
+                raise ConfigError(
+                    f"--set {key}: unknown section {'.'.join(parts[: i + 1])!r}",
+                    hint=(f"did you mean {close[0]!r}? " if close else "") + f"sections: {', '.join(names)}",
+                )
+            node = child
+        leaf = parts[-1]
+        in_free_form = parts[0] in _FREE_FORM
+        if leaf not in node and not in_free_form:
+            close = difflib.get_close_matches(leaf, list(node), n=1)
+            prefix = ".".join(parts[:-1])
+            raise ConfigError(
+                f"--set {key}: unknown setting {leaf!r}" + (f" in {prefix!r}" if prefix else ""),
+                hint=(f"did you mean {prefix + '.' if prefix else ''}{close[0]}? " if close else "")
+                + f"known: {', '.join(sorted(node))}",
+            )
+        node[leaf] = _parse_value(text.strip())
+    return config_from_dict(data)
+
+
+# -- the one place where strings become objects ---------------------------------------------------------------
+def build(config: RunConfig, *, generator: Any = None) -> tuple[Any, Any, Any, Any, Any]:
+    """``(system, cost, solver, nudged_solver, rule)`` from a config (on the CPU, float32)."""
+    from eqprop.costs import CrossEntropyReadout, SquaredError
+    from eqprop.rules import BackpropThroughSolver, EqProp, ImplicitDiff
+    from eqprop.systems import DeepHopfield
+
+    s = config.system
+    readout = config.cost.kind == "cross_entropy_readout"
+    output_bounds = s.output_bounds if s.output_bounds is not None else (s.bounds if readout else None)
+    system = DeepHopfield(
+        s.sizes,
+        bounds=tuple(s.bounds),
+        output_bounds=None if output_bounds is None else tuple(output_bounds),
+        gains=s.gains,
+        energy_form=s.energy_form,
+        generator=generator,
+    )
+    if readout:
+        cost = CrossEntropyReadout(s.sizes[-1], config.cost.classes, generator=generator)
+    else:
+        cost = SquaredError()
+    solver = build_solver(config.solver)
+    nudged = None if config.nudged_solver is None else build_solver(config.nudged_solver)
+    r = config.rule
+    if r.kind == "eqprop":
+        rule = EqProp(beta=r.beta, variant=r.variant)
+    elif r.kind == "implicit":
+        rule = ImplicitDiff(cg_iterations=r.cg_iterations)
+    else:
+        rule = BackpropThroughSolver(steps=r.steps)
+    return system, cost, solver, nudged, rule
+
+
+def build_solver(c: SolverConfig) -> Any:
+    from eqprop.solvers import BlockCoordinate, GradientFlow
+
+    if c.kind == "block_coordinate":
+        return BlockCoordinate(iterations=c.iterations, order=c.order, tol=c.tol, check_every=c.check_every)
+    return GradientFlow(iterations=c.iterations, step_size=c.step_size, tol=c.tol, check_every=c.check_every)

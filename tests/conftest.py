@@ -1,0 +1,26 @@
+"""Shared fixtures: float64 for the physics checks and a fresh seeded generator per test."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests import `helpers` directly
+
+from helpers import default_dtype  # noqa: E402
+
+
+@pytest.fixture
+def f64():
+    """Run the test with ``torch.float64`` as the default dtype, restoring the previous one afterwards."""
+    with default_dtype(torch.float64):
+        yield torch.float64
+
+
+@pytest.fixture
+def gen() -> torch.Generator:
+    """A fresh generator with a fixed seed: every test draws the same numbers whatever runs before it."""
+    return torch.Generator().manual_seed(1234)
