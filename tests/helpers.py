@@ -71,13 +71,17 @@ SMALL_SYSTEMS: dict[str, Callable[..., Problem]] = {
 }
 """name -> factory ``(seed=0) -> (system, x, y)``."""
 
+NO_HIDDEN: Callable[..., Problem] = partial(make_hopfield, [5, 3], output_bounds=(0.0, 1.0))
+"""An edge case for the fast paths: a single (boxed) layer, whose block field is its drive alone."""
+
 BOXED_SYSTEMS = [name for name in SMALL_SYSTEMS if not name.endswith("rho")]
 """The systems whose energy is smooth in the state (the ``rho`` form has kinks at the box bounds)."""
 
 
 def tiny_problem(seed: int = 7, **kwargs) -> Problem:
     """The smallest interesting net, for finite differences: 2 examples, [3, 4, 2]. With the default seed,
-    4 of its 8 hidden units clip at 0 and 2 at 1, and every field is at least 0.25 away from a kink."""
+    4 of its 8 hidden units clip at 0 and 2 at 1, and every field is over 0.05 away from a kink (also with
+    ``output_bounds=(0, 1)``, where 1 output unit clips as well)."""
     return make_hopfield([3, 4, 2], seed, batch=2, **kwargs)
 
 

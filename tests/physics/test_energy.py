@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import BOXED_SYSTEMS, DESCENT_ORDERS, PROPERTY, SMALL_SYSTEMS, random_state
 from hypothesis import given
 from hypothesis import strategies as st
 
 from eqprop import BlockCoordinate, DeepHopfield, GradientFlow, SquaredError, TotalEnergy
+from helpers import BOXED_SYSTEMS, DESCENT_ORDERS, PROPERTY, SMALL_SYSTEMS, random_state
 
 TOL = 1e-12
 betas = st.one_of(st.just(0.0), st.floats(-0.3, 0.3))
@@ -24,7 +24,9 @@ def nudged_problem(name: str, seed: int, beta: float) -> tuple[TotalEnergy, tupl
 
 
 @PROPERTY
-@given(name=st.sampled_from(list(SMALL_SYSTEMS)), order=st.sampled_from(DESCENT_ORDERS), beta=betas, seed=seeds)
+@given(
+    name=st.sampled_from(list(SMALL_SYSTEMS)), order=st.sampled_from(DESCENT_ORDERS), beta=betas, seed=seeds
+)
 def test_block_sweep_never_increases_total_energy(name, order, beta, seed):
     problem, state = nudged_problem(name, seed, beta)
     solver = BlockCoordinate(order=order)
@@ -64,7 +66,8 @@ def test_gradient_flow_step_never_increases_total_energy(name, beta, seed):
 
 
 def hand_energy(x, state, weights, biases, rho) -> list[float]:
-    """``E = Σ½‖s‖² − Σ b·ρ(s) − Σ ρ(s_{k+1})·W_k ρ(s_k)``, one example at a time, in plain Python floats."""
+    """``E = Σ½‖s‖² − Σ b·ρ(s) − Σ ρ(s_{k+1})·W_k ρ(s_k)``, one example at a time, in plain Python floats
+    (``rho(v, k)`` is ρ of layer ``k``; layer 0 is the input)."""
     out = []
     for n in range(len(x)):
         layers = [x[n]] + [s[n] for s in state]
@@ -76,7 +79,7 @@ def hand_energy(x, state, weights, biases, rho) -> list[float]:
             below, above = layers[k], layers[k + 1]
             for i, row in enumerate(w):
                 for j, wij in enumerate(row):
-                    e -= rho(above[i], k + 1) * wij * (rho(below[j], k) if k > 0 else below[j])
+                    e -= rho(above[i], k + 1) * wij * rho(below[j], k)
         out.append(e)
     return out
 
@@ -93,7 +96,7 @@ def test_energy_matches_hand_computation(form, f64):
     # The second example leaves the hidden box (ρ clips it; the output layer is linear).
     state = (torch.tensor([[0.2, 0.9, 0.5], [1.5, -0.3, 0.4]]), torch.tensor([[0.7, -1.1], [2.0, 0.1]]))
 
-    def rho(v: float, k: int) -> float:  # the ρ form clips the hidden layer; the output layer is linear
+    def rho(v: float, k: int) -> float:  # the ρ form clips the hidden layer; input and output are linear
         return min(max(v, 0.0), 1.0) if form == "rho" and k == 1 else v
 
     expected = torch.tensor(hand_energy(x.tolist(), [s.tolist() for s in state], weights, biases, rho))

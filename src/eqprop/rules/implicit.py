@@ -11,7 +11,7 @@ from eqprop._types import State
 from eqprop.costs import Cost
 from eqprop.errors import ConfigError
 from eqprop.rules.base import Estimate, Rule, cost_param_grads, raise_if_diverged
-from eqprop.solvers.base import Solver, solve
+from eqprop.solvers.base import Solver, TotalEnergy, solve
 from eqprop.systems.base import EnergySystem
 
 __all__ = ["ImplicitDiff"]
@@ -73,12 +73,11 @@ class ImplicitDiff(Rule):
         *,
         nudged_solver: Solver | None = None,
     ) -> Estimate:
-        free = solve(system, x, solver, throw=False)
+        problem = TotalEnergy(system, x, cost=cost, y=y)  # checks shapes and prepares the target
+        target = problem.target
+        assert target is not None
+        free = solve(system, x, solver, throw=False, drive=problem.drive)
         raise_if_diverged((free,))
-        problem = free.problem
-        k_out = cost.target_index % len(system.variables)
-        like = free.state[k_out]
-        target = cost.prepare_target(y, like)
         masks = system.active_mask(free.state)
         batch = x.shape[0]
         params = dict(system.named_parameters())
@@ -90,7 +89,7 @@ class ImplicitDiff(Rule):
                 (torch.zeros_like(s) if g is None else g) * m
                 for s, g, m in zip(leaves, g_c, masks, strict=True)
             )
-            g_e = torch.autograd.grad(problem.system.energy(x, leaves).sum(), leaves, create_graph=True)
+            g_e = torch.autograd.grad(system.energy(x, leaves).sum(), leaves, create_graph=True)
 
             def hvp(v: State) -> State:  # masked H v: the Hessian restricted to the free units
                 hv = torch.autograd.grad(

@@ -76,9 +76,11 @@ class TotalEnergy:
         if self.nudged:
             assert self.cost is not None and self.target is not None and self.nudged_index is not None
             k = self.nudged_index
+            create = torch.is_grad_enabled()  # inside backprop-through-the-solver: keep the graph
             with torch.enable_grad():
-                leaves = tuple(s.detach().requires_grad_(i == k) for i, s in enumerate(state))
-                (gc,) = torch.autograd.grad(self.cost(leaves, self.target).sum(), [leaves[k]])
+                sk = state[k] if create and state[k].requires_grad else state[k].detach().requires_grad_(True)
+                leaves = (*state[:k], sk, *state[k + 1 :])
+                (gc,) = torch.autograd.grad(self.cost(leaves, self.target).sum(), [sk], create_graph=create)
             g[k] = g[k] + self.beta * gc
         return tuple(g)
 

@@ -154,9 +154,12 @@ class EnergySystem(nn.Module, metaclass=ABCMeta):
 
     def state_grad(self, x: Tensor, state: State, drive: Any = None) -> State:
         """∂E/∂s for every variable (per example, not averaged). Generic path: autograd on :meth:`energy`."""
+        create = torch.is_grad_enabled()  # inside backprop-through-the-solver: keep the graph
         with torch.enable_grad():
-            leaves = tuple(s.detach().requires_grad_(True) for s in state)
-            grads = torch.autograd.grad(self.energy(x, leaves).sum(), leaves)
+            leaves = tuple(
+                s if create and s.requires_grad else s.detach().requires_grad_(True) for s in state
+            )
+            grads = torch.autograd.grad(self.energy(x, leaves).sum(), leaves, create_graph=create)
         return tuple(grads)
 
     def param_grads(self, x: Tensor, state: State) -> dict[str, Tensor]:

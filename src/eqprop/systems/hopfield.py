@@ -48,9 +48,10 @@ class DeepHopfield(EnergySystem):
     block minimiser is ``s_k ← clip(b_k + W_{k-1}s_{k-1} + W_kᵀs_{k+1})``.
 
     With ``energy_form="rho"`` the energy is the 2017 paper's
-    ``Σ½‖s_k‖² − Σ b_k·ρ(s_k) − Σ ρ(s_{k+1})·W_k ρ(s_k)``, ``ρ = clip(·, bounds)``, with *unbounded* states
-    (for gradient-flow dynamics). Its exact block minimiser is the same clip, so block-coordinate
-    relaxation reaches the same equilibria in both forms.
+    ``Σ½‖s_k‖² − Σ b_k·ρ(s_k) − Σ ρ(s_{k+1})·W_k ρ(s_k)``, ``ρ = clip(·, bounds)``. As in that paper's code,
+    the states are still projected onto the box after every step (where ``ρ(s) = s``), so both forms share
+    their equilibria; the ρ form differs only for states put outside the box by hand (e.g. ``init=``),
+    where it is the energy the leaky-integrator dynamics ``ds/dt = ρ'(s)(Wρ(s') + b) − s`` descend.
 
     Args:
         sizes: layer widths ``[n₀ (input), n₁, …, n_L (output)]``.
@@ -111,7 +112,7 @@ class DeepHopfield(EnergySystem):
             self.output_bounds if k == n_weights else self.hidden_bounds for k in range(1, n_weights + 1)
         )
         self.variables = tuple(
-            Variable(f"s{k}", (m,), b if energy_form == "boxed" else (None, None))
+            Variable(f"s{k}", (m,), b)
             for k, (m, b) in enumerate(zip(sizes[1:], self._block_bounds, strict=True), start=1)
         )
 
@@ -188,7 +189,8 @@ class DeepHopfield(EnergySystem):
         ``scale·(drive_k + shift)`` is folded into the addmm's input once per relaxation, and the coupling is
         added with ``alpha=scale``, so the nudged output layer costs no more than a free one.
         """
-        if self.energy_form == "rho":  # ρ must be applied to the neighbours: use the generic composition
+        if self.energy_form == "rho" or isinstance(scale, Tensor):
+            # ρ on the neighbours, or a per-unit scale (not an addmm alpha): the generic composition
             return super().block_minimizer(k, drive, shift=shift, scale=scale)
         const = drive[k] if shift is None else drive[k] + shift
         if not (isinstance(scale, float) and scale == 1.0):
@@ -222,20 +224,6 @@ class DeepHopfield(EnergySystem):
         if drive is None:
             drive = self.prepare(x)
         return tuple(s - self.block_field(k, state, drive) for k, s in enumerate(state))
-
-    def active_mask(self, state: State) -> tuple[Tensor, ...]:
-        if self.energy_form == "boxed":
-            return super().active_mask(state)
-        masks = []
-        for k, s in enumerate(state):  # rho form: units in a flat part of ρ do not move with θ
-            lo, hi = self._block_bounds[k]
-            m = torch.ones_like(s, dtype=torch.bool)
-            if lo is not None:
-                m &= s > lo
-            if hi is not None:
-                m &= s < hi
-            masks.append(m)
-        return tuple(masks)
 
     def param_grads(self, x: Tensor, state: State) -> dict[str, Tensor]:
         """Closed form: ``∂E/∂W_k = −⟨ρ(s_{k+1}) ρ(s_k)ᵀ⟩``, ``∂E/∂b_k = −⟨ρ(s_k)⟩`` (batch means)."""
