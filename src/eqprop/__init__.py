@@ -15,13 +15,15 @@ from eqprop.errors import (
     DivergenceError,
     EqpropError,
 )
-from eqprop.rules import BackpropThroughSolver, EqProp, Estimate, ImplicitDiff, Rule
+from eqprop.physical import PhysicalSystem, SpringCoupled
+from eqprop.rules import AgnosticEqProp, BackpropThroughSolver, EqProp, Estimate, ImplicitDiff, Rule
 from eqprop.solvers import BlockCoordinate, Equilibrium, GradientFlow, Solver, SolveStats, TotalEnergy, solve
 from eqprop.systems import DeepHopfield, EnergySystem
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AgnosticEqProp",
     "BackpropThroughSolver",
     "BlockCoordinate",
     "CheckpointError",
@@ -39,9 +41,11 @@ __all__ = [
     "Estimate",
     "GradientFlow",
     "ImplicitDiff",
+    "PhysicalSystem",
     "Rule",
     "SolveStats",
     "Solver",
+    "SpringCoupled",
     "SquaredError",
     "State",
     "TotalEnergy",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -11,7 +11,7 @@ from torch import Tensor
 
 from eqprop.costs import Cost
 from eqprop.errors import ConfigError
-from eqprop.rules import BackpropThroughSolver, EqProp, ImplicitDiff
+from eqprop.rules import BackpropThroughSolver, EqProp, ImplicitDiff, Rule
 from eqprop.rules.eqprop import VARIANTS
 from eqprop.solvers.base import Solver
 from eqprop.systems.base import EnergySystem
@@ -52,16 +52,19 @@ def gradcheck(
     betas: Sequence[float] = (0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001),
     variants: Sequence[str] = VARIANTS,
     backprop_steps: int | None = None,
+    estimator: Callable[[str, float], Rule] | None = None,
 ) -> dict[str, Any]:
-    """Compare EqProp (each variant, each β) and truncated backprop with implicit differentiation.
+    """Compare EqProp-type estimators (each variant, each β) and truncated backprop with implicit differentiation.
 
     Args:
         system, cost: the model (use float64 for a clean β-scaling).
         solver: relaxes every phase; it should reach the equilibrium (check ``free_residual``).
         x, y: one batch.
         betas: nudging strengths to test.
-        variants: EqProp variants ("positive", "negative", "centered").
+        variants: EqProp variants ("positive", "negative", "centered"), or the estimator's own names.
         backprop_steps: sweeps of truncated backprop from the free equilibrium (default: ``solver.iterations``).
+        estimator: ``(variant, beta) -> Rule`` for another family of estimators, e.g.
+            ``lambda mode, b: AgnosticEqProp(beta=b, mode=mode, epsilon=...)``; default EqProp.
 
     Returns:
         ``{"reference": {...}, "eqprop": [{variant, beta, cosine, relative_error}, ...],
@@ -70,14 +73,22 @@ def gradcheck(
     """
     if not betas:
         raise ConfigError("gradcheck needs at least one beta")
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise ConfigError(f"unknown EqProp variant(s) {unknown}: choose from {', '.join(VARIANTS)}")
+    if estimator is None:
+        unknown = [v for v in variants if v not in VARIANTS]
+        if unknown:
+            raise ConfigError(f"unknown EqProp variant(s) {unknown}: choose from {', '.join(VARIANTS)}")
+
+        def estimator(variant: str, beta: float) -> Rule:
+            return EqProp(beta=beta, variant=variant)  # type: ignore[arg-type]
+
     ref = ImplicitDiff().gradients(system, cost, solver, x, y)
     rows = []
+    orders = {}
     for variant in variants:
         for beta in betas:
-            est = EqProp(beta=float(beta), variant=variant).gradients(system, cost, solver, x, y)  # type: ignore[arg-type]
+            rule = estimator(variant, float(beta))
+            orders[variant] = rule.bias_order
+            est = rule.gradients(system, cost, solver, x, y)
             rows.append({"variant": variant, "beta": float(beta), **compare(est.grads, ref.grads)})
     slopes = {
         v: loglog_slope(
@@ -99,7 +110,7 @@ def gradcheck(
         },
         "eqprop": rows,
         "slopes": slopes,
-        "expected_slopes": {v: EqProp(variant=v).bias_order for v in variants},  # type: ignore[arg-type]
+        "expected_slopes": orders,
         "backprop": {"steps": steps, **compare(tbp.grads, ref.grads)},
         "batch": int(x.shape[0]),
         "dtype": str(x.dtype).replace("torch.", ""),

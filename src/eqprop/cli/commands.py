@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ import torch
 
 from eqprop.errors import ConfigError
 from eqprop.train.config import RunConfig, apply_overrides, build, config_to_dict, list_presets, load_preset
+
+EQPROP_VARIANTS = ["positive", "negative", "centered"]
 
 
 def _emit(result: dict[str, Any]) -> None:
@@ -43,7 +46,7 @@ def train(args: argparse.Namespace) -> int:
             raise ConfigError("--resume DIR continues the run in DIR: do not also pass a different --out")
         if args.overrides or args.batch_size is not None or args.seed is not None:
             raise ConfigError(
-                "--resume continues a run with its own settings: only --epochs (and --device) may be given",
+                "--resume continues a run with its own settings: only --epochs, --device and --data-dir may be given",
                 hint="start a new run with --out to change other settings",
             )
         saved, _ = load_run(args.resume)
@@ -167,10 +170,22 @@ def gradcheck(args: argparse.Namespace) -> int:
     config = apply_overrides(config, sets)
     if args.batch_size < 1 or args.iterations < 1:
         raise ConfigError("--batch-size and --iterations must be >= 1")
-    if config.rule.kind != "eqprop":
-        raise ConfigError(f"gradcheck compares EqProp estimators; the preset's rule is {config.rule.kind!r}")
+    if config.rule.kind not in ("eqprop", "aeqprop"):
+        raise ConfigError(
+            f"gradcheck compares EqProp-type estimators; the preset's rule is {config.rule.kind!r}",
+            hint="use a preset whose rule.kind is eqprop or aeqprop",
+        )
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
-    system, cost, solver, _, _ = build(config, generator=torch.Generator().manual_seed(args.seed))
+    system, cost, solver, _, rule = build(config, generator=torch.Generator().manual_seed(args.seed))
+    estimator = None
+    variants = args.variants
+    if config.rule.kind == "aeqprop":
+        if variants == EQPROP_VARIANTS:
+            variants = ["optimistic", "pessimistic", "centered"]
+
+        def estimator(mode: str, beta: float) -> Any:
+            return dataclasses.replace(rule, beta=beta, mode=mode)
+
     if ckpt is not None:
         check_compatible(ckpt["system"], system, what="system")
         system.load_state_dict(ckpt["system"])
@@ -187,8 +202,8 @@ def gradcheck(args: argparse.Namespace) -> int:
     ]
     x = data.test.x[pick].to(dtype)
     y = data.test.y[pick]
-    result = run_check(system, cost, solver, x, y, betas=args.betas, variants=args.variants)
-    result = {"preset": config.name, "iterations": args.iterations, **result}
+    result = run_check(system, cost, solver, x, y, betas=args.betas, variants=variants, estimator=estimator)
+    result = {"preset": config.name, "rule": config.rule.kind, "iterations": args.iterations, **result}
     if not args.json:
         ref = result["reference"]
         print(

@@ -168,12 +168,16 @@ class Solver(metaclass=ABCMeta):
     """A relaxation algorithm: :meth:`step` is one sweep; :meth:`run` repeats it, with no host sync inside
     except the tolerance check every ``check_every`` sweeps (when ``tol`` is set).
 
-    Subclasses are frozen dataclasses with the fields ``iterations``, ``tol`` and ``check_every``.
+    Subclasses are frozen dataclasses with the fields ``iterations``, ``tol``, ``check_every`` and ``norm``:
+    ``norm="max"`` measures each example's largest change of any unit in a sweep and stops when every
+    example is within ``tol``; ``norm="layer-l1"`` is the criterion of the AEqprop reference code: stop when,
+    for every layer, the change summed over units *and over the batch* is within ``tol``.
     """
 
     iterations: int
     tol: float | None
     check_every: int
+    norm: str
 
     @abstractmethod
     def step(self, problem: TotalEnergy, state: State) -> State:
@@ -191,6 +195,8 @@ class Solver(metaclass=ABCMeta):
             or self.check_every < 1
         ):
             raise ConfigError(f"{name}(check_every={self.check_every!r}): need an integer >= 1")
+        if self.norm not in NORMS:
+            raise ConfigError(f"{name}(norm={self.norm!r}): choose one of {', '.join(map(repr, NORMS))}")
 
     def make_sweep(self, problem: TotalEnergy) -> Callable[[State], State]:
         """The sweep as a closure over ``problem``, built once per relaxation (solvers override it to bind
@@ -200,6 +206,7 @@ class Solver(metaclass=ABCMeta):
     def run(self, problem: TotalEnergy, state: State) -> tuple[State, SolveStats]:
         """Relax ``state``: ``iterations`` sweeps, or fewer once every example is within ``tol``."""
         residual = state[0].new_zeros(state[0].shape[0])
+        within = torch.ones_like(residual, dtype=torch.bool)
         done = 0
         sweep = self.make_sweep(problem)
         for it in range(1, self.iterations + 1):  # hot loop: no .item(), no allocation beyond the sweep
@@ -207,25 +214,39 @@ class Solver(metaclass=ABCMeta):
             last = it == self.iterations
             checking = self.tol is not None and it % self.check_every == 0
             if last or checking:
-                residual = _largest_change(state, new)
+                residual, within = _change(state, new, self.norm, self.tol)
             state = new
             done = it
-            if checking and not last and bool((residual <= self.tol).all()):  # host sync every check_every
+            if checking and not last and bool(within.all()):  # host sync every check_every
                 break
-        converged = torch.ones_like(residual, dtype=torch.bool) if self.tol is None else residual <= self.tol
+        converged = torch.ones_like(residual, dtype=torch.bool) if self.tol is None else within
         # A non-finite unit makes the last sweep's change NaN or inf (NaN and inf persist through the
         # updates), so the residual's finiteness is the state's, at the cost of one (batch,) op.
         finite = torch.isfinite(residual) if done else _finite(state)
         return state, SolveStats(iterations=done, residual=residual, converged=converged, finite=finite)
 
 
-def _largest_change(old: State, new: State) -> Tensor:
-    out = None
+NORMS = ("max", "layer-l1")
+
+
+def _change(old: State, new: State, norm: str, tol: float | None) -> tuple[Tensor, Tensor]:
+    """``(residual, within)`` per example: the sweep's change, and whether it meets ``tol`` (see Solver)."""
+    residual = None
+    batch_ok = None
     for a, b in zip(old, new, strict=True):
-        d = (b - a).abs_().flatten(1).amax(1)
-        out = d if out is None else torch.maximum(out, d)
-    assert out is not None  # a system has at least one variable
-    return out
+        d = (b - a).abs_().flatten(1)
+        r = d.amax(1) if norm == "max" else d.sum(1)
+        residual = r if residual is None else torch.maximum(residual, r)
+        if norm == "layer-l1" and tol is not None:
+            ok = r.sum() <= tol  # summed over the batch too, as the AEqprop reference code does
+            batch_ok = ok if batch_ok is None else batch_ok & ok
+    assert residual is not None  # a system has at least one variable
+    if tol is None:
+        return residual, torch.ones_like(residual, dtype=torch.bool)
+    if norm == "layer-l1":
+        assert batch_ok is not None
+        return residual, batch_ok.expand(residual.shape)
+    return residual, residual <= tol
 
 
 def _finite(state: State) -> Tensor:

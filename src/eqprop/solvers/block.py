@@ -46,6 +46,8 @@ class BlockCoordinate(Solver):
         order: ``"odd-even"``, ``"forward"``, ``"backward"`` or ``"synchronous"``.
         tol: stop early once every example's largest change in a sweep is ``<= tol``; ``None`` = never.
         check_every: sweeps between tolerance checks (each is one host sync).
+        norm: ``"max"`` (largest change of a unit, per example) or ``"layer-l1"`` (per layer, summed over
+            units and batch: the AEqprop reference code's criterion).
 
     Example:
         >>> solver = BlockCoordinate(iterations=15, order="odd-even")
@@ -58,6 +60,7 @@ class BlockCoordinate(Solver):
     order: Order = "odd-even"
     tol: float | None = None
     check_every: int = 5
+    norm: Literal["max", "layer-l1"] = "max"
 
     def __post_init__(self) -> None:
         self._validate()

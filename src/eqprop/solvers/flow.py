@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from eqprop._types import State
 from eqprop.errors import ConfigError
@@ -24,6 +25,8 @@ class GradientFlow(Solver):
         step_size: the step size (``dt`` in units of the unit time constant).
         tol: stop once every example's largest change in a step is ``<= tol`` (``None`` = never).
         check_every: steps between tolerance checks (each is one host sync).
+        norm: ``"max"`` (largest change of a unit, per example) or ``"layer-l1"`` (per layer, summed over
+            units and batch: the AEqprop reference code's criterion).
 
     Example:
         >>> eq = eqprop.solve(eqprop.DeepHopfield([8, 6, 3]), torch.rand(2, 8), GradientFlow(iterations=200))
@@ -33,6 +36,7 @@ class GradientFlow(Solver):
     step_size: float = 0.2
     tol: float | None = None
     check_every: int = 10
+    norm: Literal["max", "layer-l1"] = "max"
 
     def __post_init__(self) -> None:
         self._validate()

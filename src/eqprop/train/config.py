@@ -78,13 +78,29 @@ class SolverConfig:
     tol: float | None = None
     """Stop early when every example's largest change per sweep is below tol; None = fixed sweeps."""
     check_every: int = 5
+    norm: Literal["max", "layer-l1"] = "max"
+    """How tol is measured: largest change of a unit per example, or per layer summed over the batch
+    (the AEqprop reference code's criterion)."""
 
 
 @dataclass(frozen=True)
 class RuleConfig:
-    kind: Literal["eqprop", "implicit", "backprop"] = "eqprop"
+    kind: Literal["eqprop", "aeqprop", "implicit", "backprop"] = "eqprop"
     beta: float = 0.2
     variant: Literal["positive", "negative", "centered"] = "centered"
+    """eqprop: phases (0, β), (−β, 0) or (−β, +β)."""
+    mode: Literal["optimistic", "pessimistic", "centered"] = "centered"
+    """aeqprop: phases (0, β), (−β, 0) or (−β/2, +β/2)."""
+    epsilon: float | list[float] = 0.05
+    """aeqprop: spring compliance ε of the weights (one, or one per layer); the step is SGD at lr ε·β."""
+    epsilon_biases: float | list[float] | None = None
+    """aeqprop: ε of the biases (default: as the weights)."""
+    parameter_iterations: int = 1
+    """aeqprop: rounds of joint (states, parameters) relaxation in phase 2."""
+    parameter_relaxation: Literal["exact", "flow"] = "exact"
+    """aeqprop: closed-form parameter relaxation, or `flow_steps` Euler steps of its gradient flow."""
+    flow_steps: int = 10
+    flow_step_size: float = 0.5
     steps: int | None = None
     """backprop only: sweeps differentiated from the free equilibrium (None = the whole relaxation)."""
     cg_iterations: int = 500
@@ -96,6 +112,8 @@ class OptimizerConfig:
     kind: Literal["sgd", "adam"] = "sgd"
     lr: float | list[float] = 0.05
     """One rate, or one per layer (weight k with the bias of the layer it feeds)."""
+    lr_biases: float | list[float] | None = None
+    """Rates of the biases, if they differ from `lr` (one, or one per layer)."""
     readout_lr: float | None = None
     """Rate of a readout cost's parameters; default: the last layer's rate."""
     momentum: float = 0.0
@@ -256,9 +274,32 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(
             f"optimizer.lr = {lr}: give one rate, or one per layer ({n_layers} for sizes {s.sizes})"
         )
-    rates = lr if isinstance(lr, list) else [lr]
-    if any(not r > 0 for r in rates):
-        raise ConfigError(f"optimizer.lr = {lr}: rates must be > 0")
+    for key, value in (
+        ("optimizer.lr", lr),
+        ("optimizer.lr_biases", config.optimizer.lr_biases),
+        ("rule.epsilon", config.rule.epsilon),
+        ("rule.epsilon_biases", config.rule.epsilon_biases),
+    ):
+        if value is None:
+            continue
+        if isinstance(value, list) and len(value) != n_layers:
+            raise ConfigError(
+                f"{key} = {value}: give one value, or one per layer ({n_layers} for sizes {s.sizes})"
+            )
+        if any(not v > 0 for v in (value if isinstance(value, list) else [value])):
+            raise ConfigError(f"{key} = {value}: values must be > 0")
+    if config.rule.kind == "aeqprop":
+        o = config.optimizer
+        if o.kind != "sgd" or o.momentum != 0 or o.weight_decay != 0:
+            raise ConfigError(
+                "rule.kind = aeqprop moves the parameters physically: the optimizer must be plain SGD "
+                f"(got {o.kind}, momentum {o.momentum}, weight_decay {o.weight_decay})",
+                hint="set optimizer.kind=sgd, optimizer.momentum=0, optimizer.weight_decay=0",
+            )
+        if config.cost.kind != "squared_error":
+            raise ConfigError(
+                "rule.kind = aeqprop needs cost.kind = squared_error (a readout is not physical)"
+            )
 
 
 # -- presets ----------------------------------------------------------------------------------------------------
@@ -356,7 +397,7 @@ def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
 def build(config: RunConfig, *, generator: Any = None) -> tuple[Any, Any, Any, Any, Any]:
     """``(system, cost, solver, nudged_solver, rule)`` from a config (on the CPU, float32)."""
     from eqprop.costs import CrossEntropyReadout, SquaredError
-    from eqprop.rules import BackpropThroughSolver, EqProp, ImplicitDiff
+    from eqprop.rules import AgnosticEqProp, BackpropThroughSolver, EqProp, ImplicitDiff
     from eqprop.systems import DeepHopfield
 
     s = config.system
@@ -379,6 +420,18 @@ def build(config: RunConfig, *, generator: Any = None) -> tuple[Any, Any, Any, A
     r = config.rule
     if r.kind == "eqprop":
         rule = EqProp(beta=r.beta, variant=r.variant)
+    elif r.kind == "aeqprop":
+        rule = AgnosticEqProp(
+            beta=r.beta,
+            mode=r.mode,
+            epsilon={
+                n: per_tensor(config, n, r.epsilon, r.epsilon_biases) for n, _ in system.named_parameters()
+            },
+            parameter_iterations=r.parameter_iterations,
+            parameter_relaxation=r.parameter_relaxation,
+            flow_steps=r.flow_steps,
+            flow_step_size=r.flow_step_size,
+        )
     elif r.kind == "implicit":
         rule = ImplicitDiff(cg_iterations=r.cg_iterations)
     else:
@@ -386,9 +439,26 @@ def build(config: RunConfig, *, generator: Any = None) -> tuple[Any, Any, Any, A
     return system, cost, solver, nudged, rule
 
 
+def per_tensor(
+    config: RunConfig, name: str, weights: float | list[float], biases: float | list[float] | None
+) -> float:
+    """The value of a per-layer setting for the parameter ``name`` (``weights.k`` or ``biases.k``)."""
+    kind, _, index = name.partition(".")
+    value = biases if kind == "biases" and biases is not None else weights
+    if not isinstance(value, list):
+        return float(value)
+    if kind not in ("weights", "biases") or not index.isdigit():
+        raise ConfigError(f"per-layer values need parameters named weights.k / biases.k, got {name!r}")
+    return float(value[int(index)])
+
+
 def build_solver(c: SolverConfig) -> Any:
     from eqprop.solvers import BlockCoordinate, GradientFlow
 
     if c.kind == "block_coordinate":
-        return BlockCoordinate(iterations=c.iterations, order=c.order, tol=c.tol, check_every=c.check_every)
-    return GradientFlow(iterations=c.iterations, step_size=c.step_size, tol=c.tol, check_every=c.check_every)
+        return BlockCoordinate(
+            iterations=c.iterations, order=c.order, tol=c.tol, check_every=c.check_every, norm=c.norm
+        )
+    return GradientFlow(
+        iterations=c.iterations, step_size=c.step_size, tol=c.tol, check_every=c.check_every, norm=c.norm
+    )

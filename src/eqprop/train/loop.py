@@ -8,6 +8,7 @@ from the checkpoint and ends with the same weights as an uninterrupted run with 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -33,7 +34,7 @@ from eqprop.train.checkpoint import (
     set_generator_state,
     set_rng_state,
 )
-from eqprop.train.config import RunConfig, build, config_from_dict, config_to_dict
+from eqprop.train.config import RunConfig, build, config_from_dict, config_to_dict, per_tensor
 
 __all__ = ["evaluate", "fit", "load_run", "make_optimizer", "make_scheduler"]
 
@@ -54,19 +55,28 @@ def _device(name: str) -> torch.device:
 
 
 def make_optimizer(config: RunConfig, system: EnergySystem, cost: Cost) -> torch.optim.Optimizer:
-    """SGD or Adam with one parameter group per layer (``optimizer.lr`` may be a per-layer list)."""
-    o = config.optimizer
-    layers = system.layer_parameters()
-    rates = o.lr if isinstance(o.lr, list) else [o.lr] * len(layers)
-    if len(rates) != len(layers):
-        raise ConfigError(f"optimizer.lr has {len(rates)} rates but the system has {len(layers)} layers")
-    groups: list[dict[str, Any]] = [{"params": ps, "lr": lr} for ps, lr in zip(layers, rates, strict=True)]
+    """SGD or Adam with one parameter group per tensor (rates may be per layer, and differ for biases).
+
+    For ``rule.kind = aeqprop`` the rates are ``ε·β`` per tensor: plain SGD then applies exactly the
+    displacement the physical system made (the rule returns the equivalent gradient ``−Δθ/(ε·β)``).
+    """
+    o, r = config.optimizer, config.rule
+    groups: list[dict[str, Any]] = []
+    for name, p in system.named_parameters():
+        if r.kind == "aeqprop":
+            lr = per_tensor(config, name, r.epsilon, r.epsilon_biases) * r.beta
+        else:
+            lr = per_tensor(config, name, o.lr, o.lr_biases)
+        groups.append({"params": [p], "lr": lr, "name": name})
     readout = list(cost.parameters())
     if readout:
-        groups.append({"params": readout, "lr": o.readout_lr if o.readout_lr is not None else rates[-1]})
+        last = o.lr[-1] if isinstance(o.lr, list) else o.lr
+        groups.append(
+            {"params": readout, "lr": o.readout_lr if o.readout_lr is not None else last, "name": "cost"}
+        )
     if o.kind == "sgd":
-        return torch.optim.SGD(groups, lr=rates[0], momentum=o.momentum, weight_decay=o.weight_decay)
-    return torch.optim.Adam(groups, lr=rates[0], weight_decay=o.weight_decay)
+        return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=o.momentum, weight_decay=o.weight_decay)
+    return torch.optim.Adam(groups, lr=groups[0]["lr"], weight_decay=o.weight_decay)
 
 
 def make_scheduler(
@@ -176,13 +186,12 @@ def fit(
                 hint="pass the --out folder of an earlier `eqprop train` run",
             )
         saved, ckpt = load_run(out)
-        # Only the epoch budget may change on resume: everything else must match the interrupted run.
-        config = config_from_dict(
-            {
-                **config_to_dict(saved),
-                "train": {**config_to_dict(saved)["train"], "epochs": config.train.epochs},
-            }
-        )
+        # The run's settings come from its checkpoint; only where it runs may change: the epoch budget,
+        # the device, and where the data files are.
+        d = config_to_dict(saved)
+        d["train"].update(epochs=config.train.epochs, device=config.train.device)
+        d["data"]["data_dir"] = config.data.data_dir
+        config = config_from_dict(d)
     elif (out / CHECKPOINT).exists():
         raise ConfigError(
             f"{out} already holds a run ({CHECKPOINT})",
@@ -220,6 +229,8 @@ def fit(
         cost.load_state_dict(ckpt["cost"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            scheduler.T_max = max(t.epochs, 1)  # a resumed run may have a new epoch budget
         set_generator_state(order_gen, ckpt["order_generator"])
         set_rng_state(ckpt["rng"])
         history = list(ckpt["history"])
@@ -232,7 +243,11 @@ def fit(
     from tqdm import tqdm  # imported here: `eqprop --help` stays instant
 
     batches = Batches(train_split, t.batch_size, shuffle=True, generator=order_gen)
+    initial_lr = optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])
     for epoch in range(start + 1, t.epochs + 1):
+        if hasattr(rule, "epsilon_scale"):
+            # AEqprop: the springs' compliance ε decays with the schedule, as the step ε·β does.
+            rule = dataclasses.replace(rule, epsilon_scale=optimizer.param_groups[0]["lr"] / initial_lr)
         loss_sum = torch.zeros((), dtype=dtype, device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         seen = 0

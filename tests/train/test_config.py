@@ -1,0 +1,335 @@
+"""Tests of eqprop.train.config: the shipped presets, `--set` overrides, validation, round trips, build()."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eqprop import BlockCoordinate, CrossEntropyReadout, DeepHopfield, EqProp, GradientFlow, SquaredError
+from eqprop.errors import ConfigError
+from eqprop.rules import BackpropThroughSolver, ImplicitDiff
+from eqprop.train.config import (
+    RunConfig,
+    SolverConfig,
+    apply_overrides,
+    build,
+    config_from_dict,
+    config_to_dict,
+    list_presets,
+    load_preset,
+)
+
+SHIPPED = ["fmnist-dhn1h", "fmnist-dhn2h", "fmnist-dhn3h", "fmnist-quick", "mnist-dhn1h"]
+
+
+def _dhn1h() -> RunConfig:
+    return load_preset("fmnist-dhn1h")
+
+
+# -- presets ----------------------------------------------------------------------------------------------------
+def test_list_presets_is_sorted_and_holds_the_shipped_presets() -> None:
+    names = list_presets()
+    assert names == sorted(names)
+    assert set(SHIPPED) <= set(names)
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_every_preset_loads_and_validates(name: str) -> None:
+    config = load_preset(name)
+    assert config.name == name
+    assert config.description
+    assert config.system.sizes[0] == 784 and config.system.sizes[-1] == 10
+    lr = config.optimizer.lr
+    assert not isinstance(lr, list) or len(lr) == len(config.system.sizes) - 1
+    assert config_from_dict(config_to_dict(config)) == config
+    # the objects build (weights of up to 784-1024x3-10 are cheap to allocate)
+    system, cost, solver, _, rule = build(config)
+    assert isinstance(system, DeepHopfield)
+    assert isinstance(solver, BlockCoordinate | GradientFlow)
+    if name in SHIPPED:  # the DHN recipes of the issue
+        assert config.published, "every shipped preset says which published number it targets"
+        assert isinstance(rule, EqProp) and rule.variant == "centered" and rule.beta == 0.2
+        assert isinstance(cost, SquaredError) and isinstance(solver, BlockCoordinate)
+
+
+def test_fmnist_dhn1h_has_the_issue_settings() -> None:
+    c = _dhn1h()
+    assert c.data.dataset == "fashion-mnist"
+    assert c.system.kind == "deep_hopfield"
+    assert c.system.sizes == [784, 1024, 10]
+    assert c.system.bounds == [0.0, 1.0] and c.system.output_bounds is None
+    assert c.cost.kind == "squared_error"
+    assert c.train.batch_size == 16
+    assert (c.solver.kind, c.solver.order, c.solver.iterations) == ("block_coordinate", "odd-even", 15)
+    assert c.nudged_solver is None  # the nudged phases use the same 15 odd-even sweeps
+    assert (c.rule.kind, c.rule.variant, c.rule.beta) == ("eqprop", "centered", 0.2)
+    assert c.optimizer.kind == "sgd" and c.optimizer.lr == [0.05, 0.05]
+    assert c.optimizer.momentum == 0.0 and c.optimizer.weight_decay == 0.0
+    assert (c.schedule.kind, c.schedule.gamma) == ("exponential", 0.99)
+    assert c.train.dtype == "float32" and c.train.device == "cpu"
+
+
+def test_deeper_presets_use_their_own_nudged_solver_and_per_layer_rates() -> None:
+    two, three = load_preset("fmnist-dhn2h"), load_preset("fmnist-dhn3h")
+    assert two.system.sizes == [784, 1024, 1024, 10]
+    assert (two.solver.iterations, two.nudged_solver) == (50, SolverConfig(iterations=20))
+    assert two.optimizer.lr == [0.2, 0.05, 0.01]
+    assert three.system.sizes == [784, 1024, 1024, 1024, 10]
+    assert (three.solver.iterations, three.nudged_solver) == (100, SolverConfig(iterations=10))
+    assert three.optimizer.lr == [0.2, 0.05, 0.01, 0.002]
+
+
+def test_preset_inheritance_quick_is_dhn1h_for_one_epoch() -> None:
+    quick, base = load_preset("fmnist-quick"), _dhn1h()
+    assert quick.train.epochs == 1 and base.train.epochs == 100
+    same = dataclasses.replace(
+        quick,
+        name=base.name,
+        description=base.description,
+        train=dataclasses.replace(quick.train, epochs=base.train.epochs),
+    )
+    assert same == base
+    mnist = load_preset("mnist-dhn1h")
+    assert mnist.data.dataset == "mnist"
+    assert dataclasses.replace(mnist, name=base.name, description=base.description, data=base.data) == base
+
+
+def test_unknown_preset_suggests_the_close_name() -> None:
+    with pytest.raises(ConfigError, match="no preset named 'fmnist-dhn1'") as info:
+        load_preset("fmnist-dhn1")
+    assert info.value.hint is not None
+    assert "did you mean 'fmnist-dhn1h'?" in info.value.hint
+    assert "fmnist-quick" in info.value.hint  # and the list of available presets
+
+
+# -- overrides ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("item", "get", "expected"),
+    [
+        ("train.epochs=3", lambda c: c.train.epochs, 3),
+        ("rule.beta=0.1", lambda c: c.rule.beta, 0.1),
+        ("rule.beta=1e-2", lambda c: c.rule.beta, 0.01),
+        ("optimizer.lr=1", lambda c: c.optimizer.lr, 1.0),  # an int widened to a float
+        ("optimizer.lr=[0.1, 0.05]", lambda c: c.optimizer.lr, [0.1, 0.05]),
+        ("optimizer.lr=0.3", lambda c: c.optimizer.lr, 0.3),  # one rate instead of a list
+        ("system.gains=[0.5,0.6]", lambda c: c.system.gains, [0.5, 0.6]),
+        ("data.validation=100", lambda c: c.data.validation, 100),
+        ("data.validation=0.1", lambda c: c.data.validation, 0.1),
+        ('data.data_dir="/data/with space"', lambda c: c.data.data_dir, "/data/with space"),
+        ("data.data_dir=/tmp/fmnist", lambda c: c.data.data_dir, "/tmp/fmnist"),  # a bare word
+        ("rule.variant=negative", lambda c: c.rule.variant, "negative"),  # a bare word
+        ("rule.variant='positive'", lambda c: c.rule.variant, "positive"),  # a TOML literal string
+        ("solver.tol=1e-4", lambda c: c.solver.tol, 1e-4),
+        ("rule.steps=5", lambda c: c.rule.steps, 5),
+        ("train.dtype=float64", lambda c: c.train.dtype, "float64"),
+        (" train.seed = 7 ", lambda c: c.train.seed, 7),  # whitespace around key and value
+        ("name=mine", lambda c: c.name, "mine"),
+        ('measured.note="hi"', lambda c: c.measured, {"note": "hi"}),  # free-form table
+    ],
+)
+def test_apply_overrides_parses_toml_literals(item: str, get, expected) -> None:
+    config = apply_overrides(_dhn1h(), [item])
+    value = get(config)
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+def test_apply_overrides_leaves_the_original_untouched_and_applies_in_order() -> None:
+    base = _dhn1h()
+    changed = apply_overrides(base, ["train.epochs=3", "train.epochs=4", "rule.variant=positive"])
+    assert (changed.train.epochs, changed.rule.variant) == (4, "positive")
+    assert (base.train.epochs, base.rule.variant) == (100, "centered")
+    assert apply_overrides(base, []) == base
+
+
+@pytest.mark.parametrize(
+    ("item", "message", "hint"),
+    [
+        ("rul.beta=0.1", "unknown section 'rul'", "did you mean 'rule'?"),
+        ("rule.bta=0.1", "unknown setting 'bta' in 'rule'", "did you mean rule.beta?"),
+        ("train.epoch=3", "unknown setting 'epoch' in 'train'", "did you mean train.epochs?"),
+        ("optimizer.lr.x=1", "unknown section 'optimizer.lr'", "sections"),
+        ("epochs=3", "unknown setting 'epochs'", "known"),
+    ],
+)
+def test_unknown_keys_are_errors_with_a_hint(item: str, message: str, hint: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        apply_overrides(_dhn1h(), [item])
+    assert info.value.hint is not None and hint in info.value.hint
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ('train.epochs="x"', "train.epochs = 'x': expected an integer"),
+        ("train.epochs=1.5", "expected an integer"),
+        ("train.epochs=true", "expected an integer"),
+        ("rule.beta=[1]", r"rule.beta = \[1\]: expected a number"),
+        ("rule.beta=fast", "rule.beta = 'fast': expected a number"),
+        ("system.sizes=5", "expected a list of int"),
+        ("system.sizes=[784, 1.5, 10]", r"system.sizes\[1\] = 1.5: expected an integer"),
+        ("data.data_dir=3", "data.data_dir = 3: expected"),
+        ("train=5", "expected a table of TrainConfig fields"),
+        ("train.epochs=-1", "train.epochs = -1: must be >= 0"),
+        ("train.batch_size=0", "train.batch_size = 0: must be >= 1"),
+        ("system.sizes=[784]", "need at least two positive widths"),
+        ("system.sizes=[784,0,10]", "need at least two positive widths"),
+        ("optimizer.lr=0", "must be > 0"),
+        ("optimizer.lr=[0.1,-0.1]", "must be > 0"),
+        ("rule.beta", "expected section.field=value"),
+        ("=3", "expected section.field=value"),
+    ],
+)
+def test_bad_values_are_config_errors(item: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(_dhn1h(), [item])
+
+
+@pytest.mark.parametrize(
+    ("item", "hint"),
+    [
+        ("rule.variant=centred", "did you mean 'centered'?"),
+        ("solver.order=odd_even", "did you mean 'odd-even'?"),
+        ("rule.kind=eqprob", "did you mean 'eqprop'?"),
+        ("data.dataset=fashion_mnist", "did you mean 'fashion-mnist'?"),
+    ],
+)
+def test_literal_choices_are_checked(item: str, hint: str) -> None:
+    with pytest.raises(ConfigError, match="choose one of") as info:
+        apply_overrides(_dhn1h(), [item])
+    assert info.value.hint == hint
+
+
+def test_nudged_solver_override_starts_from_the_free_solver() -> None:
+    base = _dhn1h()
+    config = apply_overrides(base, ["nudged_solver.iterations=7"])
+    assert config.nudged_solver == dataclasses.replace(base.solver, iterations=7)
+    assert config.solver == base.solver
+    _, _, solver, nudged, _ = build(apply_overrides(config, ["system.sizes=[6,5,3]"]))
+    assert (solver.iterations, nudged.iterations) == (15, 7)
+    # a preset with its own nudged solver keeps its other fields
+    two = apply_overrides(load_preset("fmnist-dhn2h"), ["nudged_solver.order=forward"])
+    assert two.nudged_solver == SolverConfig(iterations=20, order="forward")
+
+
+@pytest.mark.parametrize("lr", ["[0.1]", "[0.1, 0.2, 0.3]"])
+def test_per_layer_rates_of_the_wrong_length_are_errors(lr: str) -> None:
+    with pytest.raises(ConfigError, match="one per layer"):
+        apply_overrides(_dhn1h(), [f"optimizer.lr={lr}"])
+
+
+def test_changing_the_depth_needs_matching_per_layer_rates() -> None:
+    with pytest.raises(ConfigError, match=r"one per layer \(3 for sizes \[784, 64, 32, 10\]\)"):
+        apply_overrides(_dhn1h(), ["system.sizes=[784,64,32,10]"])
+    config = apply_overrides(_dhn1h(), ["system.sizes=[784,64,32,10]", "optimizer.lr=[0.1,0.05,0.01]"])
+    assert config.optimizer.lr == [0.1, 0.05, 0.01]
+    assert apply_overrides(_dhn1h(), ["system.sizes=[784,64,32,10]", "optimizer.lr=0.1"]).optimizer.lr == 0.1
+
+
+# -- config_from_dict / config_to_dict ----------------------------------------------------------------------------
+def test_config_from_dict_rejects_unknown_sections_with_a_hint() -> None:
+    data = config_to_dict(_dhn1h())
+    data["trian"] = data.pop("train")
+    with pytest.raises(ConfigError, match="unknown setting 'trian'") as info:
+        config_from_dict(data)
+    assert info.value.hint is not None and "did you mean 'train'?" in info.value.hint
+
+
+def test_config_from_dict_fills_defaults() -> None:
+    assert config_from_dict({}) == RunConfig()
+    assert config_from_dict({"train": {"epochs": 2}}).train.epochs == 2
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(
+    beta=st.floats(1e-4, 0.9),
+    lr=st.one_of(
+        st.floats(1e-6, 10.0),
+        st.lists(st.floats(1e-6, 10.0), min_size=2, max_size=2),
+    ),
+    epochs=st.integers(0, 1000),
+    batch_size=st.integers(1, 4096),
+    iterations=st.integers(1, 500),
+    gamma=st.floats(0.5, 1.0),
+    validation=st.one_of(st.integers(0, 1000), st.floats(0.0, 0.99)),
+    tol=st.one_of(st.none(), st.floats(1e-9, 1e-2)),
+)
+def test_config_round_trips_through_dict_and_json(
+    beta: float,
+    lr: float | list[float],
+    epochs: int,
+    batch_size: int,
+    iterations: int,
+    gamma: float,
+    validation: int | float,
+    tol: float | None,
+) -> None:
+    base = _dhn1h()
+    config = dataclasses.replace(
+        base,
+        data=dataclasses.replace(base.data, validation=validation),
+        solver=dataclasses.replace(base.solver, iterations=iterations, tol=tol),
+        rule=dataclasses.replace(base.rule, beta=beta),
+        optimizer=dataclasses.replace(base.optimizer, lr=lr),
+        schedule=dataclasses.replace(base.schedule, gamma=gamma),
+        train=dataclasses.replace(base.train, epochs=epochs, batch_size=batch_size),
+    )
+    assert config_from_dict(config_to_dict(config)) == config
+    # what `eqprop train` writes to config.json and the checkpoint reads back
+    assert config_from_dict(json.loads(json.dumps(config_to_dict(config)))) == config
+
+
+def test_overrides_round_trip_through_their_own_text() -> None:
+    """Every field written back as `--set key=json(value)` reproduces the config (the CLI's flag path)."""
+    config = apply_overrides(_dhn1h(), ["rule.beta=0.125", "optimizer.lr=[0.25, 0.5]", "solver.tol=1e-5"])
+    items = [
+        f"{section}.{key}={json.dumps(value)}"
+        for section, table in config_to_dict(config).items()
+        if isinstance(table, dict) and section not in ("measured", "published")
+        for key, value in table.items()
+        if value is not None
+    ]
+    rebuilt = apply_overrides(RunConfig(), items)
+    assert rebuilt == dataclasses.replace(config, name="custom", description="", published={})
+
+
+# -- build --------------------------------------------------------------------------------------------------------
+@pytest.mark.usefixtures("quiet_torch")
+@pytest.mark.parametrize(
+    ("sets", "rule_type", "cost_type", "solver_type"),
+    [
+        ([], EqProp, SquaredError, BlockCoordinate),
+        (["rule.variant=positive", "solver.kind=gradient_flow"], EqProp, SquaredError, GradientFlow),
+        (["rule.kind=implicit", "solver.iterations=60"], ImplicitDiff, SquaredError, BlockCoordinate),
+        (["rule.kind=backprop", "rule.steps=3"], BackpropThroughSolver, SquaredError, BlockCoordinate),
+        (["cost.kind=cross_entropy_readout"], EqProp, CrossEntropyReadout, BlockCoordinate),
+        (["system.sizes=[12,8,6,3]", "optimizer.lr=[0.1,0.1,0.1]"], EqProp, SquaredError, BlockCoordinate),
+    ],
+)
+def test_build_returns_working_objects(sets: list[str], rule_type, cost_type, solver_type) -> None:
+    config = apply_overrides(_dhn1h(), ["system.sizes=[12,8,3]", "cost.classes=3", *sets])
+    gen = torch.Generator().manual_seed(0)
+    system, cost, solver, nudged, rule = build(config, generator=gen)
+    assert isinstance(rule, rule_type) and isinstance(cost, cost_type) and isinstance(solver, solver_type)
+    assert nudged is None
+    assert [w.shape[1] for w in system.weights] == config.system.sizes[:-1]
+    # the same seed gives the same initial weights
+    again, *_ = build(config, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(system.parameters(), again.parameters(), strict=True))
+
+    from eqprop.train.loop import make_optimizer
+
+    optimizer = make_optimizer(config, system, cost)
+    x = torch.rand(4, config.system.sizes[0], generator=gen)
+    y = torch.randint(0, 3, (4,), generator=gen)
+    before = [p.detach().clone() for p in system.parameters()]
+    est = rule.compute_gradients(system, cost, solver, x, y)
+    assert torch.isfinite(est.loss) and est.scores.shape == (4, 3)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in system.parameters())
+    optimizer.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, system.parameters(), strict=True))

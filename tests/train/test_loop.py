@@ -1,0 +1,399 @@
+"""End-to-end tests of the training loop (eqprop.train.loop.fit and `eqprop train`) on a tiny fake dataset."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from eqprop.cli import main
+from eqprop.errors import ConfigError
+from eqprop.train.checkpoint import load_checkpoint
+from eqprop.train.config import RunConfig, config_from_dict, config_to_dict
+from eqprop.train.loop import fit, load_run
+
+pytestmark = pytest.mark.usefixtures("quiet_torch")
+
+TINY = ["--set", "system.sizes=[784,32,10]", "--set", "optimizer.lr=0.05", "--batch-size", "16"]
+RECORD_KEYS = {
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "train_seconds",
+    "examples_per_s",
+    "lr",
+}
+TIMING_KEYS = {"train_seconds", "examples_per_s"}
+
+
+def _metrics(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _last_json(out: str) -> dict[str, Any]:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _assert_same(a: Any, b: Any, where: str = "checkpoint") -> None:
+    """Bit-exact equality of nested checkpoint data (tensors with torch.equal)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor), where
+        assert a.dtype == b.dtype and torch.equal(a, b), f"{where} differs"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys {list(a)} != {list(b)}"
+        for key in a:
+            _assert_same(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, list | tuple):
+        assert isinstance(b, list | tuple) and len(a) == len(b), f"{where}: lengths differ"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    """Two run directories end with bit-identical weights, optimizer, schedule and data order."""
+    ca, cb = load_checkpoint(a / "checkpoint.pt"), load_checkpoint(b / "checkpoint.pt")
+    assert ca["epoch"] == cb["epoch"]
+    for key in ("system", "cost", "optimizer", "scheduler", "order_generator"):
+        _assert_same(ca[key], cb[key], key)
+    strip = [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in ca["history"]]
+    assert strip == [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in cb["history"]]
+    ma, mb = _metrics(a), _metrics(b)
+    assert [r["epoch"] for r in mb] == list(range(1, len(ma) + 1))
+    assert [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in ma] == [
+        {k: v for k, v in r.items() if k not in TIMING_KEYS} for r in mb
+    ]
+
+
+def _clean_error(err: str, *fragments: str) -> None:
+    """stderr ends with one `eqprop: error:` line (and an optional `hint:` line), without a traceback."""
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    errors = [i for i, line in enumerate(lines) if line.startswith("eqprop: error: ")]
+    assert len(errors) == 1, err
+    tail = lines[errors[0] + 1 :]
+    assert len(tail) <= 1 and all(line.startswith("hint: ") for line in tail), err
+    text = "\n".join(lines[errors[0] :])
+    for fragment in fragments:
+        assert fragment in text, f"{fragment!r} not in {text!r}"
+
+
+# -- a plain run -------------------------------------------------------------------------------------------------
+def test_fit_writes_the_run_directory_and_learns(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
+    config = tiny_config("train.epochs=2")
+    run = tmp_path / "run"
+    summary = fit(config, run, progress=False)
+
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoint.pt",
+        "config.json",
+        "metrics.jsonl",
+        "summary.json",
+    ]
+    assert config_from_dict(json.loads((run / "config.json").read_text())) == config
+    assert json.loads((run / "summary.json").read_text()) == summary
+
+    records = _metrics(run)
+    assert [r["epoch"] for r in records] == [1, 2]
+    for r in records:
+        assert set(r) == RECORD_KEYS
+        assert 0.0 <= r["train_accuracy"] <= 1.0 and 0.0 <= r["test_accuracy"] <= 1.0
+        assert math.isfinite(r["train_loss"]) and r["train_loss"] > 0
+        assert r["examples_per_s"] > 0 and r["train_seconds"] > 0
+    # the exponential schedule: lr × 0.99 after every epoch, for each layer's group
+    groups = len(records[0]["lr"])
+    assert groups >= 2
+    assert records[0]["lr"] == pytest.approx([0.05 * 0.99] * groups)
+    assert records[1]["lr"] == pytest.approx([0.05 * 0.99**2] * groups)
+    # the fake classes are learnable: far above chance (0.1)
+    assert records[-1]["test_accuracy"] > 0.5
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+
+    assert summary["epochs"] == 2
+    assert summary["test_accuracy"] == records[-1]["test_accuracy"]
+    assert summary["train_accuracy"] == records[-1]["train_accuracy"]
+    assert summary["preset"] == "fmnist-quick" and summary["device"] == "cpu"
+    assert summary["out"] == str(run)
+    assert "validation_accuracy" not in summary
+
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    assert ckpt["epoch"] == 2 and ckpt["config"] == config_to_dict(config)
+    assert len(ckpt["history"]) == 2
+    saved, _ = load_run(run)
+    assert saved == config
+
+
+def test_fit_with_a_progress_bar_runs_quietly(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    summary = fit(tiny_config(), tmp_path / "run", progress=True)  # stderr is not a terminal: no bar
+    assert summary["epochs"] == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.strip().splitlines() == [
+        line for line in err.strip().splitlines() if line.startswith("epoch 1/1")
+    ]
+
+
+def test_train_command_writes_the_same_run(
+    fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    argv = ["train", "--data-dir", str(fake_data), *TINY, "--epochs", "2", "--out", str(run), "--no-progress"]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    summary = _last_json(out)
+    assert summary == json.loads((run / "summary.json").read_text())
+    assert summary["epochs"] == 2 and summary["test_accuracy"] > 0.5
+    assert len(_metrics(run)) == 2
+    assert [line.split(":")[0] for line in err.strip().splitlines()] == ["epoch 1/2", "epoch 2/2"]
+
+
+def test_data_dir_from_the_environment(
+    fake_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("EQPROP_DATA_DIR", str(fake_data))
+    monkeypatch.chdir(tmp_path)  # no --out: runs/<preset>-seed<seed> in the working directory
+    assert main(["train", *TINY, "--seed", "3", "--no-progress"]) == 0
+    summary = _last_json(capsys.readouterr().out)
+    assert Path(summary["out"]) == Path("runs/fmnist-quick-seed3")
+    assert (tmp_path / "runs" / "fmnist-quick-seed3" / "checkpoint.pt").is_file()
+    assert load_run(tmp_path / "runs" / "fmnist-quick-seed3")[0].train.seed == 3
+
+
+def test_validation_split_adds_validation_accuracy(
+    fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    argv = ["train", "--data-dir", str(fake_data), *TINY, "--set", "data.validation=32"]
+    assert main([*argv, "--epochs", "2", "--out", str(run), "--no-progress"]) == 0
+    summary = _last_json(capsys.readouterr().out)
+    records = _metrics(run)
+    assert len(records) == 2
+    for r in records:
+        assert set(r) == RECORD_KEYS | {"validation_loss", "validation_accuracy"}
+        assert 0.0 <= r["validation_accuracy"] <= 1.0
+    assert summary["validation_accuracy"] == records[-1]["validation_accuracy"]
+    assert records[-1]["validation_accuracy"] > 0.5
+
+
+def test_same_seed_same_run_other_seed_other_run(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
+    fit(tiny_config(), tmp_path / "a", progress=False)
+    fit(tiny_config(), tmp_path / "b", progress=False)
+    fit(tiny_config("train.seed=1"), tmp_path / "c", progress=False)
+    _assert_same_run(tmp_path / "a", tmp_path / "b")
+    a, c = (
+        load_checkpoint(tmp_path / "a" / "checkpoint.pt"),
+        load_checkpoint(tmp_path / "c" / "checkpoint.pt"),
+    )
+    assert not torch.equal(a["system"]["weights.0"], c["system"]["weights.0"])
+
+
+# -- resume ---------------------------------------------------------------------------------------------------------
+def test_resume_is_bit_exact(fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    common = ["train", "--data-dir", str(fake_data), *TINY, "--no-progress"]
+    assert main([*common, "--epochs", "3", "--out", str(a)]) == 0
+    assert main([*common, "--epochs", "1", "--out", str(b)]) == 0
+    assert len(_metrics(b)) == 1
+    capsys.readouterr()
+
+    assert main(["train", "--resume", str(b), "--epochs", "3", "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    summary = _last_json(out)
+    assert summary["epochs"] == 3
+    assert [line.split(":")[0] for line in err.strip().splitlines()] == ["epoch 2/3", "epoch 3/3"]
+    assert len(_metrics(b)) == 3
+    _assert_same_run(a, b)
+    assert summary["test_accuracy"] == _metrics(a)[-1]["test_accuracy"]
+    # the resumed run records the new epoch budget and nothing else changes
+    assert load_run(b)[0] == load_run(a)[0]
+
+
+def test_resume_of_a_finished_run_with_the_same_budget_changes_nothing(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    fit(tiny_config("train.epochs=2"), run, progress=False)
+    before = load_checkpoint(run / "checkpoint.pt")
+    summary = fit(tiny_config("train.epochs=2"), run, resume=True, progress=False)
+    assert summary["epochs"] == 2
+    _assert_same(before, load_checkpoint(run / "checkpoint.pt"))
+    assert len(_metrics(run)) == 2
+
+
+def test_resume_keeps_the_saved_settings_except_the_epoch_budget(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    fit(tiny_config(), run, progress=False)
+    # fit(resume=True) takes everything but train.epochs from the checkpoint
+    summary = fit(
+        tiny_config("train.epochs=2", "rule.beta=0.5", "train.seed=9"), run, resume=True, progress=False
+    )
+    assert summary["epochs"] == 2
+    saved, _ = load_run(run)
+    assert (saved.train.epochs, saved.rule.beta, saved.train.seed) == (2, 0.2, 0)
+
+
+def _kill_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def test_kill_9_then_resume_matches_an_uninterrupted_run(
+    fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    epochs = 25
+    common = ["train", "--data-dir", str(fake_data), *TINY, "--epochs", str(epochs), "--no-progress"]
+    killed = tmp_path / "killed"
+    log = tmp_path / "killed.stderr"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "eqprop", *common, "--out", str(killed)],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=_kill_env(),
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not (killed / "checkpoint.pt").exists():
+                assert proc.poll() is None, f"the run ended before its first checkpoint: {log.read_text()}"
+                assert time.monotonic() < deadline, "no checkpoint after 60 s"
+                time.sleep(0.002)
+            assert proc.poll() is None, "the run finished before it could be killed; raise `epochs`"
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    reached = load_checkpoint(killed / "checkpoint.pt")["epoch"]
+    assert 1 <= reached < epochs
+    assert len(_metrics(killed)) in (reached, reached + 1)  # at most one epoch logged but not checkpointed
+
+    assert main(["train", "--resume", str(killed), "--epochs", str(epochs), "--no-progress"]) == 0
+    assert _last_json(capsys.readouterr().out)["epochs"] == epochs
+    straight = tmp_path / "straight"
+    assert main([*common, "--out", str(straight)]) == 0
+    assert len(_metrics(killed)) == epochs
+    _assert_same_run(straight, killed)
+
+
+# -- refusals ---------------------------------------------------------------------------------------------------------
+def test_new_run_into_an_existing_run_is_refused(
+    fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    argv = ["train", "--data-dir", str(fake_data), *TINY, "--out", str(run), "--no-progress"]
+    assert main(argv) == 0
+    before = load_checkpoint(run / "checkpoint.pt")
+    capsys.readouterr()
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    _clean_error(err, "already holds a run", f"--resume {run}")
+    _assert_same(before, load_checkpoint(run / "checkpoint.pt"))
+    assert len(_metrics(run)) == 1
+
+
+def test_fit_refuses_to_overwrite_a_run(tiny_config: Callable[..., RunConfig], tmp_path: Path) -> None:
+    fit(tiny_config(), tmp_path, progress=False)
+    with pytest.raises(ConfigError, match="already holds a run") as info:
+        fit(tiny_config(), tmp_path, progress=False)
+    assert info.value.hint is not None and "--resume" in info.value.hint
+
+
+@pytest.mark.parametrize("which", ["empty", "missing"])
+def test_resume_without_a_checkpoint_is_refused(
+    which: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    if which == "empty":
+        run.mkdir()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    _clean_error(err, str(run))
+    assert not (run / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--set", "rule.beta=0.1"], "only --epochs, --device and --data-dir may be given"),
+        (["--seed", "2"], "only --epochs, --device and --data-dir may be given"),
+        (["--batch-size", "8"], "only --epochs, --device and --data-dir may be given"),
+        (["--out", "elsewhere"], "do not also pass a different --out"),
+    ],
+)
+def test_resume_refuses_other_settings(
+    extra: list[str],
+    message: str,
+    tiny_config: Callable[..., RunConfig],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run = tmp_path / "run"
+    fit(tiny_config(), run, progress=False)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "2", *extra, "--no-progress"]) == 2
+    _clean_error(capsys.readouterr().err, message)
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1
+
+
+def test_diverging_run_exits_2_with_one_line(
+    fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    argv = ["train", "--data-dir", str(fake_data), *TINY, "--set", "optimizer.lr=1e6"]
+    assert main([*argv, "--epochs", "2", "--out", str(run), "--no-progress"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    _clean_error(err, "non-finite state during relaxation", "the run is diverging", "lower the learning rate")
+    # nothing was checkpointed, so the same --out can be reused
+    assert not (run / "checkpoint.pt").exists()
+    assert _metrics(run) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error for a machine without CUDA")
+def test_resume_honours_device(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    fit(tiny_config(), run, progress=False)
+    capsys.readouterr()
+    code = main(["train", "--resume", str(run), "--epochs", "2", "--device", "cuda", "--no-progress"])
+    _, err = capsys.readouterr()
+    assert code == 2
+    _clean_error(err, "CUDA is not available")
+
+
+def test_resume_honours_data_dir(fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    moved = tmp_path / "data"
+    shutil.copytree(fake_data, moved)
+    run = tmp_path / "run"
+    assert main(["train", "--data-dir", str(moved), *TINY, "--out", str(run), "--no-progress"]) == 0
+    new = tmp_path / "data-moved"
+    moved.rename(new)
+    capsys.readouterr()
+    code = main(["train", "--resume", str(run), "--epochs", "2", "--data-dir", str(new), "--no-progress"])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    assert len(_metrics(run)) == 2
