@@ -15,7 +15,7 @@ on the parameters) lives, so that the rule never needs it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -65,6 +65,7 @@ class SpringCoupled:
             ``u − ε·∂E/∂θ``) or ``"flow"`` (``flow_steps`` Euler steps of ``dθ/dt = −(θ − u)/ε − ∂E/∂θ`` with
             step ``flow_step_size·ε``: parameters that do not fully settle, the paper's ``max_iterations_params``).
         state: the starting state (default: the system's zero state).
+        drive: a precomputed ``system.prepare(x)`` for the current parameters.
 
     The knobs start where the parameters are. Reading the parameters returns copies.
     """
@@ -82,6 +83,7 @@ class SpringCoupled:
         flow_steps: int = 10,
         flow_step_size: float = 0.5,
         state: State | None = None,
+        drive: Any = None,
     ) -> None:
         params = dict(system.named_parameters())
         missing = [n for n in params if n not in epsilon]
@@ -104,7 +106,10 @@ class SpringCoupled:
         self.state: State = system.init_state(x) if state is None else tuple(state)
         self._params = params
         self._knobs = {n: p.detach().clone() for n, p in params.items()}
-        self._drive = system.prepare(x)  # recomputed whenever the parameters move
+        self._drive = (
+            system.prepare(x) if drive is None else drive
+        )  # recomputed before the next state relaxation after θ moves
+        self._force: tuple[State, dict[str, Tensor]] | None = None  # ∂E/∂θ at a state, while it holds
         self.state_sweeps = 0
 
     # -- the PhysicalSystem interface -------------------------------------------------------------------------
@@ -115,6 +120,8 @@ class SpringCoupled:
     @torch.no_grad()
     def relax(self, *, states: bool = True, parameters: bool = False) -> None:
         if states:
+            if self._drive is None:
+                self._drive = self.system.prepare(self.x)
             eq = solve(
                 self.system,
                 self.x,
@@ -154,7 +161,10 @@ class SpringCoupled:
     # -- the physics --------------------------------------------------------------------------------------------
     def _relax_parameters(self) -> None:
         """θ settles in ``‖θ − u‖²/(2ε) + ⟨E(θ, s)⟩`` with the states held (E is linear in θ at fixed s)."""
-        g = self.system.param_grads(self.x, self.state)  # the force the states exert on the parameters
+        if self._force is None or self._force[0] is not self.state:
+            # the force the states exert on the parameters (unchanged while the states are held)
+            self._force = (self.state, self.system.param_grads(self.x, self.state))
+        g = self._force[1]
         for n, p in self._params.items():
             eps, u = self.epsilon[n], self._knobs[n]
             if self.parameter_relaxation == "exact":
@@ -162,7 +172,7 @@ class SpringCoupled:
             else:
                 for _ in range(self.flow_steps):  # Euler steps of dθ/dt = −(θ − u)/ε − g, dt = step·ε
                     p.sub_(self.flow_step_size * (p - u + eps * g[n]))
-        self._drive = self.system.prepare(self.x)
+        self._drive = None
 
     def joint_energy(self) -> Tensor:
         """``G = Σ‖θ − u‖²/(2ε) + mean F_β``: for tests and monitoring (never used by a rule)."""

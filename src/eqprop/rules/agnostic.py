@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from eqprop.costs import Cost
-from eqprop.errors import ConfigError, DivergenceError
+from eqprop.errors import ConfigError, ConvergenceError, DivergenceError
 from eqprop.physical import PhysicalSystem, SpringCoupled
 from eqprop.rules.base import Estimate, Rule, raise_if_diverged
 from eqprop.solvers.base import Solver, solve
@@ -38,7 +38,7 @@ def agnostic_step(
     *,
     parameter_iterations: int = 1,
     controller_iterations: int = 10,
-    controller_tol: float = 0.0,
+    controller_rtol: float = 1e-5,
     free_phase: bool = True,
 ) -> dict[str, Tensor]:
     """One AEqprop step on a black-box physical system; returns the parameter displacement ``θ' − θ``.
@@ -50,7 +50,9 @@ def agnostic_step(
        already sits at its free equilibrium.
     2. Phase 1: relax at ``β₁``; the homeostatic controller then moves the knobs until the released
        parameters stay where they are (a unit-gain proportional controller on their drift: exact after two
-       rounds for a linear spring, geometric otherwise).
+       rounds for a linear spring, plus one to see it stay, geometric otherwise). It stops once θ is back
+       and at rest, within ``controller_rtol`` of the first drift, and raises :class:`ConvergenceError` if that takes more than
+       ``controller_iterations`` rounds (θ would not be at rest, and the step would be wrong).
     3. Phase 2: knobs clamped, nudging ``β₂``; states and parameters settle together
        (``parameter_iterations`` rounds of "states relax, then parameters relax").
     """
@@ -60,14 +62,26 @@ def agnostic_step(
     theta0 = physical.read_parameters()
     physical.set_nudging(beta1)
     physical.relax()
+    first, previous = None, theta0
     for _ in range(controller_iterations):  # homeostatic control: cancel the drift of the released θ
         physical.relax(states=False, parameters=True)
-        drift = {n: p - theta0[n] for n, p in physical.read_parameters().items()}
+        theta = physical.read_parameters()
+        drift = {n: theta[n] - theta0[n] for n in theta}
         worst = max(float(d.abs().max()) for d in drift.values())  # host sync: the controller's sensor
-        if worst <= controller_tol:
-            break
+        moved = max(float((theta[n] - previous[n]).abs().max()) for n in theta)
+        first = worst if first is None else first
+        if worst <= controller_rtol * first and moved <= controller_rtol * first:
+            break  # θ is back where it was and stays there: the knobs hold it at rest
         knobs = physical.read_knobs()
         physical.set_knobs({n: knobs[n] - drift[n] for n in knobs})
+        previous = theta
+    else:
+        raise ConvergenceError(
+            f"the homeostatic controller left the parameters drifting by {worst:.3g} (first drift "
+            f"{first:.3g}) after {controller_iterations} rounds",
+            hint="raise controller_iterations, or let the parameters settle further per relaxation "
+            "(parameter_relaxation='exact', or more flow_steps / a larger flow_step_size)",
+        )
     physical.set_nudging(beta2)
     for _ in range(parameter_iterations):
         physical.relax()
@@ -98,7 +112,8 @@ class AgnosticEqProp(Rule):
         parameter_iterations: rounds of joint (states, parameters) relaxation in phase 2 (1 in the paper's code).
         parameter_relaxation: ``"exact"`` closed form, or ``"flow"``: ``flow_steps`` Euler steps of the
             parameters' gradient flow (parameters that do not fully settle).
-        controller_iterations, controller_tol: the homeostatic controller's budget and tolerance on θ's drift.
+        controller_iterations, controller_rtol: the homeostatic controller's budget, and its tolerance on θ's
+            drift relative to the first drift it measures.
 
     Example:
         >>> rule = AgnosticEqProp(beta=0.5, mode="centered", epsilon={"weights.0": 0.1, ...})
@@ -114,18 +129,20 @@ class AgnosticEqProp(Rule):
     flow_steps: int = 10
     flow_step_size: float = 0.5
     controller_iterations: int = 10
-    controller_tol: float = 0.0
+    controller_rtol: float = 1e-5
 
     def __post_init__(self) -> None:
         if not (isinstance(self.beta, int | float) and math.isfinite(self.beta) and self.beta > 0):
             raise ConfigError(f"AgnosticEqProp(beta={self.beta!r}): need a finite beta > 0")
         if self.mode not in MODES:
             raise ConfigError(f"AgnosticEqProp(mode={self.mode!r}): choose one of {', '.join(MODES)}")
-        if self.parameter_iterations < 1 or self.controller_iterations < 2:
+        if self.parameter_iterations < 1 or self.controller_iterations < 3:
             raise ConfigError(
-                "AgnosticEqProp: parameter_iterations must be >= 1 and controller_iterations >= 2 "
-                "(the controller needs one round to measure the drift and one to confirm it is cancelled)"
+                "AgnosticEqProp: parameter_iterations must be >= 1 and controller_iterations >= 3 "
+                "(the controller measures the drift, cancels it, and confirms θ stays at rest)"
             )
+        if not 0 < self.controller_rtol < 1:
+            raise ConfigError(f"AgnosticEqProp(controller_rtol={self.controller_rtol!r}): need 0 < rtol < 1")
         eps = self.epsilon.values() if isinstance(self.epsilon, Mapping) else [self.epsilon]
         if any(not (isinstance(e, int | float) and e > 0) for e in eps) or not self.epsilon_scale > 0:
             raise ConfigError(f"AgnosticEqProp(epsilon={self.epsilon!r}): every epsilon must be > 0")
@@ -172,7 +189,8 @@ class AgnosticEqProp(Rule):
             cost.check_beta(b)
         eps = self.epsilons(system)
         with torch.no_grad():
-            free = solve(system, x, solver, throw=False)  # the free phase: what the network predicts
+            drive = system.prepare(x)
+            free = solve(system, x, solver, throw=False, drive=drive)  # the free phase: what it predicts
             raise_if_diverged((free,))
             target = cost.prepare_target(y, free.state[cost.target_index])
             loss = cost(free.state, target).mean()
@@ -189,6 +207,7 @@ class AgnosticEqProp(Rule):
             flow_steps=self.flow_steps,
             flow_step_size=self.flow_step_size,
             state=free.state,
+            drive=drive,
         )
         try:
             displacement = agnostic_step(
@@ -197,7 +216,7 @@ class AgnosticEqProp(Rule):
                 b2,
                 parameter_iterations=self.parameter_iterations,
                 controller_iterations=self.controller_iterations,
-                controller_tol=self.controller_tol,
+                controller_rtol=self.controller_rtol,
                 free_phase=False,
             )
         finally:

@@ -101,6 +101,10 @@ class RuleConfig:
     """aeqprop: closed-form parameter relaxation, or `flow_steps` Euler steps of its gradient flow."""
     flow_steps: int = 10
     flow_step_size: float = 0.5
+    controller_iterations: int = 10
+    """aeqprop: rounds the homeostatic controller may take to hold the parameters at rest."""
+    controller_rtol: float = 1e-5
+    """aeqprop: the controller's tolerance on the parameters' drift, relative to the first drift."""
     steps: int | None = None
     """backprop only: sweeps differentiated from the free equilibrium (None = the whole relaxation)."""
     cg_iterations: int = 500
@@ -431,6 +435,8 @@ def build(config: RunConfig, *, generator: Any = None) -> tuple[Any, Any, Any, A
             parameter_relaxation=r.parameter_relaxation,
             flow_steps=r.flow_steps,
             flow_step_size=r.flow_step_size,
+            controller_iterations=r.controller_iterations,
+            controller_rtol=r.controller_rtol,
         )
     elif r.kind == "implicit":
         rule = ImplicitDiff(cg_iterations=r.cg_iterations)
