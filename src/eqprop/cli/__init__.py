@@ -100,7 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--betas", type=float, nargs="+", default=[0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001]
     )
-    p.add_argument("--variants", nargs="+", default=["positive", "negative", "centered"])
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["positive", "negative", "centered"],
+        help="EqProp variants (for an aeqprop preset: optimistic, pessimistic, centered; the default maps to these)",
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument(
         "--iterations",
@@ -115,6 +120,84 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", action="store_true", help="print only the JSON result")
     p.set_defaults(run=_gradcheck)
+
+    p = sub.add_parser(
+        "arch-thermo",
+        help="statistical-mechanics analysis of an iso-energetic family of architectures",
+        description="Enumerate the architectures n_in -> hidden -> n_out whose parameter count solves U = "
+        "budget (exactly, or within --tol), score each (energy, permutation / linear-region / Gaussian "
+        "entropies, effectiveness, efficiency, stability, ensemble temperature), rank them by maximum "
+        "entropy subject to rho <= rho_max, print the top rows, and write family.csv and plots to "
+        "--out-dir. The definitions reconstruct Chinea (2020/2023); see docs/architecture-thermodynamics.md.",
+    )
+    p.add_argument("--in", dest="n_in", type=int, default=784, help="input width (default %(default)s)")
+    p.add_argument("--out", dest="n_out", type=int, default=10, help="output width (default %(default)s)")
+    p.add_argument("--budget", type=int, default=60000, help="energy U: parameters (default %(default)s)")
+    p.add_argument(
+        "--depths", default="1-8", help="hidden-layer counts: 1-8, 1,2,4 or 1-3,6 (default %(default)s)"
+    )
+    p.add_argument(
+        "--tol", type=float, default=0.02, help="relative band |U - budget| <= tol*budget; 0 = exact"
+    )
+    p.add_argument("--top", type=int, default=10, help="rows to print (default %(default)s)")
+    p.add_argument("--n-min", type=int, default=1, help="narrowest hidden layer (default %(default)s)")
+    p.add_argument("--n-max", type=int, default=1024, help="widest hidden layer (default %(default)s)")
+    p.add_argument("--no-bias", action="store_true", help="count interactions only (no biases) in U")
+    p.add_argument(
+        "--entropy",
+        choices=["gauss", "regions", "perm"],
+        default="gauss",
+        help="ranking entropy (default %(default)s)",
+    )
+    p.add_argument(
+        "--rho-max",
+        type=float,
+        default=0.02,
+        help="effectiveness constraint rho = L/geo-mean width <= rho_max; inf = none (default %(default)s)",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=float("inf"),
+        help="design temperature of F = U - T*S (default inf)",
+    )
+    p.add_argument(
+        "--family",
+        choices=["band", "shapes"],
+        default="band",
+        help="band: every solution (sampled above --max-per-depth); shapes: scaled width profiles",
+    )
+    p.add_argument(
+        "--max-per-depth", type=int, default=500, help="enumerate up to this many per depth, else sample"
+    )
+    p.add_argument(
+        "--random-shapes", type=int, default=0, help="extra random profiles per depth (--family shapes)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling")
+    p.add_argument(
+        "--out-dir", help="folder for family.csv and the plots (default runs/arch-thermo-IN-OUT-BUDGET)"
+    )
+    p.add_argument("--no-plots", action="store_true", help="write no PNG")
+    p.add_argument("--json", action="store_true", help="print only the JSON result")
+    p.set_defaults(run=_arch_thermo)
+
+    p = sub.add_parser(
+        "arch-study",
+        help="train an iso-energetic family (BP MLPs, EqProp DHNs) and test the analyzer's measures",
+        description="Train every architecture of a study preset as a backprop ReLU MLP and as an EqProp deep "
+        "Hopfield net, several seeds, and report how each arch-thermo measure predicts test accuracy, "
+        "final train loss and train-test gap (Kendall tau, Spearman rho, rho partialled on depth, top-k, "
+        "seed spread). Resumable: finished runs are kept in OUT/results.jsonl and skipped when rerun.",
+    )
+    p.add_argument("--preset", default="ci", help="ci, fmnist-60k or fmnist-200k (default %(default)s)")
+    p.add_argument("--list", action="store_true", help="list the presets and exit")
+    p.add_argument("--out", help="study folder (default runs/arch-study-<preset>)")
+    p.add_argument("--seeds", type=int, help="number of seeds (more extends a finished study)")
+    p.add_argument("--methods", nargs="+", choices=["bp", "eqprop"], help="train only these methods")
+    p.add_argument("--data-dir", help="folder holding the IDX files")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_arch_study)
     return parser
 
 
@@ -155,3 +238,15 @@ def _gradcheck(args: argparse.Namespace) -> int:
     from eqprop.cli.commands import gradcheck
 
     return gradcheck(args)
+
+
+def _arch_thermo(args: argparse.Namespace) -> int:
+    from eqprop.cli.thermo import arch_thermo
+
+    return arch_thermo(args)
+
+
+def _arch_study(args: argparse.Namespace) -> int:
+    from eqprop.cli.thermo import arch_study
+
+    return arch_study(args)

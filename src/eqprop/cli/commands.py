@@ -15,6 +15,20 @@ from eqprop.errors import ConfigError
 from eqprop.train.config import RunConfig, apply_overrides, build, config_to_dict, list_presets, load_preset
 
 EQPROP_VARIANTS = ["positive", "negative", "centered"]
+RULE_KEYS = {  # what `eqprop presets` shows of each kind of rule
+    "eqprop": ("kind", "beta", "variant"),
+    "aeqprop": (
+        "kind",
+        "beta",
+        "mode",
+        "epsilon",
+        "epsilon_biases",
+        "parameter_iterations",
+        "parameter_relaxation",
+    ),
+    "implicit": ("kind", "cg_iterations"),
+    "backprop": ("kind", "steps"),
+}
 
 
 def _emit(result: dict[str, Any]) -> None:
@@ -115,7 +129,7 @@ def _describe(config: RunConfig) -> dict[str, Any]:
         "dataset": config.data.dataset,
         "architecture": "-".join(map(str, config.system.sizes)) + f" {config.system.kind}",
         "cost": config.cost.kind,
-        "rule": {k: v for k, v in d["rule"].items() if k in ("kind", "beta", "variant", "steps")},
+        "rule": {k: v for k, v in d["rule"].items() if k in RULE_KEYS[config.rule.kind]},
         "solver": f"{solver['kind']} {solver['order']} x{solver['iterations']} free / x{nudged['iterations']} nudged",
         "optimizer": d["optimizer"],
         "schedule": d["schedule"],
@@ -139,8 +153,11 @@ def presets(args: argparse.Namespace) -> int:
         )
         print(f"  rule {r['rule']} | {r['solver']}")
         o, s = r["optimizer"], r["schedule"]
+        lr = "eps·beta per tensor" if r["rule"]["kind"] == "aeqprop" else o["lr"]
+        if o.get("lr_biases") is not None and r["rule"]["kind"] != "aeqprop":
+            lr = f"{o['lr']} (biases {o['lr_biases']})"
         print(
-            f"  optimizer {o['kind']} lr {o['lr']} momentum {o['momentum']} | schedule {s['kind']}"
+            f"  optimizer {o['kind']} lr {lr} momentum {o['momentum']} | schedule {s['kind']}"
             + (f" gamma {s['gamma']}" if s["kind"] == "exponential" else "")
         )
         if r["measured"]:
