@@ -7,10 +7,13 @@ test gets the same problem whichever tests ran before it.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 
+import numpy as np
 import torch
 from hypothesis import settings
 from torch import Tensor
@@ -181,3 +184,27 @@ def kkt_violation(problem: TotalEnergy, state, layers=None) -> float:
         v = torch.where(inside, g.abs(), torch.where(at_lo, (-g).clamp_min(0), g.clamp_min(0)))
         worst = max(worst, float(v.max()))
     return worst
+
+
+# -- a learnable fake Fashion-MNIST on disk (tests never need the real dataset) -----------------------------------
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file: 00 00, type code 0x08, ndim, big-endian uint32 sizes, data."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+def make_fake_fashion_mnist(directory: Path, n_train: int = 256, n_test: int = 64, seed: int = 0) -> Path:
+    """Write the four IDX files of a learnable fake Fashion-MNIST into ``directory`` and return it:
+    class c lights the c-th 7×7 block of the image over background noise."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for i, c in enumerate(labels):
+            row, col = divmod(int(c), 4)
+            images[i, 7 * row : 7 * row + 7, 7 * col : 7 * col + 7] = rng.integers(180, 256, (7, 7))
+        write_idx(directory / f"{split}-images-idx3-ubyte", images)
+        write_idx(directory / f"{split}-labels-idx1-ubyte", labels)
+    return directory

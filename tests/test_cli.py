@@ -10,7 +10,6 @@ import json
 import os
 import random
 import shutil
-import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,33 +29,6 @@ TINY = ["--set", "system.sizes=[784,32,10]", "--set", "optimizer.lr=0.05", "--ba
 
 
 # -- fixtures -------------------------------------------------------------------------------------------------------
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    path.write_bytes(
-        bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-    )
-
-
-def _fake_fashion_mnist(directory: Path, n_train: int = 256, n_test: int = 64) -> Path:
-    """Four IDX files in which class c lights the c-th 7×7 block of the image over background noise."""
-    directory.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-        for i, c in enumerate(labels):
-            row, col = divmod(int(c), 4)
-            images[i, 7 * row : 7 * row + 7, 7 * col : 7 * col + 7] = rng.integers(180, 256, (7, 7))
-        _write_idx(directory / f"{split}-images-idx3-ubyte", images)
-        _write_idx(directory / f"{split}-labels-idx1-ubyte", labels)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def fake_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _fake_fashion_mnist(tmp_path_factory.mktemp("fake-fashion-mnist"))
-
-
 @pytest.fixture(autouse=True)
 def quiet_torch() -> Iterator[None]:
     """One torch thread (tiny matmuls on a shared 2-core machine are far faster); global RNGs restored."""

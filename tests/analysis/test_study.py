@@ -8,10 +8,8 @@ import dataclasses
 import importlib.util
 import json
 import math
-import struct
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from eqprop.analysis import thermo
@@ -20,30 +18,13 @@ from eqprop.analysis.study import MEASURES, PRESETS, StudyConfig, analyze_result
 from eqprop.cli import main
 from eqprop.data import find_dataset_dir
 from eqprop.errors import ConfigError, DataError
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """A uint8 IDX file: 00 00, type 0x08, ndim, big-endian uint32 sizes, data."""
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    path.write_bytes(
-        bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
-    )
+from helpers import make_fake_fashion_mnist
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """400 training and 200 test 28×28 images; class c lights the c-th 7×7 block (learnable in one epoch)."""
-    directory = tmp_path_factory.mktemp("tiny-idx")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 400), ("t10k", 200)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-        for i, c in enumerate(labels):
-            row, col = divmod(int(c), 4)
-            images[i, 7 * row : 7 * row + 7, 7 * col : 7 * col + 7] = rng.integers(180, 256, (7, 7))
-        write_idx(directory / f"{split}-images-idx3-ubyte", images)
-        write_idx(directory / f"{split}-labels-idx1-ubyte", labels)
-    return directory
+    return make_fake_fashion_mnist(tmp_path_factory.mktemp("tiny-idx"), n_train=400, n_test=200)
 
 
 def _lines(path: Path) -> list[dict]:

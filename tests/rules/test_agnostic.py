@@ -14,7 +14,6 @@ import dataclasses
 import io
 import json
 import math
-import struct
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import redirect_stdout
@@ -688,28 +687,6 @@ def test_spring_coupled_rejects_bad_springs():
 
 
 # -- 8. end to end ------------------------------------------------------------------------------------------------
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    array = np.ascontiguousarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.tobytes())
-
-
-@pytest.fixture(scope="module")
-def fake_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A learnable fake Fashion-MNIST (256 train, 64 test): class c lights the c-th 7×7 block over noise."""
-    directory = tmp_path_factory.mktemp("fake-fashion-mnist")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 256), ("t10k", 64)):
-        labels = rng.integers(0, 10, n).astype(np.uint8)
-        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
-        for i, c in enumerate(labels):
-            row, col = divmod(int(c), 4)
-            images[i, 7 * row : 7 * row + 7, 7 * col : 7 * col + 7] = rng.integers(180, 256, (7, 7))
-        _write_idx(directory / f"{split}-images-idx3-ubyte", images)
-        _write_idx(directory / f"{split}-labels-idx1-ubyte", labels)
-    return directory
-
-
 @pytest.fixture
 def one_thread() -> Iterator[None]:
     threads, rng = torch.get_num_threads(), torch.get_rng_state()

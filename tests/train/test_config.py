@@ -92,11 +92,14 @@ def test_preset_inheritance_quick_is_dhn1h_for_one_epoch() -> None:
         name=base.name,
         description=base.description,
         train=dataclasses.replace(quick.train, epochs=base.train.epochs),
+        measured=base.measured,  # measurements belong to the preset that produced them
     )
     assert same == base
     mnist = load_preset("mnist-dhn1h")
     assert mnist.data.dataset == "mnist"
-    assert dataclasses.replace(mnist, name=base.name, description=base.description, data=base.data) == base
+    assert mnist.measured == {}  # not inherited: no MNIST run was made
+    kept = dataclasses.replace(mnist, name=base.name, description=base.description, data=base.data)
+    assert dataclasses.replace(kept, measured=base.measured) == base
 
 
 def test_unknown_preset_suggests_the_close_name() -> None:
@@ -129,7 +132,7 @@ def test_unknown_preset_suggests_the_close_name() -> None:
         ("train.dtype=float64", lambda c: c.train.dtype, "float64"),
         (" train.seed = 7 ", lambda c: c.train.seed, 7),  # whitespace around key and value
         ("name=mine", lambda c: c.name, "mine"),
-        ('measured.note="hi"', lambda c: c.measured, {"note": "hi"}),  # free-form table
+        ('measured.note="hi"', lambda c: c.measured["note"], "hi"),  # free-form table
     ],
 )
 def test_apply_overrides_parses_toml_literals(item: str, get, expected) -> None:
@@ -295,7 +298,7 @@ def test_overrides_round_trip_through_their_own_text() -> None:
         if value is not None
     ]
     rebuilt = apply_overrides(RunConfig(), items)
-    assert rebuilt == dataclasses.replace(config, name="custom", description="", published={})
+    assert rebuilt == dataclasses.replace(config, name="custom", description="", published={}, measured={})
 
 
 # -- build --------------------------------------------------------------------------------------------------------
