@@ -1,0 +1,165 @@
+"""Shared pieces of the benchmark scripts: the fmnist-dhn1h library step, input batches, clocks, machine info.
+
+Not part of the library: the scripts in this folder import it as a sibling module.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+import eqprop
+from eqprop.data import load_idx_dataset
+
+# The fmnist-dhn1h preset (src/eqprop/presets/fmnist-dhn1h.toml).
+SIZES = (784, 1024, 10)
+GAIN = 0.7
+ITERATIONS = 15
+ORDER = "odd-even"
+BETA = 0.2
+LR = 0.05
+PRESET = {
+    "preset": "fmnist-dhn1h",
+    "system": f"DeepHopfield({list(SIZES)}, gains={GAIN})",
+    "cost": "SquaredError()",
+    "solver": f"BlockCoordinate(iterations={ITERATIONS}, order={ORDER!r}) for every phase",
+    "rule": f"EqProp(beta={BETA}, variant='centered')",
+    "optimizer": f"torch.optim.SGD(lr={LR})",
+    "step": "rule.compute_gradients(system, cost, solver, x, y) + optimizer.step()",
+}
+
+
+@dataclass
+class LibraryTrainer:
+    """The library's training step for the fmnist-dhn1h preset."""
+
+    system: eqprop.DeepHopfield
+    cost: eqprop.SquaredError
+    solver: eqprop.BlockCoordinate
+    rule: eqprop.EqProp
+    optimizer: torch.optim.Optimizer
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.rule.compute_gradients(self.system, self.cost, self.solver, x, y)
+        self.optimizer.step()
+
+
+def make_library(seed: int, device: torch.device) -> LibraryTrainer:
+    gen = torch.Generator().manual_seed(seed)
+    system = eqprop.DeepHopfield(list(SIZES), gains=GAIN, generator=gen).to(device)
+    return LibraryTrainer(
+        system=system,
+        cost=eqprop.SquaredError(),
+        solver=eqprop.BlockCoordinate(iterations=ITERATIONS, order=ORDER),
+        rule=eqprop.EqProp(beta=BETA, variant="centered"),
+        optimizer=torch.optim.SGD(system.parameters(), lr=LR),
+    )
+
+
+def input_pool(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """``n`` examples ``(x (n, 784) in [0, 1], y (n,) int64)`` and a description of where they came from.
+
+    Real Fashion-MNIST training images when the IDX files are found, else uniform random pixels and labels:
+    every relaxation runs a fixed number of sweeps, so the timing does not depend on the data.
+    """
+    try:
+        ds = load_idx_dataset("fashion-mnist")
+    except (eqprop.DataError, eqprop.ConfigError) as err:
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.rand(n, SIZES[0], generator=gen)
+        y = torch.randint(0, SIZES[-1], (n,), generator=gen)
+        note = (
+            f"random inputs in [0, 1] (Fashion-MNIST not found: {str(err).splitlines()[0]}); the iteration "
+            "counts are fixed, so the timing does not depend on the data"
+        )
+        return x, y, note
+    n = min(n, len(ds.train))
+    return ds.train.x[:n].contiguous(), ds.train.y[:n].contiguous(), f"Fashion-MNIST train, first {n} images"
+
+
+def batches(
+    x: torch.Tensor, y: torch.Tensor, batch_size: int, device: torch.device
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Contiguous mini-batches on ``device`` (prepared in advance: the clock measures training only)."""
+    out = []
+    for i in range(0, x.shape[0] - batch_size + 1, batch_size):
+        out.append((x[i : i + batch_size].to(device).contiguous(), y[i : i + batch_size].to(device)))
+    if not out:
+        raise SystemExit(f"need at least {batch_size} examples for a batch, got {x.shape[0]}")
+    return out
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(
+    step: Callable[[torch.Tensor, torch.Tensor], None],
+    data: list[tuple[torch.Tensor, torch.Tensor]],
+    steps: int,
+    device: torch.device,
+) -> float:
+    """Examples per second over ``steps`` training steps, cycling through ``data``."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    n = 0
+    for i in range(steps):
+        x, y = data[i % len(data)]
+        step(x, y)
+        n += x.shape[0]
+    synchronize(device)
+    return n / (time.perf_counter() - t0)
+
+
+def summary(values: list[float]) -> dict[str, object]:
+    return {
+        "median": round(statistics.median(values), 1),
+        "repeats": [round(v, 1) for v in values],
+    }
+
+
+def cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def environment(device: torch.device) -> dict[str, object]:
+    env: dict[str, object] = {
+        "torch": torch.__version__,
+        "eqprop": eqprop.__version__,
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "machine": {
+            "processor": platform.processor() or None,
+            "cpu_model": cpu_model(),
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (to tell a busy machine from a slow library)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
