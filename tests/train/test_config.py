@@ -336,3 +336,9 @@ def test_build_returns_working_objects(sets: list[str], rule_type, cost_type, so
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in system.parameters())
     optimizer.step()
     assert any(not torch.equal(a, p) for a, p in zip(before, system.parameters(), strict=True))
+
+
+def test_threads_must_be_positive() -> None:
+    assert apply_overrides(_dhn1h(), ["train.threads=1"]).train.threads == 1
+    with pytest.raises(ConfigError, match="train.threads"):
+        apply_overrides(_dhn1h(), ["train.threads=0"])

@@ -337,9 +337,9 @@ def test_resume_without_a_checkpoint_is_refused(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--set", "rule.beta=0.1"], "only --epochs, --device and --data-dir may be given"),
-        (["--seed", "2"], "only --epochs, --device and --data-dir may be given"),
-        (["--batch-size", "8"], "only --epochs, --device and --data-dir may be given"),
+        (["--set", "rule.beta=0.1"], "only --epochs, --device, --threads and --data-dir may be given"),
+        (["--seed", "2"], "only --epochs, --device, --threads and --data-dir may be given"),
+        (["--batch-size", "8"], "only --epochs, --device, --threads and --data-dir may be given"),
         (["--out", "elsewhere"], "do not also pass a different --out"),
     ],
 )

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda or cuda:N (preset: train.device)")
     p.add_argument("--seed", type=int, help="seed of the initialisation and of the data order")
     p.add_argument(
+        "--threads", type=int, help="CPU threads for torch (default: one per core; use 1 on a busy machine)"
+    )
+    p.add_argument(
         "--data-dir", help="folder holding the IDX files (default: $EQPROP_DATA_DIR, then Debian's)"
     )
     p.add_argument("--out", help="run directory (default: runs/<preset>-<seed>)")

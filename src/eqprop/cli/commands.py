@@ -43,6 +43,7 @@ def _with_flags(config: RunConfig, args: argparse.Namespace) -> RunConfig:
         ("batch_size", "train.batch_size"),
         ("device", "train.device"),
         ("seed", "train.seed"),
+        ("threads", "train.threads"),
     ):
         value = getattr(args, flag, None)
         if value is not None:
@@ -60,7 +61,7 @@ def train(args: argparse.Namespace) -> int:
             raise ConfigError("--resume DIR continues the run in DIR: do not also pass a different --out")
         if args.overrides or args.batch_size is not None or args.seed is not None:
             raise ConfigError(
-                "--resume continues a run with its own settings: only --epochs, --device and --data-dir may be given",
+                "--resume continues a run with its own settings: only --epochs, --device, --threads and --data-dir may be given",
                 hint="start a new run with --out to change other settings",
             )
         saved, _ = load_run(args.resume)
@@ -71,6 +72,7 @@ def train(args: argparse.Namespace) -> int:
                 epochs=args.epochs,
                 batch_size=None,
                 device=args.device,
+                threads=args.threads,
                 seed=None,
                 data_dir=args.data_dir,
             ),

@@ -143,6 +143,9 @@ class TrainConfig:
     dtype: Literal["float32", "float64"] = "float32"
     log_every: int = 100
     """Batches between progress-bar updates (each is one host sync)."""
+    threads: int | None = None
+    """CPU threads for torch (None: torch's default, one per core). On a machine shared with other jobs,
+    1 avoids the spin-waiting of oversubscribed threads, which can cost far more than it gains."""
 
 
 @dataclass(frozen=True)
@@ -262,6 +265,8 @@ def config_to_dict(config: RunConfig) -> dict[str, Any]:
 def validate(config: RunConfig) -> None:
     """Cross-field checks that the types alone cannot express."""
     t = config.train
+    if t.threads is not None and t.threads < 1:
+        raise ConfigError(f"train.threads = {t.threads}: must be >= 1 (or unset for torch's default)")
     for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
         if getattr(t, name) < (0 if name == "epochs" else 1):
             raise ConfigError(

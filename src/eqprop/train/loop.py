@@ -187,9 +187,11 @@ def fit(
             )
         saved, ckpt = load_run(out)
         # The run's settings come from its checkpoint; only where it runs may change: the epoch budget,
-        # the device, and where the data files are.
+        # the device and threads, and where the data files are.
         d = config_to_dict(saved)
-        d["train"].update(epochs=config.train.epochs, device=config.train.device)
+        d["train"].update(
+            epochs=config.train.epochs, device=config.train.device, threads=config.train.threads
+        )
         d["data"]["data_dir"] = config.data.data_dir
         config = config_from_dict(d)
     elif (out / CHECKPOINT).exists():
@@ -199,6 +201,8 @@ def fit(
         )
     out.mkdir(parents=True, exist_ok=True)
     t = config.train
+    if t.threads is not None:
+        torch.set_num_threads(t.threads)
     device = _device(t.device)
     dtype = {"float32": torch.float32, "float64": torch.float64}[t.dtype]
 
