@@ -18,7 +18,7 @@ from eqprop.errors import (
 from eqprop.physical import PhysicalSystem, SpringCoupled
 from eqprop.rules import AgnosticEqProp, BackpropThroughSolver, EqProp, Estimate, ImplicitDiff, Rule
 from eqprop.solvers import BlockCoordinate, Equilibrium, GradientFlow, Solver, SolveStats, TotalEnergy, solve
-from eqprop.systems import DeepHopfield, EnergySystem
+from eqprop.systems import ConvHopfield, DeepHopfield, EnergySystem
 
 __version__ = "0.1.0"
 
@@ -28,6 +28,7 @@ __all__ = [
     "BlockCoordinate",
     "CheckpointError",
     "ConfigError",
+    "ConvHopfield",
     "ConvergenceError",
     "Cost",
     "CrossEntropyReadout",

@@ -340,5 +340,5 @@ def test_build_returns_working_objects(sets: list[str], rule_type, cost_type, so
 
 def test_threads_must_be_positive() -> None:
     assert apply_overrides(_dhn1h(), ["train.threads=1"]).train.threads == 1
-    with pytest.raises(ConfigError, match="train.threads"):
+    with pytest.raises(ConfigError, match=r"train\.threads"):
         apply_overrides(_dhn1h(), ["train.threads=0"])

@@ -1,6 +1,7 @@
 """Energy-based physical systems: what the energy E(θ, x, s) is and which state variables it has."""
 
 from eqprop.systems.base import EnergySystem
+from eqprop.systems.conv_hopfield import ConvHopfield
 from eqprop.systems.hopfield import DeepHopfield
 
-__all__ = ["DeepHopfield", "EnergySystem"]
+__all__ = ["ConvHopfield", "DeepHopfield", "EnergySystem"]

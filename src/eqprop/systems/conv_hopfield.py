@@ -1,0 +1,384 @@
+"""Convolutional deep Hopfield networks (DCHN): conv + 2×2 pooling layers, then dense layers.
+
+References:
+    Laborieux et al. (2021), "Scaling Equilibrium Propagation to Deep ConvNets by Drastically Reducing its
+    Gradient Estimator Bias"; Scellier et al. (2023), "Energy-based learning algorithms for analog computing: a
+    comparative study" (``ConvHopfieldEnergy28``: 1×28×28 → 32×12×12 → 64×4×4 → 10, 5×5 convs, no padding);
+    Scellier, Mishra, Bengio & Ollivier (2022), "Agnostic physics-driven deep learning" (conv + 2×2 average
+    pooling).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.grad import conv2d_weight
+
+from eqprop._types import State, Variable
+from eqprop.errors import ConfigError
+from eqprop.systems.base import EnergySystem
+
+__all__ = ["ConvHopfield"]
+
+Bounds = tuple[float | None, float | None]
+Pool = Literal["avg", "max"]
+POOLS: tuple[str, ...] = ("avg", "max")
+
+
+def _positive_ints(name: str, values: Sequence[int], *, allow_empty: bool = False) -> tuple[int, ...]:
+    out = tuple(values)
+    if (not out and not allow_empty) or any(
+        (not isinstance(n, int)) or isinstance(n, bool) or n < 1 for n in out
+    ):
+        raise ConfigError(f"ConvHopfield({name}={list(out)!r}): give a non-empty list of positive integers")
+    return out
+
+
+def _per_conv(name: str, value: int | Sequence[int], n: int, low: int) -> tuple[int, ...]:
+    """One integer per conv layer, from a single integer or a sequence of ``n``."""
+    out = (value,) * n if isinstance(value, int) else tuple(value)
+    if len(out) != n or any((not isinstance(v, int)) or isinstance(v, bool) or v < low for v in out):
+        raise ConfigError(
+            f"ConvHopfield({name}={value!r}): need one integer >= {low}, or one per conv layer ({n})"
+        )
+    return out
+
+
+def _check_bounds(name: str, bounds: Sequence[float | None] | None) -> Bounds:
+    if bounds is None:
+        return (None, None)
+    if len(bounds) != 2:
+        raise ConfigError(f"ConvHopfield({name}={bounds!r}): give a pair (low, high)")
+    lo, hi = bounds
+    if lo is not None and hi is not None and not lo < hi:
+        raise ConfigError(f"ConvHopfield({name}={tuple(bounds)!r}): low must be < high")
+    return (None if lo is None else float(lo), None if hi is None else float(hi))
+
+
+def _fmt(shape: Sequence[int]) -> str:
+    return "×".join(map(str, shape))
+
+
+class ConvHopfield(EnergySystem):
+    r"""A layered Hopfield network on images: input ``x = s₀`` clamped, conv layers ``s₁ … s_m`` (each a
+    stride-1 convolution followed by 2×2 pooling), then dense layers ``s_{m+1} … s_L`` (the last is the output).
+
+    .. math::
+        E(θ, x, s) = \sum_{k=1}^{L} ½‖s_k‖² − \sum_{k=1}^{L} ⟨b_k, s_k⟩
+            − \sum_{k ≤ m} ⟨\mathrm{Pool}(W_k ⋆ s_{k−1}), s_k⟩ − \sum_{k > m} ⟨W_k s_{k−1}, s_k⟩
+
+    States are ``(batch, C_k, H_k, W_k)`` for conv layers and ``(batch, n_k)`` for dense ones (the last conv
+    layer is flattened into the first dense one). A conv layer's bias has shape ``(C_k,)`` and is broadcast
+    over space, so ``∂E/∂b_k`` is the *spatial sum* of ``s_k`` per channel. (The official AEqprop code uses
+    the spatial mean there, which is not the gradient of its energy; this class does not copy that quirk:
+    divide a conv bias's learning rate by ``H_k·W_k`` to reproduce its step sizes.) An odd conv output
+    drops its last row / column in the pooling, as ``torch`` pooling does.
+
+    ``E`` is quadratic in each layer given its neighbours, with field
+    ``h_k = b_k + Pool(W_k ⋆ s_{k−1}) + W_{k+1}ᵀ Poolᵀ(s_{k+1})`` (``Poolᵀ``: the adjoint of the pooling
+    followed by a transposed convolution), and the block minimiser is ``clip(h_k)``:
+
+    - ``pool="avg"``: ``E`` is bilinear in neighbouring layers and ``Poolᵀ`` is nearest 2× upsampling ÷ 4.
+      The block update is the exact minimiser of ``E`` in ``s_k``.
+    - ``pool="max"``: ``E`` is only *piecewise* bilinear: ``Poolᵀ`` puts ``s_{k+1}`` at the argmax of each
+      window of ``W_{k+1} ⋆ s_k``, and :meth:`block_field` takes that argmax at the *current* ``s_k``. The
+      block update is then a fixed-point step, exact only where the argmax does not change. With a
+      non-negative hidden box (the default ``[0, 1]``) ``−⟨max-pool(·), s_{k+1}⟩`` is concave in ``s_k``,
+      so the step minimises a majorant of ``E`` that touches it at the current state, and ``E`` still never
+      increases along a block sweep; its fixed points satisfy the KKT conditions with the argmax there.
+
+    Args:
+        input_shape: ``(C₀, H, W)`` of the clamped input.
+        channels: output channels of each conv layer, ``[C₁, …, C_m]`` (at least one).
+        dense: widths of the dense layers after the conv stack, ``[n_{m+1}, …, n_L]``; the last is the
+            output (at least one).
+        kernel_size: square kernel size, one for all conv layers or one per layer.
+        padding: zero padding of each convolution (stride is always 1), one or one per layer.
+        pool: ``"avg"`` or ``"max"`` (2×2 windows, stride 2).
+        bounds: box of the hidden units (conv and dense).
+        output_bounds: box of the output units; ``None`` = linear output.
+        gains: weight init ``U(±gain/√fan_in)`` (``fan_in = C_in·k²`` for a conv), one gain or one per weight.
+        generator: optional ``torch.Generator`` for the initialisation.
+
+    Raises:
+        ConfigError: non-positive sizes, an unknown ``pool``, a wrong number of gains, kernel sizes or
+            paddings, or a conv stack that shrinks the image below the 2×2 pool window (the message shows
+            the computed shapes: use fewer conv layers, smaller kernels or more padding).
+
+    Example:
+        >>> import torch, eqprop
+        >>> from eqprop.systems import ConvHopfield
+        >>> net = ConvHopfield((1, 12, 12), channels=[4], dense=[10], kernel_size=5, pool="max")
+        >>> eq = eqprop.solve(net, torch.rand(3, 1, 12, 12), eqprop.BlockCoordinate(iterations=20))
+        >>> [tuple(s.shape) for s in eq.state]
+        [(3, 4, 4, 4), (3, 10)]
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int] = (1, 28, 28),
+        channels: Sequence[int] = (32, 64),
+        dense: Sequence[int] = (10,),
+        *,
+        kernel_size: int | Sequence[int] = 5,
+        padding: int | Sequence[int] = 0,
+        pool: Pool = "avg",
+        bounds: Sequence[float | None] | None = (0.0, 1.0),
+        output_bounds: Sequence[float | None] | None = None,
+        gains: float | Sequence[float] = 0.7,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        shape_in = _positive_ints("input_shape", input_shape)
+        if len(shape_in) != 3:
+            raise ConfigError(
+                f"ConvHopfield(input_shape={list(shape_in)!r}): give (channels, height, width), e.g. (1, 28, 28)"
+            )
+        channels = _positive_ints("channels", channels)
+        dense = _positive_ints("dense", dense)
+        if pool not in POOLS:
+            raise ConfigError(f"ConvHopfield(pool={pool!r}): choose one of {', '.join(map(repr, POOLS))}")
+        m = len(channels)
+        kernels = _per_conv("kernel_size", kernel_size, m, 1)
+        paddings = _per_conv("padding", padding, m, 0)
+        n_weights = m + len(dense)
+        gain_list = (
+            [float(gains)] * n_weights if isinstance(gains, int | float) else [float(g) for g in gains]
+        )
+        if len(gain_list) != n_weights:
+            raise ConfigError(
+                f"ConvHopfield(gains={gain_list!r}): need one gain per weight ({m} conv + {len(dense)} dense)"
+            )
+        # The shape of every layer, checked against the pool window as it shrinks.
+        trace = [_fmt(shape_in)]
+        conv_sizes: list[tuple[int, int]] = []  # each conv's output (H, W), before pooling
+        layer_shapes: list[tuple[int, ...]] = []
+        c, h, w = shape_in
+        for j, (c_out, k, p) in enumerate(zip(channels, kernels, paddings, strict=True), start=1):
+            hc, wc = h + 2 * p - k + 1, w + 2 * p - k + 1
+            trace.append(f"conv{k}" + (f"(pad {p})" if p else "") + f" → {c_out}×{hc}×{wc}")
+            if hc < 2 or wc < 2:
+                raise ConfigError(
+                    f"ConvHopfield: conv layer {j} shrinks the image below the 2×2 pool window: "
+                    f"{' → '.join(trace)}",
+                    hint="use fewer conv layers, a smaller kernel_size, more padding or a larger input",
+                )
+            c, h, w = c_out, hc // 2, wc // 2
+            trace.append(f"pool → {_fmt((c, h, w))}")
+            conv_sizes.append((hc, wc))
+            layer_shapes.append((c, h, w))
+        layer_shapes.extend((n,) for n in dense)
+
+        self.input_shape = shape_in
+        self.channels, self.dense = channels, dense
+        self.kernel_size, self.padding, self.pool = kernels, paddings, pool
+        self.hidden_bounds = _check_bounds("bounds", bounds)
+        self.output_bounds = _check_bounds("output_bounds", output_bounds)
+        self.gains = tuple(gain_list)
+        self.shapes = tuple(layer_shapes)
+        self._conv_sizes = tuple(conv_sizes)
+        self._m = m
+        fan_ins = [shape_in[0], *channels[:-1]]
+        flat_in = c * h * w
+        self.weights = nn.ParameterList(
+            [
+                nn.Parameter(torch.empty(co, ci, k, k))
+                for co, ci, k in zip(channels, fan_ins, kernels, strict=True)
+            ]
+            + [
+                nn.Parameter(torch.empty(n, n_in))
+                for n_in, n in zip((flat_in, *dense[:-1]), dense, strict=True)
+            ]
+        )
+        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(s[0])) for s in layer_shapes)
+        self.reset_parameters(generator)
+        self._block_bounds: tuple[Bounds, ...] = tuple(
+            self.output_bounds if k == n_weights - 1 else self.hidden_bounds for k in range(n_weights)
+        )
+        self.variables = tuple(
+            Variable(f"s{k}", s, b)
+            for k, (s, b) in enumerate(zip(layer_shapes, self._block_bounds, strict=True), start=1)
+        )
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Weights ``U(±gain/√fan_in)`` (``fan_in = C_in·k·k`` for a conv kernel), biases zero."""
+        with torch.no_grad():
+            for w, gain in zip(self.weights, self.gains, strict=True):
+                scale = gain / math.sqrt(w[0].numel())
+                w.uniform_(-scale, scale, generator=generator)
+            for b in self.biases:
+                b.zero_()
+
+    def extra_repr(self) -> str:
+        return (
+            f"input_shape={self.input_shape}, channels={list(self.channels)}, dense={list(self.dense)}, "
+            f"kernel_size={self.kernel_size}, padding={self.padding}, pool={self.pool!r}, "
+            f"bounds={self.hidden_bounds}, output_bounds={self.output_bounds}"
+        )
+
+    def _label(self) -> str:
+        return (
+            f"ConvHopfield({' → '.join(_fmt(s) for s in (self.input_shape, *self.shapes))}, {self.pool}-pool)"
+        )
+
+    def layer_parameters(self) -> list[list[nn.Parameter]]:
+        """``[[W₁, b₁], [W₂, b₂], …]``: weight k with the bias of the layer it feeds (per-layer rates)."""
+        return [[w, b] for w, b in zip(self.weights, self.biases, strict=True)]
+
+    def block_bounds(self, k: int) -> Bounds:
+        return self._block_bounds[k]
+
+    # -- the interactions -------------------------------------------------------------------------------------
+    def _conv_pool(self, j: int, below: Tensor) -> Tensor:
+        """``Pool(W_j ⋆ below)``: the forward drive of conv layer ``j`` (0-based), ``(batch, C, H, W)``."""
+        z = F.conv2d(below, self.weights[j], padding=self.padding[j])
+        return F.avg_pool2d(z, 2) if self.pool == "avg" else F.max_pool2d(z, 2)
+
+    def _unpool(self, j: int, s: Tensor, below: Tensor) -> Tensor:
+        """``Poolᵀ(s)`` for conv layer ``j``: ``s`` spread back onto the conv output grid, ``(batch, C, Hc, Wc)``.
+
+        Average pooling: nearest 2× upsampling ÷ 4. Max pooling: ``s`` at the argmax of each window of
+        ``W_j ⋆ below`` (the conv is recomputed from ``below``: the argmax depends on the current state).
+        """
+        hc, wc = self._conv_sizes[j]
+        if self.pool == "max":
+            z = F.conv2d(below, self.weights[j], padding=self.padding[j])
+            _, idx = F.max_pool2d(z, 2, return_indices=True)
+            return F.max_unpool2d(s, idx, 2, output_size=(hc, wc))
+        up = F.interpolate(s * 0.25, scale_factor=2.0, mode="nearest")
+        if up.shape[-2:] != (hc, wc):  # an odd conv output: its last row / column is not pooled
+            up = F.pad(up, (0, wc - up.shape[-1], 0, hc - up.shape[-2]))
+        return up
+
+    def _coupling(self, k: int, state: State) -> Tensor:
+        """The neighbour terms of ``h_k`` (without its bias or input drive); a fresh tensor."""
+        m, n = self._m, len(state)
+        h: Tensor | None = None
+        if 0 < k < m:
+            h = self._conv_pool(k, state[k - 1])
+        elif k >= m:  # dense; the first one reads the flattened last conv layer
+            h = state[k - 1].flatten(1) @ self.weights[k].t()
+        if k + 1 < n:
+            above = state[k + 1]
+            if k + 1 < m:
+                fb = F.conv_transpose2d(
+                    self._unpool(k + 1, above, state[k]), self.weights[k + 1], padding=self.padding[k + 1]
+                )
+            else:
+                fb = (above @ self.weights[k + 1]).view(state[k].shape)
+            h = fb if h is None else h + fb
+        assert h is not None  # every layer has a neighbour: there are at least two layers
+        return h
+
+    # -- energy ---------------------------------------------------------------------------------------------
+    def energy(self, x: Tensor, state: State) -> Tensor:
+        e = x.new_zeros(x.shape[0])
+        below = x
+        for j, (s, b) in enumerate(zip(state, self.biases, strict=True)):
+            if j < self._m:
+                drive = self._conv_pool(j, below)
+                e = e - s.sum((2, 3)) @ b
+            else:
+                drive = below.flatten(1) @ self.weights[j].t()
+                e = e - s @ b
+            e = e + 0.5 * (s * s).flatten(1).sum(1) - (drive * s).flatten(1).sum(1)
+            below = s
+        return e
+
+    # -- fast paths -----------------------------------------------------------------------------------------
+    def prepare(self, x: Tensor) -> tuple[Tensor, ...]:
+        """The constant drive of each layer: ``Pool(W₁ ⋆ x) + b₁`` for the first, ``b_k`` for the others
+        (conv biases shaped ``(C, 1, 1)`` to broadcast over space). Computed once per batch."""
+        biases = [b.view(-1, 1, 1) if j < self._m else b for j, b in enumerate(self.biases)]
+        return (self._conv_pool(0, x) + biases[0], *biases[1:])
+
+    @property
+    def has_block_minimizer(self) -> bool:
+        return True
+
+    def block_field(self, k: int, state: State, drive: tuple[Tensor, ...]) -> Tensor:
+        """``h_k = drive_k + Pool(W_k ⋆ s_{k−1}) + W_{k+1}ᵀ Poolᵀ(s_{k+1})`` (dense terms for dense layers),
+        shaped like ``state[k]``. With max pooling ``Poolᵀ`` uses the argmax at the current ``s_k``."""
+        return self._coupling(k, state).add_(drive[k])
+
+    def block_minimizer(
+        self, k: int, drive: tuple[Tensor, ...], *, shift: Tensor | None = None, scale: float | Tensor = 1.0
+    ) -> Callable[[State], Tensor]:
+        """``clip(scale·(h_k + shift))`` with ``scale·(drive_k + shift)`` folded into one constant per relaxation."""
+        const = drive[k] if shift is None else drive[k] + shift
+        unit = isinstance(scale, float) and scale == 1.0
+        if not unit:
+            const = const * scale
+        lo, hi = self._block_bounds[k]
+        bounded = lo is not None or hi is not None
+
+        def update(state: State) -> Tensor:  # hot loop: the neighbour convs, then in-place ops
+            h = self._coupling(k, state)
+            if not unit:
+                h = h.mul_(scale)
+            h = h.add_(const)
+            return h.clamp_(lo, hi) if bounded else h
+
+        return update
+
+    def block_curvature(self, k: int) -> float:
+        return 1.0
+
+    def state_grad(self, x: Tensor, state: State, drive: tuple[Tensor, ...] | None = None) -> State:
+        """``∂E/∂s_k = s_k − h_k`` (at the current argmax, for max pooling)."""
+        if drive is None:
+            drive = self.prepare(x)
+        return tuple(s - self.block_field(k, state, drive) for k, s in enumerate(state))
+
+    def param_grads(self, x: Tensor, state: State) -> dict[str, Tensor]:
+        """Closed form, batch means: ``∂E/∂W_k = −⟨s_{k−1} ⋆ Poolᵀ(s_k)⟩`` (the correlation of the layer
+        below with the un-pooled layer) for convs, ``−⟨s_k s_{k−1}ᵀ⟩`` for dense weights, and
+        ``∂E/∂b_k = −⟨s_k⟩`` summed over space for conv layers."""
+        c = -1.0 / x.shape[0]
+        grads: dict[str, Tensor] = {}
+        for j, (below, s) in enumerate(zip((x, *state[:-1]), state, strict=True)):
+            w = self.weights[j]
+            if j < self._m:
+                up = self._unpool(j, s, below)
+                grads[f"weights.{j}"] = conv2d_weight(below, w.shape, up, padding=self.padding[j]).mul_(c)
+                grads[f"biases.{j}"] = s.sum((0, 2, 3)).mul_(c)
+            else:
+                grads[f"weights.{j}"] = (s.t() @ below.flatten(1)).mul_(c)
+                grads[f"biases.{j}"] = s.sum(0).mul_(c)
+        return grads
+
+    def param_grad_difference(
+        self, x: Tensor, state_a: State, state_b: State, *, scale: float = 1.0
+    ) -> dict[str, Tensor]:
+        """``scale·[∂E/∂θ(s_b) − ∂E/∂θ(s_a)]``, one correlation per weight over the two states stacked.
+
+        ``scale`` multiplies the small state factors, not the result. The input conv sees the same ``x``
+        (and, for max pooling, the same argmax) in both states, so its contrast is ``x ⋆ Poolᵀ(s_a − s_b)``.
+        """
+        c = scale / x.shape[0]
+        grads: dict[str, Tensor] = {}
+        for j, w in enumerate(self.weights):
+            a, b = state_a[j], state_b[j]
+            if j == 0:
+                below = x
+                above = self._unpool(0, (a - b).mul_(c), x)
+            elif j < self._m:
+                below = torch.cat((state_a[j - 1], state_b[j - 1]))
+                above = torch.cat(
+                    (self._unpool(j, a * c, state_a[j - 1]), self._unpool(j, b * -c, state_b[j - 1]))
+                )
+            else:
+                below = torch.cat((state_a[j - 1], state_b[j - 1])).flatten(1)
+                above = torch.cat((a * c, b * -c))
+            if j < self._m:
+                grads[f"weights.{j}"] = conv2d_weight(below, w.shape, above, padding=self.padding[j])
+                grads[f"biases.{j}"] = (a - b).sum((0, 2, 3)).mul_(c)
+            else:
+                grads[f"weights.{j}"] = above.t() @ below
+                grads[f"biases.{j}"] = (a - b).sum(0).mul_(c)
+        return grads

@@ -1,0 +1,321 @@
+"""ConvHopfield: its fast paths equal autograd, its block updates minimise (avg pool) or reach KKT fixed points
+(max pool), EqProp on it matches implicit differentiation, and bad shapes are refused."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+from eqprop import (
+    BackpropThroughSolver,
+    BlockCoordinate,
+    ConfigError,
+    EnergySystem,
+    EqProp,
+    ImplicitDiff,
+    SquaredError,
+    TotalEnergy,
+    solve,
+)
+from eqprop.systems import ConvHopfield
+from helpers import DESCENT_ORDERS, cosine, default_dtype, kkt_violation, random_state, rel_err
+
+TOL = 1e-10
+POOLS = ("avg", "max")
+
+LAYOUTS = {
+    # 1×12×12 → conv5 → 3×8×8 → pool → 3×4×4 → dense 4 (the output)
+    "1c": {"input_shape": (1, 12, 12), "channels": [3], "dense": [4], "kernel_size": 5},
+    # 2×11×11 → conv3(pad 1) → 3×11×11 → pool → 3×5×5 (odd: last row/column unpooled) → conv2 → 4×4×4
+    # → pool → 4×2×2 → dense 5 → dense 3
+    "2c": {
+        "input_shape": (2, 11, 11),
+        "channels": [3, 4],
+        "dense": [5, 3],
+        "kernel_size": [3, 2],
+        "padding": [1, 0],
+    },
+}
+
+
+def make_conv(layout: str, pool: str, seed: int = 2, *, batch: int = 3, gains: float = 2.0):
+    """A float64 :class:`ConvHopfield` with biases ``U(−0.8, 1.2)`` (with the default seed, some hidden units
+    sit at each bound at equilibrium and some inside), inputs ``U(0, 1)`` and integer labels."""
+    gen = torch.Generator().manual_seed(seed)
+    with default_dtype(torch.float64):
+        net = ConvHopfield(**LAYOUTS[layout], pool=pool, gains=gains, generator=gen)
+        with torch.no_grad():
+            for b in net.biases:
+                b.uniform_(-0.8, 1.2, generator=gen)
+        x = torch.rand(batch, *net.input_shape, generator=gen)
+        y = torch.randint(0, net.dense[-1], (batch,), generator=gen)
+    return net, x, y
+
+
+CASES = [pytest.param(layout, pool, id=f"{layout}-{pool}") for layout in LAYOUTS for pool in POOLS]
+cases = pytest.mark.parametrize(("layout", "pool"), CASES)
+
+
+def assert_all_close(a, b, atol=TOL):
+    if isinstance(a, dict):
+        assert sorted(a) == sorted(b)
+        a, b = [a[k] for k in sorted(a)], [b[k] for k in sorted(b)]
+    for u, v in zip(a, b, strict=True):
+        torch.testing.assert_close(u, v, rtol=0, atol=atol)
+
+
+def problem_and_state(layout: str, pool: str, gen: torch.Generator, spread: float = 0.3):
+    """A system and a generic random state (continuous, so max-pool ties have probability zero)."""
+    net, x, y = make_conv(layout, pool)
+    return net, x, y, random_state(net, x.shape[0], gen, spread=spread)
+
+
+# -- the construction -------------------------------------------------------------------------------------------
+def test_shapes_parameters_and_init(f64):
+    net = ConvHopfield((1, 28, 28), [32, 64], [10], kernel_size=5, gains=[0.5, 0.6, 0.7])
+    assert net.shapes == ((32, 12, 12), (64, 4, 4), (10,))
+    assert [v.bounds for v in net.variables] == [(0.0, 1.0), (0.0, 1.0), (None, None)]
+    shapes = {n: tuple(p.shape) for n, p in net.named_parameters()}
+    assert shapes == {
+        "weights.0": (32, 1, 5, 5),
+        "weights.1": (64, 32, 5, 5),
+        "weights.2": (10, 1024),
+        "biases.0": (32,),
+        "biases.1": (64,),
+        "biases.2": (10,),
+    }
+    assert net.layer_parameters() == [[w, b] for w, b in zip(net.weights, net.biases, strict=True)]
+    for w, gain, fan_in in zip(net.weights, [0.5, 0.6, 0.7], [25, 800, 1024], strict=True):
+        assert 0.9 * gain / fan_in**0.5 < float(w.detach().abs().max()) <= gain / fan_in**0.5
+    assert all(float(b.detach().abs().max()) == 0.0 for b in net.biases)
+    assert "1×28×28 → 32×12×12 → 64×4×4 → 10" in net._label()
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_energy_matches_hand_computation(pool, f64):
+    # 1×4×4 input, one 2×2 kernel → 1×3×3 conv output → 2×2 pooling keeps its top-left 2×2 → 1×1×1 layer,
+    # then a dense output of 2 units. Conv is a cross-correlation (no kernel flip), as in torch.
+    net = ConvHopfield((1, 4, 4), [1], [2], kernel_size=2, pool=pool)
+    kernel = [[0.5, -1.0], [2.0, 0.25]]
+    dense = [[1.5], [-0.7]]
+    with torch.no_grad():
+        net.weights[0].copy_(torch.tensor(kernel).view(1, 1, 2, 2))
+        net.weights[1].copy_(torch.tensor(dense))
+        net.biases[0].fill_(0.3)
+        net.biases[1].copy_(torch.tensor([-0.2, 0.4]))
+    image = [[0.1 * (4 * i + j) - 0.5 * (i == j) for j in range(4)] for i in range(4)]
+    s1, out = 0.8, [0.6, -1.2]
+    conv = [
+        [sum(kernel[a][b] * image[i + a][j + b] for a in range(2) for b in range(2)) for j in range(3)]
+        for i in range(3)
+    ]
+    window = [conv[0][0], conv[0][1], conv[1][0], conv[1][1]]
+    pooled = sum(window) / 4 if pool == "avg" else max(window)
+    expected = (
+        0.5 * s1 * s1
+        + 0.5 * sum(o * o for o in out)
+        - 0.3 * s1
+        - (-0.2 * out[0] + 0.4 * out[1])
+        - pooled * s1
+        - sum(o * row[0] * s1 for o, row in zip(out, dense, strict=True))
+    )
+    x = torch.tensor(image).view(1, 1, 4, 4)
+    state = (torch.tensor([[[[s1]]]]), torch.tensor([out]))
+    torch.testing.assert_close(net.energy(x, state), torch.tensor([expected]), rtol=0, atol=1e-14)
+
+
+def test_conv_bias_gradient_is_the_spatial_sum(gen):
+    net, x, _, state = problem_and_state("1c", "avg", gen)
+    grads = net.param_grads(x, state)
+    torch.testing.assert_close(grads["biases.0"], -state[0].sum((2, 3)).mean(0), rtol=0, atol=1e-14)
+
+
+# -- fast path == autograd --------------------------------------------------------------------------------------
+@cases
+def test_state_grad_matches_autograd(layout, pool, gen):
+    net, x, _, state = problem_and_state(layout, pool, gen)
+    assert_all_close(net.state_grad(x, state), EnergySystem.state_grad(net, x, state))
+    assert_all_close(net.state_grad(x, state, net.prepare(x)), EnergySystem.state_grad(net, x, state))
+
+
+@cases
+def test_block_field_is_minus_the_interaction_gradient(layout, pool, gen):
+    # E = ½‖s_k‖² − h_k·s_k + (terms without s_k): h_k = −∂(E − ½‖s_k‖²)/∂s_k = s_k − ∂E/∂s_k.
+    net, x, _, state = problem_and_state(layout, pool, gen)
+    grads, drive = EnergySystem.state_grad(net, x, state), net.prepare(x)
+    for k, (s, g) in enumerate(zip(state, grads, strict=True)):
+        assert net.block_curvature(k) == 1.0
+        torch.testing.assert_close(net.block_field(k, state, drive), s - g, rtol=0, atol=TOL)
+
+
+@cases
+def test_param_grads_match_autograd(layout, pool, gen):
+    net, x, _, state = problem_and_state(layout, pool, gen)
+    assert_all_close(net.param_grads(x, state), EnergySystem.param_grads(net, x, state))
+
+
+@pytest.mark.parametrize("scale", [1.0, -2.5])
+@cases
+def test_param_grad_difference_matches_autograd(layout, pool, scale, gen):
+    net, x, _, a = problem_and_state(layout, pool, gen)
+    b = random_state(net, x.shape[0], gen, spread=0.3)
+    ga, gb = EnergySystem.param_grads(net, x, a), EnergySystem.param_grads(net, x, b)
+    expected = {n: scale * (gb[n] - ga[n]) for n in ga}
+    assert_all_close(net.param_grad_difference(x, a, b, scale=scale), expected)
+
+
+@pytest.mark.parametrize("nudge", [None, (0.3, 1 / 1.3), (-0.2, 2.0), "per-unit"])
+@cases
+def test_block_minimizer_matches_generic_composition(layout, pool, nudge, gen):
+    net, x, _, state = problem_and_state(layout, pool, gen)
+    drive = net.prepare(x)
+    for k in range(len(state)):
+        kwargs = {}
+        if nudge == "per-unit":
+            kwargs = {"scale": 0.5 + torch.rand(state[k].shape[1:], generator=gen, dtype=torch.float64)}
+        elif nudge is not None:
+            shift = nudge[0] * torch.rand(state[k].shape, generator=gen, dtype=torch.float64)
+            kwargs = {"shift": shift, "scale": nudge[1]}
+        fast = net.block_minimizer(k, drive, **kwargs)(state)
+        generic = EnergySystem.block_minimizer(net, k, drive, **kwargs)(state)
+        torch.testing.assert_close(fast, generic, rtol=0, atol=TOL)
+
+
+# -- relaxation -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("beta", [0.0, 0.3, -0.3])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_avg_pool_block_minimizer_is_the_exact_layer_minimizer(layout, beta, gen):
+    net, x, y, state = problem_and_state(layout, "avg", gen, spread=0.0)
+    problem = TotalEnergy(net, x, cost=SquaredError(), y=y, beta=beta)
+    for k in range(len(state)):
+        best = (*state[:k], problem.block_minimize(k, state), *state[k + 1 :])
+        assert kkt_violation(problem, best, layers=[k]) <= TOL
+        f_best = problem.energy(best)
+        for _ in range(10):  # no other value of the layer does better
+            other = random_state(net, x.shape[0], gen)
+            assert (problem.energy((*best[:k], other[k], *best[k + 1 :])) >= f_best - TOL).all()
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, -0.3])
+@pytest.mark.parametrize("order", DESCENT_ORDERS)
+@cases
+def test_block_sweep_never_increases_total_energy(layout, pool, order, beta, gen):
+    # Exact block descent for avg pooling; for max pooling (hidden box [0, 1], so the pooled layer is ≥ 0)
+    # a majorise-minimise step, which cannot increase the energy either.
+    net, x, y, state = problem_and_state(layout, pool, gen, spread=0.0)
+    problem = TotalEnergy(net, x, cost=SquaredError(), y=y, beta=beta)
+    solver = BlockCoordinate(order=order)
+    f = problem.energy(state)
+    for _ in range(12):
+        state = solver.step(problem, state)
+        f_new = problem.energy(state)
+        assert (f_new <= f + 1e-12).all(), (f_new - f).max()
+        f = f_new
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3])
+@cases
+def test_long_relaxation_is_a_kkt_fixed_point(layout, pool, beta):
+    # For max pooling the block update uses the argmax at the current state: at the end the state is a
+    # fixed point of the updates with the argmax *at that state*, which is the KKT system of E there.
+    net, x, y = make_conv(layout, pool)
+    eq = solve(net, x, BlockCoordinate(500), cost=SquaredError(), y=y, beta=beta)
+    problem = eq.problem
+    for k, s in enumerate(eq.state):
+        torch.testing.assert_close(problem.block_minimize(k, eq.state), s, rtol=0, atol=TOL)
+    assert kkt_violation(problem, eq.state) <= TOL
+    # Not a degenerate equilibrium: hidden units sit at both bounds and inside the box.
+    hidden = torch.cat([s.flatten() for s in eq.state[:-1]])
+    assert (hidden == 0).any() and (hidden == 1).any() and ((hidden > 0) & (hidden < 1)).any()
+
+
+# -- EqProp on a conv net ---------------------------------------------------------------------------------------
+SOLVER = BlockCoordinate(300)
+tiny = partial(make_conv, "1c", seed=9, batch=4)
+"""Every hidden field of its free equilibrium is over 0.01 away from a bound (for both pools)."""
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_centered_eqprop_matches_implicit_diff(pool):
+    net, x, y = tiny(pool)
+    est = EqProp(beta=1e-3, variant="centered").gradients(net, SquaredError(), SOLVER, x, y)
+    ref = ImplicitDiff().gradients(net, SquaredError(), SOLVER, x, y).grads
+    assert all(float(eq.stats.residual.max()) <= 1e-12 for eq in est.phases)
+    assert cosine(est.grads, ref) >= 0.9999
+    assert rel_err(est.grads, ref) <= 1e-4
+
+
+@pytest.mark.parametrize("pool", POOLS)
+def test_backprop_through_the_solver_matches_implicit_diff(pool):
+    net, x, y = tiny(pool)
+    ref = ImplicitDiff().gradients(net, SquaredError(), SOLVER, x, y).grads
+    est = BackpropThroughSolver(steps=100).gradients(net, SquaredError(), SOLVER, x, y).grads
+    assert rel_err(est, ref) <= 1e-8
+
+
+BETAS = np.geomspace(1e-4, 3e-3, 5)
+
+
+@pytest.mark.parametrize("variant", ["positive", "negative", "centered"])
+@pytest.mark.parametrize("pool", POOLS)
+def test_eqprop_bias_shrinks_at_the_variants_order(pool, variant):
+    net, x, y = tiny(pool)
+    exact = ImplicitDiff().gradients(net, SquaredError(), SOLVER, x, y).grads
+    errors = []
+    for beta in BETAS:
+        est = EqProp(beta=float(beta), variant=variant).gradients(net, SquaredError(), SOLVER, x, y)
+        free_set = net.active_mask(est.phases[0].state)  # no nudged phase moves a unit across a bound
+        for eq in est.phases[1:]:
+            assert all(torch.equal(a, b) for a, b in zip(net.active_mask(eq.state), free_set, strict=True))
+        errors.append(rel_err(est.grads, exact))
+    slope = float(np.polyfit(np.log(BETAS), np.log(errors), 1)[0])
+    assert slope == pytest.approx(EqProp(variant=variant).bias_order, abs=0.2)
+
+
+# -- errors -----------------------------------------------------------------------------------------------------
+def test_wrong_input_shape_is_a_config_error(f64):
+    net = ConvHopfield((1, 12, 12), [3], [4])
+    with pytest.raises(ConfigError, match=r"expects x of shape \(batch, 1, 12, 12\), got \(2, 144\)"):
+        solve(net, torch.rand(2, 144), BlockCoordinate(5))
+    with pytest.raises(ConfigError, match=r"got \(2, 1, 13, 12\)"):
+        net.check_input(torch.rand(2, 1, 13, 12))
+
+
+def test_too_deep_conv_stack_is_a_config_error_with_the_shapes():
+    with pytest.raises(
+        ConfigError, match=r"conv layer 2 .*1×12×12 → conv5 → 3×8×8 → pool → 3×4×4 → conv5 → 3×0×0"
+    ):
+        ConvHopfield((1, 12, 12), [3, 3], [4], kernel_size=5)
+    with pytest.raises(ConfigError, match=r"conv layer 1 .*1×5×5 → conv5 → 2×1×1"):
+        ConvHopfield((1, 5, 5), [2], [4], kernel_size=5)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"pool": "mean"}, "pool='mean'"),
+        ({"input_shape": (28, 28)}, r"input_shape=\[28, 28\]"),
+        ({"channels": []}, "channels=\\[\\]"),
+        ({"dense": [10, 0]}, r"dense=\[10, 0\]"),
+        ({"kernel_size": [5]}, "kernel_size"),
+        ({"padding": -1}, "padding"),
+        ({"gains": [0.5, 0.5]}, "one gain per weight"),
+        ({"bounds": (1.0, 0.0)}, "low must be < high"),
+    ],
+)
+def test_bad_arguments_are_config_errors(kwargs, match):
+    args = {"input_shape": (1, 28, 28), "channels": [4, 4], "dense": [10]} | kwargs
+    with pytest.raises(ConfigError, match=match):
+        ConvHopfield(**args)
+
+
+def test_contrast_of_a_state_with_itself_is_zero_and_detached(gen):
+    # The closed forms read states and parameters but are not a training graph: EqProp writes them to .grad.
+    net, x, _, state = problem_and_state("2c", "max", gen)
+    grads: dict[str, Tensor] = net.param_grad_difference(x, state, state)
+    assert all(not g.requires_grad for g in grads.values())
+    assert all(float(g.abs().max()) <= 1e-15 for g in grads.values())
