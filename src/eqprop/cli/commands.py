@@ -12,7 +12,15 @@ from typing import Any
 import torch
 
 from eqprop.errors import ConfigError
-from eqprop.train.config import RunConfig, apply_overrides, build, config_to_dict, list_presets, load_preset
+from eqprop.train.config import (
+    RunConfig,
+    apply_overrides,
+    build,
+    config_to_dict,
+    flat_input,
+    list_presets,
+    load_preset,
+)
 
 EQPROP_VARIANTS = ["positive", "negative", "centered"]
 RULE_KEYS = {  # what `eqprop presets` shows of each kind of rule
@@ -103,7 +111,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     cost.load_state_dict(ckpt["cost"])
     system.to(device=device, dtype=dtype)
     cost.to(device=device, dtype=dtype)
-    data = load_idx_dataset(config.data.dataset, data_dir=config.data.data_dir)
+    data = load_idx_dataset(config.data.dataset, data_dir=config.data.data_dir, flatten=flat_input(config))
     from eqprop.data import Split
 
     test = Split(x=data.test.x.to(device=device, dtype=dtype), y=data.test.y.to(device))
@@ -121,6 +129,14 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _architecture(config: RunConfig) -> str:
+    s = config.system
+    if s.kind == "conv_hopfield":
+        convs = "-".join(f"conv{c}" for c in s.channels)
+        return f"{'x'.join(map(str, s.input_shape))}-{convs}-{'-'.join(map(str, s.dense))} conv_hopfield (k{s.kernel_size}, {s.pool}-pool)"
+    return "-".join(map(str, s.sizes)) + f" {s.kind}"
+
+
 def _describe(config: RunConfig) -> dict[str, Any]:
     d = config_to_dict(config)
     solver = d["solver"]
@@ -129,7 +145,7 @@ def _describe(config: RunConfig) -> dict[str, Any]:
         "name": config.name,
         "description": config.description,
         "dataset": config.data.dataset,
-        "architecture": "-".join(map(str, config.system.sizes)) + f" {config.system.kind}",
+        "architecture": _architecture(config),
         "cost": config.cost.kind,
         "rule": {k: v for k, v in d["rule"].items() if k in RULE_KEYS[config.rule.kind]},
         "solver": f"{solver['kind']} {solver['order']} x{solver['iterations']} free / x{nudged['iterations']} nudged",
@@ -215,7 +231,7 @@ def gradcheck(args: argparse.Namespace) -> int:
         solver = BlockCoordinate(iterations=args.iterations, order=solver.order)
     elif isinstance(solver, GradientFlow):
         solver = GradientFlow(iterations=args.iterations, step_size=solver.step_size)
-    data = load_idx_dataset(config.data.dataset, data_dir=config.data.data_dir)
+    data = load_idx_dataset(config.data.dataset, data_dir=config.data.data_dir, flatten=flat_input(config))
     pick = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(args.seed))[
         : args.batch_size
     ]

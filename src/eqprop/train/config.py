@@ -48,9 +48,18 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SystemConfig:
-    kind: Literal["deep_hopfield"] = "deep_hopfield"
+    kind: Literal["deep_hopfield", "conv_hopfield"] = "deep_hopfield"
     sizes: list[int] = field(default_factory=lambda: [784, 1024, 10])
-    """Layer widths, input first."""
+    """deep_hopfield: layer widths, input first."""
+    input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+    """conv_hopfield: (channels, height, width) of the input images."""
+    channels: list[int] = field(default_factory=lambda: [32, 64])
+    """conv_hopfield: output channels of each conv layer (each followed by 2x2 pooling)."""
+    kernel_size: int | list[int] = 5
+    padding: int | list[int] = 0
+    pool: Literal["avg", "max"] = "avg"
+    dense: list[int] = field(default_factory=lambda: [10])
+    """conv_hopfield: widths of the dense layers after the conv stack, output last."""
     gains: float | list[float] = 0.7
     """Weight init U(±gain/√fan_in): one gain, or one per weight matrix."""
     bounds: list[float] = field(default_factory=lambda: [0.0, 1.0])
@@ -273,16 +282,14 @@ def validate(config: RunConfig) -> None:
                 f"train.{name} = {getattr(t, name)}: must be {'>= 0' if name == 'epochs' else '>= 1'}"
             )
     s = config.system
-    if len(s.sizes) < 2 or min(s.sizes) < 1:
+    if s.kind == "deep_hopfield" and (len(s.sizes) < 2 or min(s.sizes) < 1):
         raise ConfigError(
             f"system.sizes = {s.sizes}: need at least two positive widths, e.g. [784, 1024, 10]"
         )
-    n_layers = len(s.sizes) - 1
+    n_layers = layer_count(config)
     lr = config.optimizer.lr
     if isinstance(lr, list) and len(lr) != n_layers:
-        raise ConfigError(
-            f"optimizer.lr = {lr}: give one rate, or one per layer ({n_layers} for sizes {s.sizes})"
-        )
+        raise ConfigError(f"optimizer.lr = {lr}: give one rate, or one per layer ({n_layers} layers)")
     for key, value in (
         ("optimizer.lr", lr),
         ("optimizer.lr_biases", config.optimizer.lr_biases),
@@ -292,9 +299,7 @@ def validate(config: RunConfig) -> None:
         if value is None:
             continue
         if isinstance(value, list) and len(value) != n_layers:
-            raise ConfigError(
-                f"{key} = {value}: give one value, or one per layer ({n_layers} for sizes {s.sizes})"
-            )
+            raise ConfigError(f"{key} = {value}: give one value, or one per layer ({n_layers} layers)")
         if any(not v > 0 for v in (value if isinstance(value, list) else [value])):
             raise ConfigError(f"{key} = {value}: values must be > 0")
     if config.rule.kind == "aeqprop":
@@ -309,6 +314,25 @@ def validate(config: RunConfig) -> None:
             raise ConfigError(
                 "rule.kind = aeqprop needs cost.kind = squared_error (a readout is not physical)"
             )
+
+
+def layer_count(config: RunConfig) -> int:
+    """Weight matrices (or kernels) of the configured system: the length of per-layer settings."""
+    s = config.system
+    if s.kind == "conv_hopfield":
+        return len(s.channels) + len(s.dense)
+    return len(s.sizes) - 1
+
+
+def output_width(config: RunConfig) -> int:
+    """Units of the system's last layer."""
+    s = config.system
+    return s.dense[-1] if s.kind == "conv_hopfield" else s.sizes[-1]
+
+
+def flat_input(config: RunConfig) -> bool:
+    """Whether the system reads images flattened to vectors (dense) or as (channels, height, width)."""
+    return config.system.kind == "deep_hopfield"
 
 
 # -- presets ----------------------------------------------------------------------------------------------------
@@ -407,21 +431,37 @@ def build(config: RunConfig, *, generator: Any = None) -> tuple[Any, Any, Any, A
     """``(system, cost, solver, nudged_solver, rule)`` from a config (on the CPU, float32)."""
     from eqprop.costs import CrossEntropyReadout, SquaredError
     from eqprop.rules import AgnosticEqProp, BackpropThroughSolver, EqProp, ImplicitDiff
-    from eqprop.systems import DeepHopfield
+    from eqprop.systems import ConvHopfield, DeepHopfield
 
     s = config.system
     readout = config.cost.kind == "cross_entropy_readout"
     output_bounds = s.output_bounds if s.output_bounds is not None else (s.bounds if readout else None)
-    system = DeepHopfield(
-        s.sizes,
-        bounds=tuple(s.bounds),
-        output_bounds=None if output_bounds is None else tuple(output_bounds),
-        gains=s.gains,
-        energy_form=s.energy_form,
-        generator=generator,
-    )
+    out_bounds = None if output_bounds is None else tuple(output_bounds)
+    system: Any
+    if s.kind == "conv_hopfield":
+        system = ConvHopfield(
+            s.input_shape,
+            s.channels,
+            s.dense,
+            kernel_size=s.kernel_size,
+            padding=s.padding,
+            pool=s.pool,
+            bounds=tuple(s.bounds),
+            output_bounds=out_bounds,
+            gains=s.gains,
+            generator=generator,
+        )
+    else:
+        system = DeepHopfield(
+            s.sizes,
+            bounds=tuple(s.bounds),
+            output_bounds=out_bounds,
+            gains=s.gains,
+            energy_form=s.energy_form,
+            generator=generator,
+        )
     if readout:
-        cost = CrossEntropyReadout(s.sizes[-1], config.cost.classes, generator=generator)
+        cost = CrossEntropyReadout(output_width(config), config.cost.classes, generator=generator)
     else:
         cost = SquaredError()
     solver = build_solver(config.solver)

@@ -34,7 +34,15 @@ from eqprop.train.checkpoint import (
     set_generator_state,
     set_rng_state,
 )
-from eqprop.train.config import RunConfig, build, config_from_dict, config_to_dict, per_tensor
+from eqprop.train.config import (
+    RunConfig,
+    build,
+    config_from_dict,
+    config_to_dict,
+    flat_input,
+    output_width,
+    per_tensor,
+)
 
 __all__ = ["evaluate", "fit", "load_run", "make_optimizer", "make_scheduler"]
 
@@ -110,14 +118,16 @@ def evaluate(
 
 
 def _check_data(config: RunConfig, data: Dataset) -> None:
-    sizes = config.system.sizes
-    features = data.train.x.shape[1]
-    if sizes[0] != features:
+    s = config.system
+    got = tuple(data.train.x.shape[1:])
+    want = (s.sizes[0],) if flat_input(config) else tuple(s.input_shape)
+    if got != want:
+        what = "system.sizes[0]" if flat_input(config) else "system.input_shape"
         raise ConfigError(
-            f"system.sizes[0] = {sizes[0]} but {data.name} images have {features} features",
-            hint=f"use --set system.sizes=[{features}, ...]",
+            f"{what} = {list(want)} but {data.name} examples have shape {list(got)}",
+            hint=f"set {what} to match the data",
         )
-    classes = config.cost.classes if config.cost.kind == "cross_entropy_readout" else sizes[-1]
+    classes = config.cost.classes if config.cost.kind == "cross_entropy_readout" else output_width(config)
     if classes != data.classes:
         raise ConfigError(
             f"the model predicts {classes} classes but {data.name} has {data.classes}",
@@ -208,7 +218,11 @@ def fit(
 
     # -- data: read once, moved to the device once -----------------------------------------------------------
     data = load_idx_dataset(
-        config.data.dataset, data_dir=config.data.data_dir, validation=config.data.validation, seed=t.seed
+        config.data.dataset,
+        data_dir=config.data.data_dir,
+        validation=config.data.validation,
+        seed=t.seed,
+        flatten=flat_input(config),
     )
     _check_data(config, data)
     train_split = _to(data.train, device, dtype)
