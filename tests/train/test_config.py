@@ -10,7 +10,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eqprop import BlockCoordinate, CrossEntropyReadout, DeepHopfield, EqProp, GradientFlow, SquaredError
+from eqprop import (
+    BlockCoordinate,
+    ConvHopfield,
+    CrossEntropyReadout,
+    DeepHopfield,
+    EqProp,
+    GradientFlow,
+    SquaredError,
+)
 from eqprop.errors import ConfigError
 from eqprop.rules import BackpropThroughSolver, ImplicitDiff
 from eqprop.train.config import (
@@ -49,7 +57,7 @@ def test_every_preset_loads_and_validates(name: str) -> None:
     assert config_from_dict(config_to_dict(config)) == config
     # the objects build (weights of up to 784-1024x3-10 are cheap to allocate)
     system, cost, solver, _, rule = build(config)
-    assert isinstance(system, DeepHopfield)
+    assert isinstance(system, DeepHopfield | ConvHopfield)
     assert isinstance(solver, BlockCoordinate | GradientFlow)
     if name in SHIPPED:  # the DHN recipes of the issue
         assert config.published, "every shipped preset says which published number it targets"

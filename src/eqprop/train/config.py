@@ -289,7 +289,7 @@ def validate(config: RunConfig) -> None:
     n_layers = layer_count(config)
     lr = config.optimizer.lr
     if isinstance(lr, list) and len(lr) != n_layers:
-        raise ConfigError(f"optimizer.lr = {lr}: give one rate, or one per layer ({n_layers} layers)")
+        raise ConfigError(f"optimizer.lr = {lr}: give one rate, or one per layer ({_layers_text(config)})")
     for key, value in (
         ("optimizer.lr", lr),
         ("optimizer.lr_biases", config.optimizer.lr_biases),
@@ -299,7 +299,7 @@ def validate(config: RunConfig) -> None:
         if value is None:
             continue
         if isinstance(value, list) and len(value) != n_layers:
-            raise ConfigError(f"{key} = {value}: give one value, or one per layer ({n_layers} layers)")
+            raise ConfigError(f"{key} = {value}: give one value, or one per layer ({_layers_text(config)})")
         if any(not v > 0 for v in (value if isinstance(value, list) else [value])):
             raise ConfigError(f"{key} = {value}: values must be > 0")
     if config.rule.kind == "aeqprop":
@@ -322,6 +322,14 @@ def layer_count(config: RunConfig) -> int:
     if s.kind == "conv_hopfield":
         return len(s.channels) + len(s.dense)
     return len(s.sizes) - 1
+
+
+def _layers_text(config: RunConfig) -> str:
+    s = config.system
+    n = layer_count(config)
+    if s.kind == "conv_hopfield":
+        return f"{n} for channels {s.channels} and dense {s.dense}"
+    return f"{n} for sizes {s.sizes}"
 
 
 def output_width(config: RunConfig) -> int:

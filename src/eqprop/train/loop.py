@@ -120,12 +120,16 @@ def evaluate(
 def _check_data(config: RunConfig, data: Dataset) -> None:
     s = config.system
     got = tuple(data.train.x.shape[1:])
-    want = (s.sizes[0],) if flat_input(config) else tuple(s.input_shape)
-    if got != want:
-        what = "system.sizes[0]" if flat_input(config) else "system.input_shape"
+    if flat_input(config):
+        if s.sizes[0] != got[0]:
+            raise ConfigError(
+                f"system.sizes[0] = {s.sizes[0]} but {data.name} images have {got[0]} features",
+                hint=f"use --set system.sizes=[{got[0]}, ...]",
+            )
+    elif tuple(s.input_shape) != got:
         raise ConfigError(
-            f"{what} = {list(want)} but {data.name} examples have shape {list(got)}",
-            hint=f"set {what} to match the data",
+            f"system.input_shape = {list(s.input_shape)} but {data.name} images have shape {list(got)}",
+            hint=f"use --set system.input_shape={list(got)}",
         )
     classes = config.cost.classes if config.cost.kind == "cross_entropy_readout" else output_width(config)
     if classes != data.classes:
