@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--steps", type=int, default=40, help="training steps (batches) per measurement")
-    p.add_argument("--repeats", type=int, default=5, help="measurements per contender (alternating)")
+    p.add_argument("--repeats", type=int, default=7, help="measurements per contender (alternating)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")

@@ -6,7 +6,7 @@ second, with the median over ``--repeats`` and the ratio library / hand loop (th
 ratios, each pair measured back to back).
 
     .venv/bin/python benchmarks/throughput.py
-    .venv/bin/python benchmarks/throughput.py --batch-sizes 16 64 256 --steps 100 --repeats 7 --threads 2
+    .venv/bin/python benchmarks/throughput.py --batch-sizes 16 64 256 --steps 40 --repeats 11 --threads 2
     .venv/bin/python benchmarks/throughput.py --device cuda
     .venv/bin/python benchmarks/throughput.py --batch-sizes 16 --profile 30   # cProfile of the library on stderr
 """
@@ -154,8 +154,8 @@ def profile_library(batch_size: int, pool, args, device: torch.device) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64, 256])
-    p.add_argument("--steps", type=int, default=100, help="training steps per measurement")
-    p.add_argument("--repeats", type=int, default=7, help="measurements per contender (alternating)")
+    p.add_argument("--steps", type=int, default=40, help="training steps per measurement")
+    p.add_argument("--repeats", type=int, default=11, help="measurements per contender (alternating)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps per contender first")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
