@@ -46,7 +46,7 @@ class Estimate:
         """Store the estimate in each parameter's ``.grad`` (replacing it), ready for ``optimizer.step()``."""
         for name, p in named_parameters(system, cost).items():
             g = self.grads.get(name)
-            if g is None:
+            if g is None or g is p.grad:  # already computed in place (see EqProp.compute_gradients)
                 continue
             if p.grad is None or p.grad.shape != p.shape or p.grad.dtype != p.dtype:
                 p.grad = g.detach().to(dtype=p.dtype).clone()

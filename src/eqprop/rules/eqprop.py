@@ -76,6 +76,39 @@ class EqProp(Rule):
         *,
         nudged_solver: Solver | None = None,
     ) -> Estimate:
+        return self._estimate(system, cost, solver, x, y, nudged_solver, out=None)
+
+    def compute_gradients(
+        self,
+        system: EnergySystem,
+        cost: Cost,
+        solver: Solver,
+        x: Tensor,
+        y: Tensor,
+        *,
+        nudged_solver: Solver | None = None,
+    ) -> Estimate:
+        # The Hebbian contrasts are written straight into the existing `.grad` buffers (no copy of θ-sized
+        # tensors); parameters without one yet get theirs from write_grad.
+        out = {
+            n: p.grad
+            for n, p in system.named_parameters()
+            if p.grad is not None and p.grad.shape == p.shape and p.grad.dtype == p.dtype
+        }
+        est = self._estimate(system, cost, solver, x, y, nudged_solver, out=out)
+        est.write_grad(system, cost)
+        return est
+
+    def _estimate(
+        self,
+        system: EnergySystem,
+        cost: Cost,
+        solver: Solver,
+        x: Tensor,
+        y: Tensor,
+        nudged_solver: Solver | None,
+        out: dict[str, Tensor] | None,
+    ) -> Estimate:
         b1, b2 = self.betas
         for b in (b1, b2):
             cost.check_beta(b)
@@ -83,6 +116,9 @@ class EqProp(Rule):
         with torch.no_grad():
             drive = system.prepare(x)  # shared by the three phases: θ does not change within a step
             free = solve(system, x, solver, drive=drive, throw=False)
+            if y.shape[0] != x.shape[0]:
+                raise ConfigError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
+            target = cost.prepare_target(y, free.state[cost.target_index])  # once for both nudged phases
 
             def phase(b: float) -> Equilibrium:
                 if b == 0.0:
@@ -97,23 +133,22 @@ class EqProp(Rule):
                     init=free.state,
                     drive=drive,
                     throw=False,
+                    target=target,
                 )
 
             lo, hi = phase(b1), phase(b2)
             phases = (free, lo, hi) if b1 != 0.0 and b2 != 0.0 else (free, hi if b1 == 0.0 else lo)
             raise_if_diverged(phases)
             scale = 1.0 / (b2 - b1)
-            contrast = system.param_grad_difference(x, lo.state, hi.state, scale=scale)
+            contrast = system.param_grad_difference(x, lo.state, hi.state, scale=scale, out=out or None)
             grads = {f"system.{n}": g for n, g in contrast.items()}
-            target = (hi if hi is not free else lo).problem.target
-            assert target is not None  # at least one phase is nudged, so the target is prepared
             loss = cost(free.state, target).mean()
             scores = cost.predict(free.state)
         if any(True for _ in cost.parameters()):
             with torch.enable_grad():
                 objective = (b2 * cost(hi.state, target).mean() - b1 * cost(lo.state, target).mean()) * scale
                 grads.update(cost_param_grads(cost, objective))
-        residuals = torch.stack([eq.stats.residual.max() for eq in phases])
+        residuals = torch.stack([eq.stats.residual for eq in phases]).amax(1)
         return Estimate(
             grads=grads,
             loss=loss,

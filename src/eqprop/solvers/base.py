@@ -34,6 +34,7 @@ class TotalEnergy:
         y: Tensor | None = None,
         beta: float = 0.0,
         drive: Any = None,
+        target: Tensor | None = None,
     ) -> None:
         beta = float(beta)
         if beta != 0.0 and (cost is None or y is None):
@@ -51,12 +52,17 @@ class TotalEnergy:
         self.nudged_index: int | None = None
         if cost is not None and y is not None:
             self.nudged_index = cost.target_index % len(system.variables)
-            like = torch.empty(
-                (x.shape[0], *system.variables[self.nudged_index].shape), dtype=x.dtype, device=x.device
+            like = (
+                torch.empty(
+                    (x.shape[0], *system.variables[self.nudged_index].shape), dtype=x.dtype, device=x.device
+                )
+                if target is None
+                else target
             )
             if y.shape[0] != x.shape[0]:
                 raise ConfigError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
-            self.target = cost.prepare_target(y, like)
+            # A target prepared once by the caller (e.g. shared by a rule's nudged phases) is used as is.
+            self.target = cost.prepare_target(y, like) if target is None else target
 
     @property
     def nudged(self) -> bool:
@@ -205,8 +211,7 @@ class Solver(metaclass=ABCMeta):
 
     def run(self, problem: TotalEnergy, state: State) -> tuple[State, SolveStats]:
         """Relax ``state``: ``iterations`` sweeps, or fewer once every example is within ``tol``."""
-        residual = state[0].new_zeros(state[0].shape[0])
-        within = torch.ones_like(residual, dtype=torch.bool)
+        residual = within = None
         done = 0
         sweep = self.make_sweep(problem)
         for it in range(1, self.iterations + 1):  # hot loop: no .item(), no allocation beyond the sweep
@@ -217,9 +222,13 @@ class Solver(metaclass=ABCMeta):
                 residual, within = _change(state, new, self.norm, self.tol)
             state = new
             done = it
-            if checking and not last and bool(within.all()):  # host sync every check_every
+            if (
+                checking and not last and within is not None and bool(within.all())
+            ):  # host sync, every check_every
                 break
-        converged = torch.ones_like(residual, dtype=torch.bool) if self.tol is None else within
+        if residual is None:  # no sweep at all (iterations == 0)
+            residual = state[0].new_zeros(state[0].shape[0])
+        converged = within if within is not None else torch.ones_like(residual, dtype=torch.bool)
         # A non-finite unit makes the last sweep's change NaN or inf (NaN and inf persist through the
         # updates), so the residual's finiteness is the state's, at the cost of one (batch,) op.
         finite = torch.isfinite(residual) if done else _finite(state)
@@ -229,8 +238,9 @@ class Solver(metaclass=ABCMeta):
 NORMS = ("max", "layer-l1")
 
 
-def _change(old: State, new: State, norm: str, tol: float | None) -> tuple[Tensor, Tensor]:
-    """``(residual, within)`` per example: the sweep's change, and whether it meets ``tol`` (see Solver)."""
+def _change(old: State, new: State, norm: str, tol: float | None) -> tuple[Tensor, Tensor | None]:
+    """``(residual, within)`` per example: the sweep's change, and whether it meets ``tol`` (see Solver;
+    ``None`` without a tolerance)."""
     residual = None
     batch_ok = None
     for a, b in zip(old, new, strict=True):
@@ -242,7 +252,7 @@ def _change(old: State, new: State, norm: str, tol: float | None) -> tuple[Tenso
             batch_ok = ok if batch_ok is None else batch_ok & ok
     assert residual is not None  # a system has at least one variable
     if tol is None:
-        return residual, torch.ones_like(residual, dtype=torch.bool)
+        return residual, None
     if norm == "layer-l1":
         assert batch_ok is not None
         return residual, batch_ok.expand(residual.shape)
@@ -268,6 +278,7 @@ def solve(
     init: State | None = None,
     throw: bool = True,
     drive: Any = None,
+    target: Tensor | None = None,
 ) -> Equilibrium:
     r"""Relax ``system`` with input ``x`` to an equilibrium of ``F = E + β·C``.
 
@@ -281,6 +292,7 @@ def solve(
         init: starting state (warm start, e.g. ``init=free.state`` for a nudged phase); default zeros.
         throw: raise at the end if the state is non-finite, or above the solver's tolerance.
         drive: a precomputed ``system.prepare(x)`` (rules pass it to share it between phases).
+        target: ``cost.prepare_target(y, ...)`` computed once by the caller (shared between phases).
 
     Returns:
         :class:`Equilibrium` with the state, ``beta`` and :class:`SolveStats`.
@@ -289,7 +301,7 @@ def solve(
         ConfigError: bad shapes or ``beta``. DivergenceError: non-finite state (``throw=True``).
         ConvergenceError: examples above ``solver.tol`` (``throw=True``).
     """
-    problem = TotalEnergy(system, x, cost=cost, y=y, beta=beta, drive=drive)
+    problem = TotalEnergy(system, x, cost=cost, y=y, beta=beta, drive=drive, target=target)
     if init is None:
         init = system.init_state(x)
     else:

@@ -16,7 +16,7 @@ optional fast path with a generic autograd fallback, and the tests check that th
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -174,12 +174,26 @@ class EnergySystem(nn.Module, metaclass=ABCMeta):
         }
 
     def param_grad_difference(
-        self, x: Tensor, state_a: State, state_b: State, *, scale: float = 1.0
+        self,
+        x: Tensor,
+        state_a: State,
+        state_b: State,
+        *,
+        scale: float = 1.0,
+        out: Mapping[str, Tensor] | None = None,
     ) -> dict[str, Tensor]:
-        """``scale·[∂E/∂θ(s_b) − ∂E/∂θ(s_a)]``, batch mean: the contrast every EqProp-type rule measures."""
+        """``scale·[∂E/∂θ(s_b) − ∂E/∂θ(s_a)]``, batch mean: the contrast every EqProp-type rule measures.
+
+        ``out`` (optional): tensors to write the results into, keyed like the result (e.g. the ``.grad``
+        buffers); the returned dict then holds those same tensors.
+        """
         ga = self.param_grads(x, state_a)
         gb = self.param_grads(x, state_b)
-        return {name: (gb[name] - ga[name]) * scale for name in ga}
+        result = {name: (gb[name] - ga[name]) * scale for name in ga}
+        if out is not None:
+            for name, buffer in out.items():
+                result[name] = buffer.copy_(result[name])
+        return result
 
     def _no_block_minimizer(self) -> ConfigError:
         return ConfigError(

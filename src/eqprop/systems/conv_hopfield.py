@@ -11,7 +11,7 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -353,11 +353,17 @@ class ConvHopfield(EnergySystem):
         return grads
 
     def param_grad_difference(
-        self, x: Tensor, state_a: State, state_b: State, *, scale: float = 1.0
+        self,
+        x: Tensor,
+        state_a: State,
+        state_b: State,
+        *,
+        scale: float = 1.0,
+        out: Mapping[str, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """``scale·[∂E/∂θ(s_b) − ∂E/∂θ(s_a)]``, one correlation per weight over the two states stacked.
 
-        ``scale`` multiplies the small state factors, not the result. The input conv sees the same ``x``
+        ``scale`` multiplies the small state factors, not the result; ``out`` as in the base class. The input conv sees the same ``x``
         (and, for max pooling, the same argmax) in both states, so its contrast is ``x ⋆ Poolᵀ(s_a − s_b)``.
         """
         c = scale / x.shape[0]
@@ -381,4 +387,7 @@ class ConvHopfield(EnergySystem):
             else:
                 grads[f"weights.{j}"] = above.t() @ below
                 grads[f"biases.{j}"] = (a - b).sum(0).mul_(c)
+        if out is not None:  # write into the given buffers (e.g. `.grad`), as the base class does
+            for name, buffer in out.items():
+                grads[name] = buffer.copy_(grads[name])
         return grads

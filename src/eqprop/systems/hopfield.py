@@ -9,7 +9,7 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from itertools import pairwise
 from typing import Literal
 
@@ -237,24 +237,39 @@ class DeepHopfield(EnergySystem):
         return grads
 
     def param_grad_difference(
-        self, x: Tensor, state_a: State, state_b: State, *, scale: float = 1.0
+        self,
+        x: Tensor,
+        state_a: State,
+        state_b: State,
+        *,
+        scale: float = 1.0,
+        out: Mapping[str, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """``scale·[∂E/∂θ(s_b) − ∂E/∂θ(s_a)]`` with one matmul per weight (the EqProp "Hebbian" contrast).
 
         ``scale`` multiplies the small (batch, n) factors, not the (n, m) result: no extra pass over θ.
+        With ``out`` (e.g. the ``.grad`` buffers) the matmuls write there directly: no copy either.
         """
+        out = {} if out is None else out
         c = scale / x.shape[0]
         ra = [self._rho(k, s) for k, s in enumerate(state_a)]
         rb = [self._rho(k, s) for k, s in enumerate(state_b)]
+
+        def mm(name: str, a: Tensor, b: Tensor) -> Tensor:
+            return torch.mm(a, b, out=out[name]) if name in out else a @ b
+
+        def colsum(name: str, a: Tensor) -> Tensor:
+            return torch.sum(a, 0, out=out[name]) if name in out else a.sum(0)
+
         grads: dict[str, Tensor] = {}
         diff0 = (ra[0] - rb[0]).mul_(c)
         # Input weights: x is clamped, so the contrast is x ⊗ (s1_b − s1_a).
-        grads["weights.0"] = diff0.t() @ x
+        grads["weights.0"] = mm("weights.0", diff0.t(), x)
         for j in range(1, len(self.weights)):
             above = torch.cat((ra[j], -rb[j])).mul_(c)  # (2·batch, n_{j+1})
             below = torch.cat((ra[j - 1], rb[j - 1]))  # (2·batch, n_j)
-            grads[f"weights.{j}"] = above.t() @ below
-        grads["biases.0"] = diff0.sum(0)
+            grads[f"weights.{j}"] = mm(f"weights.{j}", above.t(), below)
+        grads["biases.0"] = colsum("biases.0", diff0)
         for k in range(1, len(self.biases)):
-            grads[f"biases.{k}"] = (ra[k] - rb[k]).sum(0).mul_(c)
+            grads[f"biases.{k}"] = colsum(f"biases.{k}", (ra[k] - rb[k]).mul_(c))
         return grads
