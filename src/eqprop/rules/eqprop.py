@@ -88,6 +88,8 @@ class EqProp(Rule):
         *,
         nudged_solver: Solver | None = None,
     ) -> Estimate:
+        """:meth:`gradients`, written into ``.grad``. The estimate's system gradients are then the ``.grad``
+        tensors themselves (the next call overwrites them): clone them to keep them."""
         # The Hebbian contrasts are written straight into the existing `.grad` buffers (no copy of θ-sized
         # tensors); parameters without one yet get theirs from write_grad.
         out = {
