@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -34,3 +37,20 @@ def gen() -> torch.Generator:
 def fake_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with the four IDX files of a learnable fake Fashion-MNIST (256 train, 64 test); read-only."""
     return make_fake_fashion_mnist(tmp_path_factory.mktemp("fake-fashion-mnist"))
+
+
+@pytest.fixture
+def quiet_torch() -> Iterator[None]:
+    """One torch thread (tiny matmuls on a shared 2-core machine are far faster, and uninterrupted and
+    resumed runs then use the same kernels); the global RNGs, which a resumed run resets from its
+    checkpoint, are restored afterwards."""
+    threads = torch.get_num_threads()
+    states = (torch.get_rng_state(), random.getstate(), np.random.get_state())
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_rng_state(states[0])
+        random.setstate(states[1])
+        np.random.set_state(states[2])

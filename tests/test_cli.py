@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
@@ -29,19 +26,7 @@ TINY = ["--set", "system.sizes=[784,32,10]", "--set", "optimizer.lr=0.05", "--ba
 
 
 # -- fixtures -------------------------------------------------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def quiet_torch() -> Iterator[None]:
-    """One torch thread (tiny matmuls on a shared 2-core machine are far faster); global RNGs restored."""
-    threads = torch.get_num_threads()
-    states = (torch.get_rng_state(), random.getstate(), np.random.get_state())
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.set_rng_state(states[0])
-        random.setstate(states[1])
-        np.random.set_state(states[2])
+pytestmark = pytest.mark.usefixtures("quiet_torch")
 
 
 @pytest.fixture(scope="module")

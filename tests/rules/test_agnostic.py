@@ -15,7 +15,7 @@ import io
 import json
 import math
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -687,15 +687,6 @@ def test_spring_coupled_rejects_bad_springs():
 
 
 # -- 8. end to end ------------------------------------------------------------------------------------------------
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    threads, rng = torch.get_num_threads(), torch.get_rng_state()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.set_rng_state(rng)
 
 
 def run_cli(argv: list[str]) -> tuple[int, str]:
@@ -705,7 +696,7 @@ def run_cli(argv: list[str]) -> tuple[int, str]:
     return code, out.getvalue()
 
 
-@pytest.mark.usefixtures("one_thread")
+@pytest.mark.usefixtures("quiet_torch")
 def test_cli_trains_the_aeqprop_preset(fake_data: Path, tmp_path: Path, monkeypatch):
     scales: list[float] = []  # the springs' ε decays with the schedule, like the SGD step ε·β
     original = AgnosticEqProp.gradients
@@ -735,7 +726,7 @@ def test_cli_trains_the_aeqprop_preset(fake_data: Path, tmp_path: Path, monkeypa
     assert scales[:16] == [1.0] * 16 and scales[16:] == pytest.approx([0.99] * 16, rel=1e-12)
 
 
-@pytest.mark.usefixtures("one_thread")
+@pytest.mark.usefixtures("quiet_torch")
 def test_cli_gradcheck_reports_the_three_modes(fake_data: Path):
     """Seed 3: at seed 0 an output unit of the batch sits 7e-5 from its box bound, so β ≥ 1e-3 crosses the
     kink for a negative nudging (the EqProp twin shows the same flat slopes there)."""
@@ -757,7 +748,7 @@ def test_cli_gradcheck_reports_the_three_modes(fake_data: Path):
     assert rows["centered", 0.001]["relative_error"] < 1e-4
 
 
-@pytest.mark.usefixtures("one_thread")
+@pytest.mark.usefixtures("quiet_torch")
 def test_cli_trains_the_conv_aeqprop_preset(fake_data: Path, tmp_path: Path):
     """The conv preset (conv + average pooling, per-tensor ε with the documented batch scaling) runs end to
     end on images read unflattened, and learns the fake data (chance is 0.1; measured 0.58 after 2 epochs)."""

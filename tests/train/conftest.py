@@ -6,13 +6,10 @@ lights the ``c``-th 7×7 block of the image over background noise, so a 784-32-1
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
 from eqprop.train.config import RunConfig, apply_overrides, load_preset
 
@@ -29,20 +26,3 @@ def tiny_config(fake_data: Path) -> Callable[..., RunConfig]:
         return apply_overrides(load_preset("fmnist-quick"), [*base, *sets])
 
     return make
-
-
-@pytest.fixture
-def quiet_torch() -> Iterator[None]:
-    """One torch thread (tiny matmuls on a shared 2-core machine are orders of magnitude faster, and the
-    uninterrupted and resumed runs use the same kernels); the global RNGs are restored afterwards, since a
-    resumed run restores the checkpoint's."""
-    threads = torch.get_num_threads()
-    states = (torch.get_rng_state(), random.getstate(), np.random.get_state())
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.set_rng_state(states[0])
-        random.setstate(states[1])
-        np.random.set_state(states[2])
