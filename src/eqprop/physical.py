@@ -168,7 +168,7 @@ class SpringCoupled:
         for n, p in self._params.items():
             eps, u = self.epsilon[n], self._knobs[n]
             if self.parameter_relaxation == "exact":
-                p.copy_(u - eps * g[n])
+                torch.add(u, g[n], alpha=-eps, out=p.data)  # θ = u − ε·g in one pass
             else:
                 for _ in range(self.flow_steps):  # Euler steps of dθ/dt = −(θ − u)/ε − g, dt = step·ε
                     p.sub_(self.flow_step_size * (p - u + eps * g[n]))

@@ -7,7 +7,7 @@ notes in ``research/aeqprop.md``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -29,6 +29,11 @@ MODES: tuple[str, ...] = ("optimistic", "pessimistic", "centered")
 
 def _nudgings(mode: str, beta: float) -> tuple[float, float]:
     return {"optimistic": (0.0, beta), "pessimistic": (-beta, 0.0), "centered": (-beta / 2, beta / 2)}[mode]
+
+
+def _largest(tensors: Iterable[Tensor]) -> float:
+    """The largest absolute entry over ``tensors`` (one pass each, one host sync)."""
+    return float(torch.stack([torch.linalg.vector_norm(t, ord=math.inf) for t in tensors]).max())
 
 
 def agnostic_step(
@@ -67,11 +72,14 @@ def agnostic_step(
         physical.relax(states=False, parameters=True)
         theta = physical.read_parameters()
         drift = {n: theta[n] - theta0[n] for n in theta}
-        worst = max(float(d.abs().max()) for d in drift.values())  # host sync: the controller's sensor
-        moved = max(float((theta[n] - previous[n]).abs().max()) for n in theta)
+        worst = _largest(drift.values())  # host sync: the controller's sensor
         first = worst if first is None else first
-        if worst <= controller_rtol * first and moved <= controller_rtol * first:
-            break  # θ is back where it was and stays there: the knobs hold it at rest
+        # θ is back where it was and stays there (it did not move in this round): the knobs hold it at rest
+        if (
+            worst <= controller_rtol * first
+            and _largest(theta[n] - previous[n] for n in theta) <= controller_rtol * first
+        ):
+            break
         knobs = physical.read_knobs()
         physical.set_knobs({n: knobs[n] - drift[n] for n in knobs})
         previous = theta
@@ -225,7 +233,8 @@ class AgnosticEqProp(Rule):
                     p.copy_(theta0[n])
         beta = b2 - b1
         grads = {f"system.{n}": -d / (eps[n] * beta) for n, d in displacement.items()}
-        if not all(bool(torch.isfinite(g).all()) for g in grads.values()):  # host sync, once per step
+        # NaN and inf survive a sum: one reduction per tensor and one host sync per step
+        if not bool(torch.isfinite(torch.stack([g.sum() for g in grads.values()])).all()):
             raise DivergenceError("AEqprop step produced non-finite parameters", hint="lower epsilon or beta")
         return Estimate(
             grads=grads,
