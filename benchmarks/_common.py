@@ -5,13 +5,16 @@ Not part of the library: the scripts in this folder import it as a sibling modul
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import os
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -163,3 +166,26 @@ def load_average() -> list[float] | None:
         return [round(v, 2) for v in os.getloadavg()]
     except OSError:
         return None
+
+
+def mirror_head(mirror: str) -> str | None:
+    """The commit at HEAD of a reference code's git mirror (None if git cannot tell)."""
+    try:
+        out = subprocess.run(
+            ["git", f"--git-dir={mirror}", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def reference_dir(parser: argparse.ArgumentParser, path: Path | None, hint: str) -> Path:
+    """``--reference-dir``, checked: given, an existing folder, and outside this repository."""
+    if path is None:
+        parser.error(f"--reference-dir is required; {hint}")
+    if not path.is_dir():
+        parser.error(f"--reference-dir {path} does not exist; {hint}")
+    resolved = path.resolve()
+    if Path(__file__).resolve().parents[1] in (resolved, *resolved.parents):
+        parser.error(f"--reference-dir {resolved} is inside this repository; {hint}")
+    return resolved

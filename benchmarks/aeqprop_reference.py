@@ -29,7 +29,6 @@ import ast
 import dataclasses
 import json
 import statistics
-import subprocess
 import sys
 import time
 import types
@@ -41,7 +40,7 @@ import torch
 
 import eqprop
 import eqprop.physical
-from _common import environment, load_average, summary
+from _common import environment, load_average, mirror_head, reference_dir, summary
 from eqprop.data import load_idx_dataset
 from eqprop.train.config import build, load_preset
 from eqprop.train.loop import make_optimizer
@@ -257,16 +256,6 @@ def agreement(ref: types.SimpleNamespace, batch: tuple[torch.Tensor, torch.Tenso
     }
 
 
-def reference_commit(ref_dir: Path) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", f"--git-dir={MIRROR}", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def mean(values: list[int]) -> float | None:
     return round(statistics.fmean(values), 2) if values else None
 
@@ -295,15 +284,9 @@ def main(argv: list[str] | None = None) -> None:
         "--no-thread-scaling", action="store_true", help="skip our 2-threads-vs-1 measurement at batch 32"
     )
     args = p.parse_args(argv)
-    if args.reference_dir is None:
-        p.error(f"--reference-dir is required; {EXPORT_HINT}")
-    if not args.reference_dir.is_dir():
-        p.error(f"--reference-dir {args.reference_dir} does not exist; {EXPORT_HINT}")
+    ref_dir = reference_dir(p, args.reference_dir, EXPORT_HINT)
     if args.batches < 1 or args.repeats < 1 or args.threads < 1:
         p.error("--batches, --repeats and --threads must be >= 1")
-    ref_dir = args.reference_dir.resolve()
-    if Path(__file__).resolve().parents[1] in (ref_dir, *ref_dir.parents):
-        p.error(f"--reference-dir {ref_dir} is inside this repository; {EXPORT_HINT}")
     torch.set_num_threads(args.threads)
     ref = import_reference(ref_dir)
 
@@ -378,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
         },
         "reference": {
             "repository": "bscellier/agnostic-equilibrium-propagation",
-            "mirror_head": reference_commit(ref_dir),
+            "mirror_head": mirror_head(MIRROR),
             "dir": str(ref_dir),
             "built_as": (
                 "run.py build_network(**hyperparameters.load_hyperparameters('FashionMNIST', '1h')), "

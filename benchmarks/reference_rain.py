@@ -21,7 +21,6 @@ import argparse
 import importlib.util
 import json
 import statistics
-import subprocess
 import sys
 import time
 import types
@@ -41,6 +40,8 @@ from _common import (
     input_pool,
     load_average,
     make_library,
+    mirror_head,
+    reference_dir,
     summary,
     synchronize,
     timed,
@@ -193,16 +194,6 @@ def agreement(ref, pool, device: torch.device, seed: int) -> dict[str, object]:
     }
 
 
-def reference_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", f"--git-dir={MIRROR}", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip() or None
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
@@ -222,10 +213,7 @@ def main(argv: list[str] | None = None) -> None:
         "--no-statistics", action="store_true", help="skip the reference-with-Monitor-statistics contender"
     )
     args = p.parse_args(argv)
-    if args.reference_dir is None:
-        p.error(f"--reference-dir is required; {EXPORT_HINT}")
-    if not args.reference_dir.is_dir():
-        p.error(f"--reference-dir {args.reference_dir} does not exist; {EXPORT_HINT}")
+    ref_dir = reference_dir(p, args.reference_dir, EXPORT_HINT)
     if args.batch_size < 1 or args.steps < 1 or args.repeats < 1 or args.warmup < 0:
         p.error("--batch-size, --steps and --repeats must be >= 1, --warmup >= 0")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -233,9 +221,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    ref_dir = args.reference_dir.resolve()
-    if Path(__file__).resolve().parents[1] in (ref_dir, *ref_dir.parents):
-        p.error(f"--reference-dir {ref_dir} is inside this repository; {EXPORT_HINT}")
     ref, stubs = import_reference(ref_dir)
 
     B = args.batch_size
@@ -286,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         "config": {**PRESET, "batch_size": B},
         "reference": {
             "repository": "rain-neuromorphics/energy-based-learning",
-            "mirror_head": reference_commit(),
+            "mirror_head": mirror_head(MIRROR),
             "dir": str(ref_dir),
             "built_as": (
                 "papers/fast-drn/dhn.py --model dhn-1h: DeepHopfieldEnergy([(1,28,28),(1024,),(10,)], "
