@@ -181,7 +181,7 @@ def test_study_on_real_fashion_mnist(tmp_path: Path):
     try:
         find_dataset_dir("fashion-mnist")
     except DataError:
-        pytest.skip("Fashion-MNIST is not installed")
+        pytest.skip("Fashion-MNIST is not installed: sudo apt-get install dataset-fashion-mnist")
     config = dataclasses.replace(PRESETS["ci"], test_examples=1000, eval_train_examples=1000)
     config = dataclasses.replace(
         config,
