@@ -208,3 +208,57 @@ def make_fake_fashion_mnist(directory: Path, n_train: int = 256, n_test: int = 6
         write_idx(directory / f"{split}-images-idx3-ubyte", images)
         write_idx(directory / f"{split}-labels-idx1-ubyte", labels)
     return directory
+
+
+def write_cifar_batch(
+    path: Path, images: np.ndarray, labels: dict[bytes, list[int]], protocol: int = 2
+) -> None:
+    """Write a pickled CIFAR batch with the real key layout: ``b"data"`` (n, 3072) uint8, channel-major rows,
+    plus the given label lists (``b"labels"``, or ``b"fine_labels"`` and ``b"coarse_labels"``)."""
+    import pickle
+
+    batch = {b"batch_label": b"fake", b"data": images.reshape(len(images), -1), **labels}
+    path.write_bytes(pickle.dumps(batch, protocol=protocol))
+
+
+def make_fake_cifar(
+    directory: Path, name: str = "cifar10", *, n: int = 4, n_test: int = 6, seed: int = 0
+) -> Path:
+    """Write a tiny fake CIFAR-10 (5 training batches of ``n`` images) or CIFAR-100 (one ``train`` file of
+    ``5·n``) under ``directory/<archive folder>/``; return ``directory``."""
+    rng = np.random.default_rng(seed)
+    if name == "cifar10":
+        folder = directory / "cifar-10-batches-py"
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in range(1, 6):
+            images = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+            write_cifar_batch(
+                folder / f"data_batch_{k}", images, {b"labels": rng.integers(0, 10, n).tolist()}
+            )
+        images = rng.integers(0, 256, (n_test, 3, 32, 32), dtype=np.uint8)
+        write_cifar_batch(folder / "test_batch", images, {b"labels": rng.integers(0, 10, n_test).tolist()})
+        return directory
+    folder = directory / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    for file, count in (("train", 5 * n), ("test", n_test)):
+        images = rng.integers(0, 256, (count, 3, 32, 32), dtype=np.uint8)
+        fine = rng.integers(0, 100, count).tolist()
+        write_cifar_batch(
+            folder / file, images, {b"fine_labels": fine, b"coarse_labels": [f // 5 for f in fine]}
+        )
+    return directory
+
+
+def make_fake_svhn(directory: Path, *, n: int = 12, n_test: int = 5, seed: int = 0) -> Path:
+    """Write ``train_32x32.mat`` and ``test_32x32.mat`` (MATLAB v5: X (32, 32, 3, n) uint8, y (n, 1) in 1…10,
+    10 meaning the digit 0) into ``directory``; return it."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    for file, count in (("train_32x32.mat", n), ("test_32x32.mat", n_test)):
+        x = rng.integers(0, 256, (32, 32, 3, count), dtype=np.uint8)
+        y = rng.integers(1, 11, (count, 1)).astype(np.uint8)
+        y[0, 0] = 10  # at least one digit 0
+        savemat(directory / file, {"X": x, "y": y})
+    return directory

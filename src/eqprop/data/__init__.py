@@ -1,5 +1,8 @@
-"""Datasets: readers for the MNIST-family IDX files and in-memory mini-batching."""
+"""Datasets: local-file readers (MNIST-family IDX, CIFAR-10/100, SVHN), one loader, augmentation, mini-batching."""
 
+from eqprop.data.augment import Augment, random_crop, random_flip
+from eqprop.data.cifar import CIFAR_FILES, load_cifar, read_cifar_batch
+from eqprop.data.datasets import DATASETS, load_dataset
 from eqprop.data.idx import (
     DATASET_NAMES,
     ENV_DATA_DIR,
@@ -11,15 +14,27 @@ from eqprop.data.idx import (
     load_idx_dataset,
     read_idx,
 )
+from eqprop.data.svhn import SVHN_FILES, load_svhn, read_svhn_mat
 
 __all__ = [
+    "CIFAR_FILES",
+    "DATASETS",
     "DATASET_NAMES",
     "ENV_DATA_DIR",
     "IDX_FILES",
+    "SVHN_FILES",
+    "Augment",
     "Batches",
     "Dataset",
     "Split",
     "find_dataset_dir",
+    "load_cifar",
+    "load_dataset",
     "load_idx_dataset",
+    "load_svhn",
+    "random_crop",
+    "random_flip",
+    "read_cifar_batch",
     "read_idx",
+    "read_svhn_mat",
 ]

@@ -253,7 +253,8 @@ class Split:
     """One part (train, validation or test) of a dataset, held in memory.
 
     Attributes:
-        x: the images, ``(n, 784)`` (or ``(n, 1, 28, 28)`` unflattened), floating point in [0, 1].
+        x: the images, ``(n, features)`` flattened or ``(n, channels, height, width)``, floating point
+            (in [0, 1] unless normalised), e.g. ``(n, 784)`` or ``(n, 1, 28, 28)`` for MNIST.
         y: the labels, ``(n,)`` int64 in [0, classes).
     """
 
@@ -273,7 +274,7 @@ class Split:
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A dataset loaded by :func:`load_idx_dataset`.
+    """A dataset loaded by :func:`load_idx_dataset` or :func:`eqprop.data.load_dataset`.
 
     Attributes:
         name: the canonical dataset name, e.g. ``"fashion-mnist"``.
@@ -281,6 +282,8 @@ class Dataset:
         test: the test examples.
         validation: the held-out validation examples, or None if none were requested.
         classes: the number of classes.
+        image_shape: ``(channels, height, width)`` of one image, also when ``x`` holds flattened rows
+            (what batch augmentation needs to see a row as an image); None if unknown.
     """
 
     name: str
@@ -288,6 +291,7 @@ class Dataset:
     test: Split
     validation: Split | None
     classes: int = _NUM_CLASSES
+    image_shape: tuple[int, int, int] | None = None
 
 
 def _validation_count(validation: int | float, n_train: int) -> int:
@@ -420,8 +424,14 @@ def load_idx_dataset(
         val_split = _to_split(train_images, train_labels, dtype, flatten, val_index)
     train_split = _to_split(train_images, train_labels, dtype, flatten, train_index)
     test_split = _to_split(test_images, test_labels, dtype, flatten, None)
+    rows, cols = train_images.shape[1:]
     return Dataset(
-        name=canonical, train=train_split, test=test_split, validation=val_split, classes=_NUM_CLASSES
+        name=canonical,
+        train=train_split,
+        test=test_split,
+        validation=val_split,
+        classes=_NUM_CLASSES,
+        image_shape=(1, rows, cols),
     )
 
 
