@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from eqprop._types import State
 from eqprop.errors import ConfigError
@@ -18,7 +18,8 @@ class GradientFlow(Solver):
 
     Works for any system (autograd fallback for ``∂F/∂s``); for ``step ≤ 1/L`` (``L`` the Lipschitz constant
     of ``∂F/∂s``) each step decreases ``F``. Slower than :class:`BlockCoordinate` but closest to the
-    physics of a leaky-integrator network (thesis ch. 3).
+    physics of a leaky-integrator network (thesis ch. 3). A variable clamped by
+    ``solve(..., clamp={k: value})`` does not move: its step returns ``value``.
 
     Args:
         iterations: number of Euler steps.
@@ -37,6 +38,7 @@ class GradientFlow(Solver):
     tol: float | None = None
     check_every: int = 10
     norm: Literal["max", "layer-l1"] = "max"
+    supports_clamp: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         self._validate()
@@ -49,7 +51,8 @@ class GradientFlow(Solver):
     def step(self, problem: TotalEnergy, state: State) -> State:
         grads = problem.grad(state)
         system = problem.system
+        held = problem.clamp  # clamped variables stay at their value (usually empty)
         out = []
-        for v, s, g in zip(system.variables, state, grads, strict=True):
-            out.append(system.project(s - self.step_size * g, v))
+        for k, (v, s, g) in enumerate(zip(system.variables, state, grads, strict=True)):
+            out.append(held[k] if k in held else system.project(s - self.step_size * g, v))
         return tuple(out)

@@ -1,0 +1,238 @@
+"""Contrastive and coupled learning: the output is *clamped* at a target, instead of nudged by a cost.
+
+Both rules measure, like EqProp, the local contrast ``∂E/∂θ`` between two equilibria, but they reach the second
+equilibrium by holding the output variable ``o`` at a chosen value while the hidden variables relax (the
+``clamp=`` of :func:`~eqprop.solve`). Naming and phases follow the comparative study of Scellier, Ernoult,
+Kendall & Kumar (NeurIPS 2023), Table 1: ``CL``, ``PCpL``, ``NCpL``, ``CCpL``.
+
+Write ``G(θ, o) = min_h E(θ, x, h, o)`` for the energy with the output held at ``o`` and the hidden variables
+``h`` relaxed; the free output ``o*`` minimises ``G`` in ``o``. By the envelope theorem
+``∂_θG(θ, o) = ∂_θE(θ, x, s^o)``, with ``s^o`` the equilibrium clamped at ``o``: that is what both rules read.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from eqprop._types import State
+from eqprop.costs import Cost
+from eqprop.errors import ConfigError
+from eqprop.rules.base import Estimate, Rule, raise_if_diverged
+from eqprop.solvers.base import Equilibrium, Solver, solve
+from eqprop.systems.base import EnergySystem
+
+__all__ = ["ContrastiveLearning", "CoupledLearning"]
+
+Variant = Literal["positive", "negative", "centered"]
+VARIANTS: tuple[str, ...] = ("positive", "negative", "centered")
+
+
+class _OutputClamping(Rule):
+    """What CL and CpL share: clamp the output at ``o* + β_i·(y − o*)`` for two ``β_i``, contrast ``∂E/∂θ``.
+
+    Subclasses give :attr:`betas`, the pair ``(β₁, β₂)`` of clamping fractions (0 = the free output,
+    1 = the target).
+    """
+
+    bias_order = None  # not estimators of ∂L/∂θ in the β → 0 sense (see each class)
+
+    @property
+    @abstractmethod
+    def betas(self) -> tuple[float, float]:
+        """``(β₁, β₂)``: where each phase clamps the output, as a fraction of the way from ``o*`` to ``y``."""
+
+    def gradients(
+        self,
+        system: EnergySystem,
+        cost: Cost,
+        solver: Solver,
+        x: Tensor,
+        y: Tensor,
+        *,
+        nudged_solver: Solver | None = None,
+        init: State | None = None,
+    ) -> Estimate:
+        return self._estimate(system, cost, solver, x, y, nudged_solver, init, out=None)
+
+    def compute_gradients(
+        self,
+        system: EnergySystem,
+        cost: Cost,
+        solver: Solver,
+        x: Tensor,
+        y: Tensor,
+        *,
+        nudged_solver: Solver | None = None,
+        init: State | None = None,
+    ) -> Estimate:
+        """:meth:`gradients`, written into ``.grad`` (the contrasts go straight into the existing buffers,
+        as in :meth:`EqProp.compute_gradients`): clone the estimate's tensors to keep them."""
+        out = {
+            n: p.grad
+            for n, p in system.named_parameters()
+            if p.grad is not None and p.grad.shape == p.shape and p.grad.dtype == p.dtype
+        }
+        est = self._estimate(system, cost, solver, x, y, nudged_solver, init, out=out)
+        est.write_grad(system, cost)
+        return est
+
+    def _estimate(
+        self,
+        system: EnergySystem,
+        cost: Cost,
+        solver: Solver,
+        x: Tensor,
+        y: Tensor,
+        nudged_solver: Solver | None,
+        init: State | None,
+        out: dict[str, Tensor] | None,
+    ) -> Estimate:
+        name = type(self).__name__
+        if any(True for _ in cost.parameters()):
+            raise ConfigError(
+                f"{name} clamps the output layer at the target, so it needs a cost without parameters whose "
+                f"target lives in the output variable (SquaredError); got {type(cost).__name__}",
+                hint="use cost.kind = squared_error, or EqProp, which nudges through any cost",
+            )
+        b1, b2 = self.betas
+        nudged_solver = solver if nudged_solver is None else nudged_solver
+        with torch.no_grad():
+            drive = system.prepare(x)  # shared by every phase: θ does not change within a step
+            free = solve(system, x, solver, drive=drive, throw=False, init=init)
+            if y.shape[0] != x.shape[0]:
+                raise ConfigError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
+            k = cost.target_index % len(system.variables)
+            output = free.state[k]  # o*, (batch, *output shape)
+            target = cost.prepare_target(y, output)
+            if target.shape != output.shape:
+                raise ConfigError(
+                    f"{name} clamps variable {system.variables[k].name} at the target, but the target has "
+                    f"shape {tuple(target.shape)} and the variable {tuple(output.shape)}",
+                    hint="use a cost whose target lives in the output variable (SquaredError)",
+                )
+            error = target - output  # y − o*
+
+            def phase(b: float) -> Equilibrium:
+                if b == 0.0:
+                    # Clamped at o* the free state is already the hidden layers' equilibrium: reuse it (as
+                    # EqProp reuses its β = 0 phase) instead of relaxing to the same state again.
+                    return free
+                return solve(
+                    system,
+                    x,
+                    nudged_solver,
+                    init=free.state,
+                    drive=drive,
+                    clamp={k: torch.add(output, error, alpha=b)},  # o* + β·(y − o*)
+                    throw=False,
+                )
+
+            lo, hi = phase(b1), phase(b2)
+            phases = (free, lo, hi) if b1 != 0.0 and b2 != 0.0 else (free, hi if b1 == 0.0 else lo)
+            raise_if_diverged(phases)
+            contrast = system.param_grad_difference(
+                x, lo.state, hi.state, scale=1.0 / (b2 - b1), out=out or None
+            )
+            grads = {f"system.{n}": g for n, g in contrast.items()}
+            loss = cost(free.state, target).mean()
+            scores = cost.predict(free.state)
+        residuals = torch.stack([eq.stats.residual for eq in phases]).amax(1)
+        return Estimate(grads=grads, loss=loss, scores=scores, phases=phases, metrics={"residual": residuals})
+
+
+@dataclass(frozen=True)
+class ContrastiveLearning(_OutputClamping):
+    r"""Contrastive learning (CL; Movellan 1991, Baldi & Pineda 1991; "CL" in Scellier et al. 2023):
+
+    .. math::
+        \widehat{∇}_θ = ∂_θE(θ, x, s^{\mathrm{clamp}\,y}) − ∂_θE(θ, x, s^{\mathrm{clamp}\,o^*})
+
+    Phase 1 holds the output at its free value ``o*`` (which is the free equilibrium itself, so it is not
+    relaxed again); phase 2 holds it at the target ``y`` (one-hot for labels) while the hidden layers relax
+    from the free state. This is the exact gradient of the *contrastive* objective
+    ``J(θ) = G(θ, y) − G(θ, o*) ≥ 0`` (the energy the target costs over the free state; see the module
+    docstring for ``G``), not of the loss ``C(o*, y)``: the two agree only without hidden layers. Hence
+    ``bias_order = None``. It equals ``CoupledLearning(beta=1.0, variant="positive")``.
+
+    Only for a cost without parameters whose target lives in the output variable (:class:`SquaredError`);
+    other costs raise :class:`~eqprop.ConfigError`.
+
+    Example:
+        >>> rule = ContrastiveLearning()
+        >>> est = rule.compute_gradients(net, SquaredError(), BlockCoordinate(iterations=15), x, y)
+        >>> optimizer.step()
+
+    References:
+        Scellier, Ernoult, Kendall & Kumar, "Energy-based learning algorithms for analog computing: a
+        comparative study", NeurIPS 2023.
+    """
+
+    @property
+    def betas(self) -> tuple[float, float]:
+        return (0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class CoupledLearning(_OutputClamping):
+    r"""Coupled learning (CpL; Stern, Hexner, Rocks & Liu 2021; "PCpL", "NCpL", "CCpL" in Scellier et al. 2023):
+
+    .. math::
+        \widehat{∇}_θ = \frac{∂_θE(θ, x, s^{2}) − ∂_θE(θ, x, s^{1})}{β_2 − β_1},
+        \qquad s^{i}: \text{output clamped at } o^* + β_i (y − o^*)
+
+    with ``(β₁, β₂) = (0, β)`` (``"positive"``, PCpL), ``(−β, 0)`` (``"negative"``, NCpL) or ``(−β, +β)``
+    (``"centered"``, CCpL). The output is pushed a fraction ``β`` of the way from its free value ``o*`` to the
+    target (or away from it) and *held* there, while the hidden layers relax from the free state. CCpL is
+    exactly the mean of PCpL and NCpL at the same ``β``.
+
+    What it computes: as ``β → 0`` the estimate tends to ``∂²G/∂θ∂o · (y − o*)``, whereas the loss gradient
+    (what EqProp's nudging recovers) is ``∂²G/∂θ∂o · (∂²G/∂o²)⁻¹ (y − o*)``, with ``G`` the energy with the
+    output held (module docstring). CpL replaces the output's effective curvature by the identity, so it is
+    not an estimator of ``∂L/∂θ`` (``bias_order = None``); it is exact when that curvature is the identity
+    (no hidden layer, a linear output). Only for a cost without parameters whose target lives in the output
+    variable (:class:`SquaredError`).
+
+    Args:
+        beta: the clamping fraction ``β > 0``; the sign of each phase comes from ``variant``
+            (``beta = 1``, ``"positive"`` is contrastive learning). The comparative study used 0.25.
+        variant: ``"positive"``, ``"negative"`` or ``"centered"``.
+
+    Example:
+        >>> rule = CoupledLearning(beta=0.25, variant="centered")
+        >>> est = rule.compute_gradients(net, SquaredError(), BlockCoordinate(iterations=15), x, y)
+        >>> optimizer.step()
+
+    References:
+        Stern, Hexner, Rocks & Liu, "Supervised learning in physical networks: from machine learning to
+        learning machines", Phys. Rev. X 11, 021045 (2021). Scellier et al., NeurIPS 2023 (as above).
+    """
+
+    beta: float = 0.2
+    variant: Variant = "centered"
+
+    def __post_init__(self) -> None:
+        if not (
+            isinstance(self.beta, int | float)
+            and not isinstance(self.beta, bool)
+            and math.isfinite(self.beta)
+            and self.beta > 0
+        ):
+            raise ConfigError(
+                f"CoupledLearning(beta={self.beta!r}): beta must be a finite number > 0; the sign comes "
+                "from `variant`"
+            )
+        if self.variant not in VARIANTS:
+            raise ConfigError(
+                f"CoupledLearning(variant={self.variant!r}): choose 'positive', 'negative' or 'centered'"
+            )
+
+    @property
+    def betas(self) -> tuple[float, float]:
+        b = float(self.beta)
+        return {"positive": (0.0, b), "negative": (-b, 0.0), "centered": (-b, b)}[self.variant]

@@ -1,0 +1,161 @@
+"""The literature's names of the energy-based learning rules, in one table.
+
+The names are those of the comparative study of Scellier, Ernoult, Kendall & Kumar (NeurIPS 2023,
+"Energy-based learning algorithms for analog computing: a comparative study", Table 1). Each maps onto the
+run configuration's ``rule.kind`` and ``rule.variant`` (``eqprop train --rule NAME``), and :func:`by_name`
+builds the rule object through the same path as a preset (:func:`eqprop.train.config.build_rule`).
+
+Name clash: ``CEP`` here is *centered* EqProp (β₁ = −β, β₂ = +β; Laborieux et al. 2021 call it "symmetric
+nudging"). In Laborieux et al.'s code (``Laborieux-Axel/Equilibrium-Propagation``) ``CEP`` means *continual*
+EqProp (parameters updated during the nudged phase), which this library does not implement.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from eqprop.errors import ConfigError
+
+__all__ = ["RULE_NAMES", "RuleName", "by_name", "lookup"]
+
+
+@dataclass(frozen=True)
+class RuleName:
+    """One row of :data:`RULE_NAMES`.
+
+    Attributes:
+        name: the literature's name, e.g. ``"CEP"``.
+        kind: the ``rule.kind`` of the run configuration (``eqprop``, ``contrastive``, ``coupled``,
+            ``backprop``, ``implicit``).
+        variant: the ``rule.variant`` (``positive``, ``negative``, ``centered``) or ``None``.
+        title: the algorithm's full name.
+        computes: what its parameter update is, in one line.
+    """
+
+    name: str
+    kind: str
+    variant: str | None
+    title: str
+    computes: str
+
+
+RULE_NAMES: dict[str, RuleName] = {
+    r.name: r
+    for r in (
+        RuleName(
+            "CL",
+            "contrastive",
+            None,
+            "contrastive learning",
+            "dE/dθ(output clamped at y) − dE/dθ(output clamped at o*): the gradient of the contrastive "
+            "objective, not of the loss",
+        ),
+        RuleName(
+            "PEP",
+            "eqprop",
+            "positive",
+            "EqProp, positively perturbed",
+            "[dE/dθ(s^β) − dE/dθ(s^0)]/β, nudged at (0, +β); bias O(β)",
+        ),
+        RuleName(
+            "NEP",
+            "eqprop",
+            "negative",
+            "EqProp, negatively perturbed",
+            "[dE/dθ(s^0) − dE/dθ(s^−β)]/β, nudged at (−β, 0); bias O(β)",
+        ),
+        RuleName(
+            "CEP",
+            "eqprop",
+            "centered",
+            "EqProp, centered",
+            "[dE/dθ(s^β) − dE/dθ(s^−β)]/(2β), nudged at (−β, +β); bias O(β²) "
+            "(not Laborieux's continual EqProp)",
+        ),
+        RuleName(
+            "PCpL",
+            "coupled",
+            "positive",
+            "coupled learning, positively perturbed",
+            "[dE/dθ(s²) − dE/dθ(s¹)]/β with the output clamped at o* and o* + β(y − o*)",
+        ),
+        RuleName(
+            "NCpL",
+            "coupled",
+            "negative",
+            "coupled learning, negatively perturbed",
+            "[dE/dθ(s²) − dE/dθ(s¹)]/β with the output clamped at o* − β(y − o*) and o*",
+        ),
+        RuleName(
+            "CCpL",
+            "coupled",
+            "centered",
+            "coupled learning, centered",
+            "[dE/dθ(s²) − dE/dθ(s¹)]/(2β) with the output clamped at o* − β(y − o*) and o* + β(y − o*)",
+        ),
+        RuleName(
+            "TBP",
+            "backprop",
+            None,
+            "truncated backpropagation",
+            "backprop through rule.steps sweeps from the free equilibrium (default: the nudged phase's "
+            "sweeps)",
+        ),
+        RuleName(
+            "RBP",
+            "implicit",
+            None,
+            "recurrent backpropagation",
+            "the exact gradient at the free equilibrium by implicit differentiation (Almeida–Pineda's "
+            "fixed point, solved by conjugate gradients)",
+        ),
+    )
+}
+"""name → :class:`RuleName`, in the order of the comparative study's Table 1."""
+
+
+def lookup(name: str) -> RuleName:
+    """The row of ``name`` (case-insensitive: ``"ccpl"`` is ``"CCpL"``).
+
+    Raises:
+        ConfigError: for an unknown name; the message lists the valid ones.
+    """
+    if name in RULE_NAMES:
+        return RULE_NAMES[name]
+    folded = {k.casefold(): v for k, v in RULE_NAMES.items()}
+    if isinstance(name, str) and name.casefold() in folded:
+        return folded[name.casefold()]
+    close = difflib.get_close_matches(str(name), list(RULE_NAMES), n=1)
+    raise ConfigError(
+        f"unknown rule name {name!r}: choose one of {', '.join(RULE_NAMES)}",
+        hint=(f"did you mean {close[0]!r}? " if close else "")
+        + "; ".join(f"{r.name} = {r.title}" for r in RULE_NAMES.values()),
+    )
+
+
+def by_name(name: str, *, beta: float = 0.2, steps: int = 15, cg_iterations: int = 500) -> Any:
+    """The rule the literature calls ``name``, e.g. ``by_name("CEP", beta=0.25)`` is
+    ``EqProp(beta=0.25, variant="centered")``.
+
+    Args:
+        name: one of :data:`RULE_NAMES` (case-insensitive).
+        beta: β of the EqProp and coupled-learning rules (ignored by the others). The comparative study
+            used 0.25.
+        steps: sweeps that TBP differentiates from the free equilibrium (the study: 15, the nudged phase's).
+        cg_iterations: conjugate-gradient cap of RBP.
+
+    Returns:
+        A :class:`~eqprop.rules.Rule`.
+
+    Raises:
+        ConfigError: an unknown name (the message lists the valid ones) or a bad ``beta`` / ``steps``.
+    """
+    from eqprop.train.config import RuleConfig, build_rule
+
+    row = lookup(name)
+    fields: dict[str, Any] = {"kind": row.kind, "beta": beta, "steps": steps, "cg_iterations": cg_iterations}
+    if row.variant is not None:
+        fields["variant"] = row.variant
+    return build_rule(RuleConfig(**fields))
