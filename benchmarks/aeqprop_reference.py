@@ -16,10 +16,12 @@ its ``training.epoch.Trainer.run`` performs it (``set_data`` with the warm start
 would add per-batch statistics and TensorBoard logging; both are left out, see "excluded").
 
 Ours: the rule, solvers and optimizer of ``build(load_preset("fmnist-aeqprop-1h"))`` + ``make_optimizer``:
-``rule.compute_gradients(system, cost, solver, x, y, nudged_solver=...)`` then ``optimizer.step()`` (SGD at
-lr = ε·β per tensor), as the training loop does. Both start from the same initial parameters and see the same
-real Fashion-MNIST training batches; the contenders alternate (ours, official, ours, ...) in one process.
-Prints one JSON object on stdout.
+``rule.compute_gradients(system, cost, solver, x, y, nudged_solver=..., init=...)`` then ``optimizer.step()``
+(SGD at lr = ε·β per tensor), as the training loop does, with the preset's ``train.warm_start`` (``init`` is the
+previous batch's ``Estimate.last_state``). A third contender (skip it with ``--no-twin``) is the EqProp twin
+preset ``fmnist-aeqprop-1h-eqprop`` run the same way: what the relaxations alone cost. All start from the same
+initial parameters and see the same real Fashion-MNIST training batches; the contenders alternate (ours,
+official, twin, ours, ...) in one process. Prints one JSON object on stdout.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from eqprop.train.config import build, load_preset
 from eqprop.train.loop import make_optimizer
 
 PRESET = "fmnist-aeqprop-1h"
+TWIN = "fmnist-aeqprop-1h-eqprop"
 MIRROR = "/work/.mirror/bscellier+agnostic-equilibrium-propagation/repo"
 EXPORT_HINT = (
     "export the official code outside this repository first:\n"
@@ -155,25 +158,45 @@ class Ours:
     cost: eqprop.SquaredError
     solver: eqprop.Solver
     nudged: eqprop.Solver | None
-    rule: eqprop.AgnosticEqProp
+    rule: eqprop.Rule
     optimizer: torch.optim.Optimizer
+    warm_start: bool = False  # the preset's train.warm_start, as the training loop honours it
     free_sweeps: list[int] = dataclasses.field(default_factory=list)
     nudged_sweeps: list[tuple[float, int]] = dataclasses.field(default_factory=list)
+    last: tuple[torch.Tensor, ...] | None = None
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        init = self.last if self.last is not None and self.last[0].shape[0] == x.shape[0] else None
         est = self.rule.compute_gradients(
-            self.system, self.cost, self.solver, x, y, nudged_solver=self.nudged
+            self.system, self.cost, self.solver, x, y, nudged_solver=self.nudged, init=init
         )
         self.optimizer.step()
+        self.last = est.last_state if self.warm_start else None
         self.free_sweeps.append(est.phases[0].stats.iterations)  # a Python int: no host sync
 
 
-def make_ours(seed: int, **rule_changes: Any) -> Ours:
-    config = load_preset(PRESET)
+def make_ours(seed: int, preset: str = PRESET, **rule_changes: Any) -> Ours:
+    config = load_preset(preset)
     system, cost, solver, nudged, rule = build(config, generator=torch.Generator().manual_seed(seed))
     if rule_changes:
         rule = dataclasses.replace(rule, **rule_changes)
-    return Ours(system, cost, solver, nudged, rule, make_optimizer(config, system, cost))
+    optimizer = make_optimizer(config, system, cost)
+    return Ours(system, cost, solver, nudged, rule, optimizer, warm_start=config.train.warm_start)
+
+
+def describe_ours() -> str:
+    """How our step runs with the preset's options (warm start, where phase 2 starts)."""
+    config = load_preset(PRESET)
+    start = "from the previous batch's final state" if config.train.warm_start else "from zero"
+    phase2 = (
+        "the free state (restored, θ held)" if config.rule.phase2_start == "free" else "the phase-1 state"
+    )
+    return (
+        f"ours: rule.compute_gradients(system, cost, solver, x, y, nudged_solver, init) (free phase {start}, "
+        "≤100 forward sweeps; SpringCoupled phase 1 ≤100 backward sweeps + its built-in homeostatic controller; "
+        f"phase 2 from {phase2}, ≤100 sweeps + exact parameter relaxation; the displacement sensor writes "
+        "−Δθ/(εβ) into .grad; θ untouched) + SGD step"
+    )
 
 
 class NudgedSweepCounter:
@@ -249,9 +272,15 @@ def agreement(ref: types.SimpleNamespace, batch: tuple[torch.Tensor, torch.Tenso
         "what": "one step from the same parameters and a zero state on the same batch: ‖Δθ_ours − Δθ_ref‖/‖Δθ_ref‖",
         "relative_update_difference": diff,
         "why_not_zero": (
-            "both stop each relaxation at a summed L1 change < 1e-3 (not at the equilibrium), the official code "
-            "restarts phase 2 from the free state and ours continues from the phase-1 state, the official code "
-            "sweeps once more before moving θ, and float32 rounding differs (it recomputes x·W0 every sweep)"
+            "both stop each relaxation at a summed L1 change < 1e-3 (not at the equilibrium), "
+            + (
+                ""
+                if load_preset(PRESET).rule.phase2_start == "free"
+                else "the official code restarts phase 2 from the free state and ours continues from the "
+                "phase-1 state, "
+            )
+            + "the official code sweeps once more before moving θ, and float32 rounding differs (it recomputes "
+            "x·W0 every sweep)"
         ),
     }
 
@@ -283,6 +312,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--no-thread-scaling", action="store_true", help="skip our 2-threads-vs-1 measurement at batch 32"
     )
+    p.add_argument(
+        "--no-twin", action="store_true", help="skip the EqProp twin preset's step as a third contender"
+    )
     args = p.parse_args(argv)
     ref_dir = reference_dir(p, args.reference_dir, EXPORT_HINT)
     if args.batches < 1 or args.repeats < 1 or args.threads < 1:
@@ -306,16 +338,27 @@ def main(argv: list[str] | None = None) -> None:
     for counts in sweeps_ref.counts.values():
         counts.clear()
     counter = NudgedSweepCounter()
-    rates = alternate(
-        {
-            "ours": lambda: rate_ours(ours, data, counter),
-            "official": lambda: rate_reference(trainer, ref_data),
-        },
-        args.repeats,
-    )
+    contenders = {
+        "ours": lambda: rate_ours(ours, data, counter),
+        "official": lambda: rate_reference(trainer, ref_data),
+    }
+    if not args.no_twin:
+        twin = make_ours(args.seed, preset=TWIN)
+        for x, y in data[:warm]:
+            twin.step(x, y)
+        contenders["eqprop_twin"] = lambda: rate_ours(twin, data)
+    rates = alternate(contenders, args.repeats)
     counter.remove()
+    assert isinstance(ours.rule, eqprop.AgnosticEqProp)
     b1, b2 = ours.rule.nudgings
     ratio = round(statistics.median(a / b for a, b in zip(rates["ours"], rates["official"], strict=True)), 2)
+    twin_ratio = (
+        None
+        if args.no_twin
+        else round(
+            statistics.median(a / b for a, b in zip(rates["ours"], rates["eqprop_twin"], strict=True)), 2
+        )
+    )
 
     threads: dict[str, Any] | None = None
     if not args.no_thread_scaling:
@@ -377,9 +420,9 @@ def main(argv: list[str] | None = None) -> None:
             "the previous batch's state), Aeqprop.inference() (≤100 forward sweeps), Aeqprop.training_step() "
             "(phase 1 ≤100 backward sweeps + knob adjustment, phase 2 from the free state ≤100 sweeps, one more "
             "sweep + parameter relaxation, the per-layer/per-parameter change .item() it returns)",
-            "ours: rule.compute_gradients(system, cost, solver, x, y, nudged_solver) (free phase from zero ≤100 "
-            "forward sweeps; SpringCoupled phase 1 ≤100 backward sweeps + homeostatic controller; phase 2 from "
-            "the phase-1 state ≤100 sweeps + parameter relaxation; θ restored; grads = −Δθ/(εβ)) + SGD step",
+            describe_ours(),
+            f"eqprop_twin (unless --no-twin): the {TWIN} preset's step, the same way (centered EqProp ±β/2, "
+            "both nudged phases from the free state, SGD at lr = εβ): the cost of the relaxations alone",
             "sweep counting: a thin wrapper on each side (its homeostatic_relaxation, our eqprop.physical.solve)",
         ],
         "excluded": [
@@ -402,6 +445,7 @@ def main(argv: list[str] | None = None) -> None:
         "official_ex_per_s": round(statistics.median(rates["official"]), 1),
         "ratio_ours_over_official": ratio,
         "ratio_per_repeat": [round(a / b, 2) for a, b in zip(rates["ours"], rates["official"], strict=True)],
+        "ratio_ours_over_eqprop_twin": twin_ratio,
         "bar": {"ratio_at_least": 6.0, "quoted_official_ex_per_s": 670, "met": ratio >= 6.0},
         "mean_sweeps_per_phase": {
             "official": {

@@ -34,6 +34,8 @@ from eqprop import (
     DeepHopfield,
     DivergenceError,
     EqProp,
+    Homeostat,
+    HomeostaticSystem,
     ImplicitDiff,
     PhysicalSystem,
     SpringCoupled,
@@ -42,6 +44,7 @@ from eqprop import (
     solve,
 )
 from eqprop.cli import main
+from eqprop.physical import has_homeostat
 from eqprop.rules import agnostic_step
 from eqprop.rules.agnostic import MODES
 from eqprop.train.config import apply_overrides, build, config_to_dict, load_preset
@@ -55,6 +58,8 @@ TWIN = {"centered": ("centered", 0.5), "optimistic": ("positive", 1.0), "pessimi
 """AEqprop mode -> (EqProp variant, factor on β) with the same pair of nudgings (β₁, β₂)."""
 
 PROTOCOL = ("set_nudging", "relax", "read_knobs", "set_knobs", "read_parameters", "read_output")
+HOMEOSTAT = ("hold_parameters", "read_displacement")
+"""What a system may add to PROTOCOL: its own homeostatic controller and that controller's error signal."""
 
 
 def per_tensor_epsilon(net: DeepHopfield, scale: float = 1.0) -> dict[str, float]:
@@ -423,53 +428,130 @@ class Slim:
         return self._inner.read_output()
 
     def __getattr__(self, name: str) -> Any:
+        if name in HOMEOSTAT:  # the learner may ask whether the system has its own controller: it has not
+            raise AttributeError(name)
         raise AssertionError(f"the learner asked the physical system for {name!r}, outside PhysicalSystem")
 
 
-def test_the_protocol_is_six_methods():
+class SlimHomeostatic(Slim):
+    """The bare protocol plus a built-in homeostatic controller and its displacement sensor, and nothing else."""
+
+    __slots__ = ()
+
+    def hold_parameters(self) -> None:
+        self.calls.append("hold_parameters")
+        self._inner.hold_parameters()
+
+    def read_displacement(self, *, gains=None, out=None) -> dict[str, Tensor]:
+        self.calls.append("read_displacement")
+        return self._inner.read_displacement(gains=gains, out=out)
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the learner asked the physical system for {name!r}, outside HomeostaticSystem")
+
+
+def test_the_protocol_is_six_methods_and_a_homeostat_two_more():
     assert {n for n in dir(PhysicalSystem) if not n.startswith("_")} == set(PROTOCOL)
+    assert {n for n in dir(HomeostaticSystem) if not n.startswith("_")} == set(PROTOCOL + HOMEOSTAT)
+    net, x, y = SMALL_SYSTEMS["1h"]()
+    physical = SpringCoupled(net, SquaredError(), SOLVER, x, y, per_tensor_epsilon(net))
+    assert isinstance(physical, HomeostaticSystem) and has_homeostat(physical)
+    assert not has_homeostat(Slim(physical)) and has_homeostat(SlimHomeostatic(physical))
+    assert isinstance(Homeostat(Slim(physical)), HomeostaticSystem)
 
 
+@pytest.mark.parametrize("parameter_iterations", [1, 2])
 @pytest.mark.parametrize("mode", MODES)
-def test_agnostic_step_works_through_the_bare_protocol(mode):
+def test_agnostic_step_works_through_the_bare_protocol(mode, parameter_iterations):
+    """Through the six basic methods (the step builds its own controller from them), through those plus a
+    built-in controller, and on the simulation itself (whose controller is exact and lazy): the same step."""
     b1, b2 = AgnosticEqProp(beta=0.3, mode=mode).nudgings
     steps = []
-    for slim in (False, True):
+    for proxy_type in (None, Slim, SlimHomeostatic):
         net, x, y = SMALL_SYSTEMS["2h"]()
         physical = SpringCoupled(net, SquaredError(), SOLVER, x, y, per_tensor_epsilon(net))
-        proxy = Slim(physical) if slim else physical
+        proxy = physical if proxy_type is None else proxy_type(physical)
         assert isinstance(proxy, PhysicalSystem)
-        steps.append(agnostic_step(proxy, b1, b2, parameter_iterations=2))
-        if slim:
+        steps.append(agnostic_step(proxy, b1, b2, parameter_iterations=parameter_iterations))
+        if proxy_type is Slim:
             assert set(proxy.calls) <= set(PROTOCOL)
+            assert "set_knobs" in proxy.calls  # the step's own controller turned the knobs
             with pytest.raises(AssertionError, match="outside PhysicalSystem"):
                 _ = proxy.system  # the guard itself works
-    assert all(torch.equal(steps[0][k], steps[1][k]) for k in steps[0])
+        if proxy_type is SlimHomeostatic:
+            assert set(proxy.calls) <= set(PROTOCOL + HOMEOSTAT)
+            assert proxy.calls.count("hold_parameters") == 1 and "set_knobs" not in proxy.calls
+    assert max_abs_diff(steps[0], steps[1]) < 1e-13
+    assert all(torch.equal(steps[0][k], steps[2][k]) for k in steps[0])
     assert max_abs_diff(steps[0], {k: torch.zeros_like(v) for k, v in steps[0].items()}) > 1e-4
 
 
-def test_the_rule_reaches_the_force_only_through_the_physics(monkeypatch):
-    """During ``AgnosticEqProp.gradients`` the energy's parameter gradient is evaluated only inside
-    ``SpringCoupled._relax_parameters`` (the force the states exert on the springs), never by the rule."""
+@pytest.mark.parametrize("relaxation", ["exact", "flow"])
+def test_built_in_controller_is_the_fixed_point_of_the_protocol_controller(relaxation):
+    """SpringCoupled's own controller sets the knobs where the step's proportional controller (built from the
+    six methods) converges: u = θ + ε∂E/∂θ(s₁), θ unmoved; and reading the displacement after phase 2 is
+    θ' − θ measured with the basic sensors."""
+    knobs, params, steps = [], [], []
+    for built_in in (True, False):
+        net, x, y = SMALL_SYSTEMS["2h"]()
+        physical = SpringCoupled(
+            net, SquaredError(), SOLVER, x, y, per_tensor_epsilon(net), parameter_relaxation=relaxation
+        )
+        system = physical if built_in else Homeostat(Slim(physical), iterations=60, rtol=1e-13)
+        theta0 = params_of(net)
+        system.set_nudging(-0.2)
+        system.relax()
+        system.hold_parameters()
+        knobs.append(physical.read_knobs())
+        params.append(physical.read_parameters())
+        assert max_abs_diff(params[-1], theta0) < 1e-12
+        system.set_nudging(0.2)
+        system.relax()
+        system.relax(states=False, parameters=True)
+        gains = {n: 0.5 + i for i, n in enumerate(theta0)}
+        step = system.read_displacement(gains=gains)
+        moved = physical.read_parameters()
+        assert max_abs_diff(step, {n: gains[n] * (moved[n] - theta0[n]) for n in step}) < 1e-12
+        steps.append(step)
+    assert max_abs_diff(knobs[0], knobs[1]) < 1e-12
+    assert max_abs_diff(steps[0], steps[1]) < 1e-12
+
+
+PHYSICS = {
+    code.__code__
+    for code in vars(SpringCoupled).values()
+    if hasattr(code, "__code__") and code.__name__.startswith("_") and not code.__name__.startswith("__")
+}
+"""The simulation's private physics methods: the only code allowed to evaluate the force ∂E/∂θ."""
+
+
+@pytest.mark.parametrize("parameter_iterations", [1, 2])
+def test_the_rule_reaches_the_force_only_through_the_physics(monkeypatch, parameter_iterations):
+    """During ``AgnosticEqProp.gradients`` the energy's parameter gradient (alone, or as the contrast of two
+    states that the simulation's displacement sensor reads) is evaluated only inside SpringCoupled's private
+    physics methods (the force the states exert on the springs), never by the rule nor by the protocol
+    methods themselves."""
     calls: list[str] = []
-    original = DeepHopfield.param_grads
-    physics = SpringCoupled._relax_parameters.__code__
 
-    def spied(self, x, state):
-        caller = sys._getframe(1).f_code
-        calls.append(caller.co_name)
-        assert caller is physics, f"param_grads called from {caller.co_name} ({caller.co_filename})"
-        return original(self, x, state)
+    def spy(name):
+        original = getattr(DeepHopfield, name)
 
-    def forbidden(*args, **kwargs):
-        raise AssertionError("the agnostic rule computed an EqProp contrast")
+        def spied(self, *args, **kwargs):
+            caller = sys._getframe(1).f_code
+            calls.append(f"{name} from {caller.co_name}")
+            assert caller in PHYSICS, f"{name} called from {caller.co_name} ({caller.co_filename})"
+            return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(DeepHopfield, "param_grads", spied)
-    monkeypatch.setattr(DeepHopfield, "param_grad_difference", forbidden)
+        monkeypatch.setattr(DeepHopfield, name, spied)
+
+    spy("param_grads")
+    spy("param_grad_difference")
     net, x, y = SMALL_SYSTEMS["2h"]()
-    rule = AgnosticEqProp(beta=0.3, epsilon=per_tensor_epsilon(net), parameter_iterations=2)
+    rule = AgnosticEqProp(
+        beta=0.3, epsilon=per_tensor_epsilon(net), parameter_iterations=parameter_iterations
+    )
     rule.gradients(net, SquaredError(), SOLVER, x, y)
-    assert calls and set(calls) == {"_relax_parameters"}
+    assert calls
 
 
 class Balance:
@@ -570,12 +652,140 @@ def test_free_phase_of_agnostic_step_matches_the_rules_shortcut():
     """The rule skips the step's free phase by starting the physics at the free equilibrium: same step."""
     net, x, y = SMALL_SYSTEMS["1h"]()
     eps = per_tensor_epsilon(net)
-    from_zero = agnostic_step(SpringCoupled(net, SquaredError(), SOLVER, x, y, eps), -0.15, 0.15)
-    with torch.no_grad():
-        for n, p in net.named_parameters():
-            p.sub_(from_zero[n])  # agnostic_step moved θ: put it back
+    physical = SpringCoupled(net, SquaredError(), SOLVER, x, y, eps)
+    from_zero = agnostic_step(physical, -0.15, 0.15)
+    physical.restore_parameters()  # agnostic_step moved θ: put it back
     from_free = agnostic_step(spring(net, x, y, eps), -0.15, 0.15, free_phase=False)
     assert max_abs_diff(from_zero, from_free) < 1e-13
+
+
+# -- where phase 2 starts ------------------------------------------------------------------------------------------
+SHORT = BlockCoordinate(4, order="backward")
+"""Nudged phases far from converged, so that where phase 2 starts shows in the step."""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_phase2_from_free_is_the_contrast_of_two_relaxations_from_the_free_state(mode):
+    """``phase2_start="free"``: θ' − θ = −ε[∂E/∂θ(s₂) − ∂E/∂θ(s₁)] with s₁ and s₂ both relaxed from the free
+    state s₀ (s₁ at β₁, s₂ at β₂), i.e. the equivalent gradient is EqProp's with the same two phases, even
+    unconverged; ``"phase1"`` relaxes s₂ from s₁ instead (research/aeqprop.md §3, step 4)."""
+    net, x, y = SMALL_SYSTEMS["2h"]()
+    cost = SquaredError()
+    eps = per_tensor_epsilon(net)
+    free = solve(net, x, SOLVER)
+
+    def relax(beta: float, init) -> tuple[Tensor, ...]:
+        if beta == 0.0:
+            return free.state
+        return solve(net, x, SHORT, cost=cost, y=y, beta=beta, init=init, throw=False).state
+
+    def formula(s1, s2) -> dict[str, Tensor]:
+        f1, f2 = net.param_grads(x, s1), net.param_grads(x, s2)
+        return {f"system.{n}": (f2[n] - f1[n]) / rule.beta for n in f1}
+
+    rule = AgnosticEqProp(beta=0.3, mode=mode, epsilon=eps, phase2_start="free")
+    b1, b2 = rule.nudgings
+    s1 = relax(b1, free.state)
+    got = rule.gradients(net, cost, SOLVER, x, y, nudged_solver=SHORT).grads
+    assert max_abs_diff(got, formula(s1, relax(b2, free.state))) < 1e-12
+    assert max_abs_diff(got, twin(rule).gradients(net, cost, SOLVER, x, y, nudged_solver=SHORT).grads) < 1e-12
+    physical = dataclasses.replace(rule, phase2_start="phase1").gradients(
+        net, cost, SOLVER, x, y, nudged_solver=SHORT
+    )
+    assert max_abs_diff(physical.grads, formula(s1, relax(b2, s1))) < 1e-12
+    if mode == "centered":  # from s₁ ≠ s₀ the unconverged phase 2 ends elsewhere (one-sided modes have a
+        assert max_abs_diff(physical.grads, got) > 1e-4  # phase at β = 0, which is the free state itself)
+
+
+def test_phase2_from_free_through_the_bare_protocol_passes_through_the_free_equilibrium():
+    """Through the six methods the states go back to the free equilibrium physically (nudging 0, θ held);
+    the simulation jumps there. Converged relaxations: the same step."""
+    net, x, y = SMALL_SYSTEMS["3h"]()
+    eps = per_tensor_epsilon(net)
+    rec = Recorder(SpringCoupled(net, SquaredError(), SOLVER, x, y, eps))
+    bare = agnostic_step(rec, -0.15, 0.15, phase2_start="free")
+    assert [b for b, *_ in rec.seen] == [0.0, -0.15, 0.0, 0.15]
+    rec.inner.restore_parameters()
+    jumped = agnostic_step(
+        spring(net, x, y, eps, free=True), -0.15, 0.15, phase2_start="free", free_phase=False
+    )
+    assert max_abs_diff(bare, jumped) < 1e-12
+    with pytest.raises(ConfigError, match="phase2_start"):
+        agnostic_step(spring(net, x, y, eps), -0.15, 0.15, phase2_start="middle")  # type: ignore[arg-type]
+
+
+def test_a_known_free_equilibrium_is_returned_to_without_sweeping_while_theta_is_unmoved():
+    net, x, y = SMALL_SYSTEMS["2h"]()
+    physical = spring(net, x, y, per_tensor_epsilon(net), free=True)
+    free = physical.state
+    physical.set_nudging(-0.2)
+    physical.relax()
+    sweeps = physical.state_sweeps
+    assert sweeps > 0 and physical.state is not free
+    physical.hold_parameters()
+    physical.set_nudging(0.0)
+    physical.relax()
+    assert physical.state is free and physical.state_sweeps == sweeps  # back, no sweep
+    physical.set_nudging(0.2)
+    physical.relax()
+    physical.relax(states=False, parameters=True)  # θ moves: the known free equilibrium is no longer valid
+    physical.set_nudging(0.0)
+    physical.relax()
+    assert physical.state is not free and physical.state_sweeps > sweeps
+
+
+# -- the simulation is lazy, the physics is not ------------------------------------------------------------------------
+def test_lazy_springs_read_exactly_what_the_physics_says():
+    """After the built-in controller and an exact relaxation nothing parameter-sized has been computed, yet every
+    reading is the physics: u = θ₀ + ε∂E/∂θ(s₁), θ' = u − ε∂E/∂θ(s₂); reading θ' moves the system's own tensors,
+    and restore_parameters puts them back bit for bit."""
+    net, x, y = SMALL_SYSTEMS["2h"]()
+    eps = per_tensor_epsilon(net)
+    theta0 = params_of(net)
+    physical = spring(net, x, y, eps)
+    physical.set_nudging(-0.2)
+    physical.relax()
+    s1 = physical.state
+    physical.hold_parameters()
+    physical.set_nudging(0.2)
+    physical.relax()
+    physical.relax(states=False, parameters=True)
+    s2 = physical.state
+    assert all(torch.equal(p, theta0[n]) for n, p in net.named_parameters())  # nothing moved yet
+    f1, f2 = net.param_grads(x, s1), net.param_grads(x, s2)
+    knobs = {n: theta0[n] + eps[n] * f1[n] for n in theta0}
+    assert max_abs_diff(physical.read_knobs(), knobs) < 1e-13
+    moved = {n: knobs[n] - eps[n] * f2[n] for n in theta0}
+    assert max_abs_diff(physical.read_displacement(), {n: moved[n] - theta0[n] for n in theta0}) < 1e-13
+    assert max_abs_diff(physical.read_parameters(), moved) < 1e-13
+    assert max_abs_diff(params_of(net), moved) < 1e-13  # now the tensors are there
+    assert max_abs_diff(physical.read_displacement(), {n: moved[n] - theta0[n] for n in theta0}) < 1e-13
+    physical.set_knobs({"biases.0": knobs["biases.0"] + 1.0})  # explicit knobs from here on
+    assert max_abs_diff(physical.read_knobs(), {**knobs, "biases.0": knobs["biases.0"] + 1.0}) < 1e-13
+    physical.restore_parameters()
+    assert all(torch.equal(p, theta0[n]) for n, p in net.named_parameters())
+
+
+def test_the_default_step_leaves_theta_untouched_and_reads_one_contrast(monkeypatch):
+    """The training step (exact relaxation, one round): θ is never written (its version counter does not move),
+    no force is evaluated on its own, and the displacement is read as one contrast of the two phase states."""
+    calls: list[str] = []
+    for name in ("param_grads", "param_grad_difference"):
+        original = getattr(DeepHopfield, name)
+
+        def spied(self, *args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(DeepHopfield, name, spied)
+    net, x, y = SMALL_SYSTEMS["2h"]()
+    versions = {n: p._version for n, p in net.named_parameters()}
+    for start in ("phase1", "free"):
+        AgnosticEqProp(beta=0.3, epsilon=per_tensor_epsilon(net), phase2_start=start).compute_gradients(
+            net, SquaredError(), SOLVER, x, y
+        )
+    assert calls == ["param_grad_difference"] * 2
+    assert {n: p._version for n, p in net.named_parameters()} == versions
 
 
 # -- 7. configuration ---------------------------------------------------------------------------------------------
@@ -589,6 +799,8 @@ def test_preset_builds_the_official_aeqprop_rule():
     assert (rule.beta, rule.mode, rule.nudgings) == (0.5, "centered", (-0.25, 0.25))
     assert dict(rule.epsilon) == PRESET_EPS and rule.epsilons(system) == PRESET_EPS
     assert (rule.parameter_iterations, rule.parameter_relaxation) == (1, "exact")
+    # the official trainer: phase 2 restarts from the free state, and each free phase from the last batch's state
+    assert rule.phase2_start == "free" and config.train.warm_start
     assert system.sizes == (784, 2048, 10)
     assert (system.hidden_bounds, system.output_bounds) == ((0.0, 1.0), (-1.0, 2.0))
     assert isinstance(cost, SquaredError)
@@ -628,6 +840,8 @@ def test_eqprop_twin_preset_uses_the_same_network_and_step_sizes():
         (["rule.epsilon=0"], "> 0"),
         (["rule.mode=sideways"], "rule.mode"),
         (["rule.parameter_relaxation=bogus"], "rule.parameter_relaxation"),
+        (["rule.phase2_start=middle"], "rule.phase2_start"),
+        (["train.warm_start=1"], "train.warm_start"),
     ],
 )
 def test_config_rejects_what_aeqprop_cannot_do(sets, fragment):
@@ -649,6 +863,7 @@ def test_config_rejects_what_aeqprop_cannot_do(sets, fragment):
         {"epsilon": -0.1},
         {"epsilon": {"weights.0": 0.1, "biases.0": 0.0}},
         {"epsilon_scale": 0.0},
+        {"phase2_start": "middle"},
     ],
 )
 def test_rule_rejects_bad_settings(kwargs):
@@ -665,7 +880,7 @@ def test_rule_rejects_what_is_not_a_physical_system():
     readout = CrossEntropyReadout(3, 3, generator=torch.Generator().manual_seed(0)).double()
     with pytest.raises(ConfigError, match="readout"):
         AgnosticEqProp().gradients(net, readout, SOLVER, x, y)
-    with pytest.raises(ConfigError, match="1 \\+ beta > 0"):  # pessimistic β₁ = −1: no output minimiser
+    with pytest.raises(ConfigError, match="beta > 0"):  # pessimistic β₁ = −1: no output minimiser
         AgnosticEqProp(beta=1.0, mode="pessimistic").gradients(net, SquaredError(), SOLVER, x, y)
     assert all(torch.isfinite(p).all() for p in net.parameters())
 
@@ -699,13 +914,13 @@ def run_cli(argv: list[str]) -> tuple[int, str]:
 @pytest.mark.usefixtures("quiet_torch")
 def test_cli_trains_the_aeqprop_preset(fake_data: Path, tmp_path: Path, monkeypatch):
     scales: list[float] = []  # the springs' ε decays with the schedule, like the SGD step ε·β
-    original = AgnosticEqProp.gradients
+    original = AgnosticEqProp.compute_gradients
 
     def spied(self, *args, **kwargs):
         scales.append(self.epsilon_scale)
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(AgnosticEqProp, "gradients", spied)
+    monkeypatch.setattr(AgnosticEqProp, "compute_gradients", spied)
     run = tmp_path / "run"
     argv = ["train", "--preset", "fmnist-aeqprop-1h", "--data-dir", str(fake_data)]
     argv += ["--set", "system.sizes=[784,32,10]", "--set", "train.epochs=2", "--set", "train.batch_size=16"]

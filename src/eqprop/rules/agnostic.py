@@ -7,16 +7,17 @@ notes in ``research/aeqprop.md``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import Tensor
 
+from eqprop._types import State
 from eqprop.costs import Cost
-from eqprop.errors import ConfigError, ConvergenceError, DivergenceError
-from eqprop.physical import PhysicalSystem, SpringCoupled
+from eqprop.errors import ConfigError, DivergenceError
+from eqprop.physical import Homeostat, HomeostaticSystem, PhysicalSystem, SpringCoupled, has_homeostat
 from eqprop.rules.base import Estimate, Rule, raise_if_diverged
 from eqprop.solvers.base import Solver, solve
 from eqprop.systems.base import EnergySystem
@@ -25,15 +26,12 @@ __all__ = ["AgnosticEqProp", "agnostic_step"]
 
 Mode = Literal["optimistic", "pessimistic", "centered"]
 MODES: tuple[str, ...] = ("optimistic", "pessimistic", "centered")
+Phase2Start = Literal["phase1", "free"]
+PHASE2_STARTS: tuple[str, ...] = ("phase1", "free")
 
 
 def _nudgings(mode: str, beta: float) -> tuple[float, float]:
     return {"optimistic": (0.0, beta), "pessimistic": (-beta, 0.0), "centered": (-beta / 2, beta / 2)}[mode]
-
-
-def _largest(tensors: Iterable[Tensor]) -> float:
-    """The largest absolute entry over ``tensors`` (one pass each, one host sync)."""
-    return float(torch.stack([torch.linalg.vector_norm(t, ord=math.inf) for t in tensors]).max())
 
 
 def agnostic_step(
@@ -45,56 +43,51 @@ def agnostic_step(
     controller_iterations: int = 10,
     controller_rtol: float = 1e-5,
     free_phase: bool = True,
+    phase2_start: Phase2Start = "phase1",
+    gains: Mapping[str, float] | None = None,
+    out: Mapping[str, Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """One AEqprop step on a black-box physical system; returns the parameter displacement ``θ' − θ``.
 
     Only the :class:`PhysicalSystem` interface is used: relaxations, knob moves, nudging changes and
-    measurements. No energy, force or gradient is ever asked for.
+    measurements. No energy, force or gradient is ever asked for. A system with its own homeostatic
+    controller (a :class:`HomeostaticSystem`) uses it; any other gets one built from its six basic methods
+    (:class:`Homeostat`, with ``controller_iterations`` and ``controller_rtol``).
 
     1. Free phase: relax at ``β = 0`` (parameters held); skipped with ``free_phase=False`` when the system
        already sits at its free equilibrium.
-    2. Phase 1: relax at ``β₁``; the homeostatic controller then moves the knobs until the released
-       parameters stay where they are (a unit-gain proportional controller on their drift: exact after two
-       rounds for a linear spring, plus one to see it stay, geometric otherwise). It stops once θ is back
-       and at rest, within ``controller_rtol`` of the first drift, and raises :class:`ConvergenceError` if that takes more than
-       ``controller_iterations`` rounds (θ would not be at rest, and the step would be wrong).
+    2. Phase 1: relax at ``β₁``; the homeostatic controller then sets the knobs so that the released
+       parameters stay where they are.
     3. Phase 2: knobs clamped, nudging ``β₂``; states and parameters settle together
-       (``parameter_iterations`` rounds of "states relax, then parameters relax").
+       (``parameter_iterations`` rounds of "states relax, then parameters relax"). With
+       ``phase2_start="free"`` the states first return to the free equilibrium (nudging 0, parameters still
+       held: what the official code does by restoring the saved free state), else they continue from phase 1.
+
+    ``gains`` (per tensor) scales the displacement reading and ``out`` receives it (e.g. ``.grad`` buffers).
     """
-    if free_phase:
-        physical.set_nudging(0.0)
-        physical.relax()
-    theta0 = physical.read_parameters()
-    physical.set_nudging(beta1)
-    physical.relax()
-    first, previous = None, theta0
-    for _ in range(controller_iterations):  # homeostatic control: cancel the drift of the released θ
-        physical.relax(states=False, parameters=True)
-        theta = physical.read_parameters()
-        drift = {n: theta[n] - theta0[n] for n in theta}
-        worst = _largest(drift.values())  # host sync: the controller's sensor
-        first = worst if first is None else first
-        # θ is back where it was and stays there (it did not move in this round): the knobs hold it at rest
-        if (
-            worst <= controller_rtol * first
-            and _largest(theta[n] - previous[n] for n in theta) <= controller_rtol * first
-        ):
-            break
-        knobs = physical.read_knobs()
-        physical.set_knobs({n: knobs[n] - drift[n] for n in knobs})
-        previous = theta
-    else:
-        raise ConvergenceError(
-            f"the homeostatic controller left the parameters drifting by {worst:.3g} (first drift "
-            f"{first:.3g}) after {controller_iterations} rounds",
-            hint="raise controller_iterations, or let the parameters settle further per relaxation "
-            "(parameter_relaxation='exact', or more flow_steps / a larger flow_step_size)",
+    if phase2_start not in PHASE2_STARTS:
+        raise ConfigError(
+            f"phase2_start={phase2_start!r}: choose one of {', '.join(map(repr, PHASE2_STARTS))}"
         )
-    physical.set_nudging(beta2)
+    system: HomeostaticSystem = (
+        physical  # type: ignore[assignment]
+        if has_homeostat(physical)
+        else Homeostat(physical, iterations=controller_iterations, rtol=controller_rtol)
+    )
+    if free_phase:
+        system.set_nudging(0.0)
+        system.relax()
+    system.set_nudging(beta1)
+    system.relax()
+    system.hold_parameters()  # homeostatic control: θ stays where it is, against the phase-1 states
+    if phase2_start == "free":
+        system.set_nudging(0.0)
+        system.relax()  # back to the free equilibrium, θ still held
+    system.set_nudging(beta2)  # from here on the knobs are clamped
     for _ in range(parameter_iterations):
-        physical.relax()
-        physical.relax(states=False, parameters=True)
-    return {n: p - theta0[n] for n, p in physical.read_parameters().items()}
+        system.relax()
+        system.relax(states=False, parameters=True)
+    return system.read_displacement(gains=gains, out=out)
 
 
 @dataclass(frozen=True)
@@ -120,8 +113,11 @@ class AgnosticEqProp(Rule):
         parameter_iterations: rounds of joint (states, parameters) relaxation in phase 2 (1 in the paper's code).
         parameter_relaxation: ``"exact"`` closed form, or ``"flow"``: ``flow_steps`` Euler steps of the
             parameters' gradient flow (parameters that do not fully settle).
-        controller_iterations, controller_rtol: the homeostatic controller's budget, and its tolerance on θ's
-            drift relative to the first drift it measures.
+        controller_iterations, controller_rtol: the budget and tolerance (relative to the first drift) of the
+            homeostatic controller that :func:`agnostic_step` builds for a system without its own; the
+            simulation this rule runs (:class:`SpringCoupled`) has its own, exact one.
+        phase2_start: where the states start phase 2: ``"phase1"`` (where phase 1 left them: the physical
+            path) or ``"free"`` (back at the free equilibrium, θ held: the official code's choice).
 
     Example:
         >>> rule = AgnosticEqProp(beta=0.5, mode="centered", epsilon={"weights.0": 0.1, ...})
@@ -138,12 +134,17 @@ class AgnosticEqProp(Rule):
     flow_step_size: float = 0.5
     controller_iterations: int = 10
     controller_rtol: float = 1e-5
+    phase2_start: Phase2Start = "phase1"
 
     def __post_init__(self) -> None:
         if not (isinstance(self.beta, int | float) and math.isfinite(self.beta) and self.beta > 0):
             raise ConfigError(f"AgnosticEqProp(beta={self.beta!r}): need a finite beta > 0")
         if self.mode not in MODES:
             raise ConfigError(f"AgnosticEqProp(mode={self.mode!r}): choose one of {', '.join(MODES)}")
+        if self.phase2_start not in PHASE2_STARTS:
+            raise ConfigError(
+                f"AgnosticEqProp(phase2_start={self.phase2_start!r}): choose one of {', '.join(PHASE2_STARTS)}"
+            )
         if self.parameter_iterations < 1 or self.controller_iterations < 3:
             raise ConfigError(
                 "AgnosticEqProp: parameter_iterations must be >= 1 and controller_iterations >= 3 "
@@ -185,6 +186,42 @@ class AgnosticEqProp(Rule):
         y: Tensor,
         *,
         nudged_solver: Solver | None = None,
+        init: State | None = None,
+    ) -> Estimate:
+        return self._estimate(system, cost, solver, x, y, nudged_solver, init, out=None)
+
+    def compute_gradients(
+        self,
+        system: EnergySystem,
+        cost: Cost,
+        solver: Solver,
+        x: Tensor,
+        y: Tensor,
+        *,
+        nudged_solver: Solver | None = None,
+        init: State | None = None,
+    ) -> Estimate:
+        """:meth:`gradients`, written into ``.grad``: the displacement sensor writes straight into the existing
+        buffers (clone the estimate's tensors to keep them; the next call overwrites them)."""
+        out = {
+            n: p.grad
+            for n, p in system.named_parameters()
+            if p.grad is not None and p.grad.shape == p.shape and p.grad.dtype == p.dtype
+        }
+        est = self._estimate(system, cost, solver, x, y, nudged_solver, init, out=out)
+        est.write_grad(system, cost)
+        return est
+
+    def _estimate(
+        self,
+        system: EnergySystem,
+        cost: Cost,
+        solver: Solver,
+        x: Tensor,
+        y: Tensor,
+        nudged_solver: Solver | None,
+        init: State | None,
+        out: dict[str, Tensor] | None,
     ) -> Estimate:
         if any(True for _ in cost.parameters()):
             raise ConfigError(
@@ -194,16 +231,17 @@ class AgnosticEqProp(Rule):
             )
         b1, b2 = self.nudgings
         for b in (b1, b2):
-            cost.check_beta(b)
+            cost.check_beta(b, system)
         eps = self.epsilons(system)
         with torch.no_grad():
             drive = system.prepare(x)
-            free = solve(system, x, solver, throw=False, drive=drive)  # the free phase: what it predicts
+            free = solve(
+                system, x, solver, throw=False, drive=drive, init=init
+            )  # the free phase: what it predicts
             raise_if_diverged((free,))
             target = cost.prepare_target(y, free.state[cost.target_index])
             loss = cost(free.state, target).mean()
             scores = cost.predict(free.state)
-        theta0 = {n: p.detach().clone() for n, p in system.named_parameters()}
         physical = SpringCoupled(
             system,
             cost,
@@ -216,9 +254,11 @@ class AgnosticEqProp(Rule):
             flow_step_size=self.flow_step_size,
             state=free.state,
             drive=drive,
+            free=True,
         )
+        beta = b2 - b1
         try:
-            displacement = agnostic_step(
+            grads = agnostic_step(
                 physical,
                 b1,
                 b2,
@@ -226,20 +266,20 @@ class AgnosticEqProp(Rule):
                 controller_iterations=self.controller_iterations,
                 controller_rtol=self.controller_rtol,
                 free_phase=False,
+                phase2_start=self.phase2_start,
+                gains={n: -1.0 / (e * beta) for n, e in eps.items()},  # the equivalent gradient −Δθ/(εβ)
+                out=out or None,
             )
         finally:
-            with torch.no_grad():  # the rule is pure: θ goes back; the optimizer applies the step
-                for n, p in system.named_parameters():
-                    p.copy_(theta0[n])
-        beta = b2 - b1
-        grads = {f"system.{n}": -d / (eps[n] * beta) for n, d in displacement.items()}
+            physical.restore_parameters()  # the rule is pure: θ goes back; the optimizer applies the step
         # NaN and inf survive a sum: one reduction per tensor and one host sync per step
         if not bool(torch.isfinite(torch.stack([g.sum() for g in grads.values()])).all()):
             raise DivergenceError("AEqprop step produced non-finite parameters", hint="lower epsilon or beta")
         return Estimate(
-            grads=grads,
+            grads={f"system.{n}": g for n, g in grads.items()},
             loss=loss,
             scores=scores,
             phases=(free,),
             metrics={"state_sweeps": torch.tensor(physical.state_sweeps)},
+            final_state=physical.state,
         )
