@@ -41,3 +41,18 @@ ensure_fashion_mnist() {
     fi
   fi
 }
+
+# ngspice (Debian's package) for the SPICE cross-checks (eqprop spice-check, tests/physics/test_spice.py): install
+# it if it is missing; without apt or root the tests that need it skip and say why.
+ensure_ngspice() {
+  command -v ngspice >/dev/null && return 0
+  if ! command -v apt-get >/dev/null; then
+    echo "ngspice is not installed and apt-get is unavailable: install ngspice by hand to run the SPICE checks" >&2
+    return 1
+  fi
+  echo "installing Debian's ngspice ..." >&2
+  if ! { as_root apt-get update -qq && as_root apt-get install -y -qq ngspice >/dev/null; }; then
+    echo "could not install ngspice: run 'sudo apt-get install ngspice'" >&2
+    return 1
+  fi
+}

@@ -20,3 +20,19 @@ def test_readme_python_example_runs() -> None:
     est = namespace["est"]
     assert est.grads["system.weights.0"].shape == (1024, 784)  # type: ignore[attr-defined]
     assert namespace["eq"].state[-1].shape == (16, 10)  # type: ignore[attr-defined]
+
+
+@pytest.mark.usefixtures("quiet_torch")
+def test_readme_resistive_network_example_runs() -> None:
+    text = README.read_text(encoding="utf-8")
+    match = re.search(r"## Resistive networks.*?```python\n(.*?)```", text, re.S)
+    assert match, "the README lost its resistive-network example"
+    namespace: dict[str, object] = {"print": lambda *a: None}
+    exec(compile(match.group(1), str(README), "exec"), namespace)  # our own README
+    circuit, eq = namespace["circuit"], namespace["eq"]
+    x = namespace["torch"].tensor([[1.0], [-1.0]])  # type: ignore[attr-defined]
+    v = circuit.node_potentials(x, eq.state)  # type: ignore[attr-defined]
+    # x = 1: the 0.1 A injected at node 3 returns through the 1 S resistor to the source: V2 = 1.1;
+    # x = −1: the diode from ground holds node 2 at 0
+    assert abs(float(v[0, 2]) - 1.1) < 1e-5 and float(v[1, 2]) == 0.0
+    assert float(circuit.kcl_residual(x, eq.state).max()) < 1e-5  # type: ignore[attr-defined]

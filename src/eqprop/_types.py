@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-__all__ = ["State", "Variable"]
+Bound = float | Tensor | None
+"""One side of a box: a number, a per-unit tensor of the variable's shape (``±inf`` = open), or ``None``."""
+
+__all__ = ["Bound", "State", "Variable"]
 
 State = tuple[Tensor, ...]
 """A state: one tensor per state variable, batch first, in the order of ``system.variables``."""
@@ -19,12 +22,14 @@ class Variable:
     Args:
         name: e.g. ``"s1"``.
         shape: the shape of one example's block, e.g. ``(1024,)``.
-        bounds: box constraint ``(low, high)``; ``None`` on a side means unbounded.
+        bounds: box constraint ``(low, high)``; ``None`` on a side means unbounded. A side may be a tensor of
+            the block's shape for per-unit bounds (e.g. excitatory and inhibitory diodes in one layer of a
+            resistive network); it then lives on the system's device and dtype.
     """
 
     name: str
     shape: tuple[int, ...]
-    bounds: tuple[float | None, float | None] = (None, None)
+    bounds: tuple[Bound, Bound] = (None, None)
 
     @property
     def size(self) -> int:

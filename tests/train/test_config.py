@@ -15,6 +15,7 @@ from eqprop import (
     ConvHopfield,
     CrossEntropyReadout,
     DeepHopfield,
+    DeepResistive,
     EqProp,
     GradientFlow,
     SquaredError,
@@ -28,6 +29,7 @@ from eqprop.train.config import (
     build,
     config_from_dict,
     config_to_dict,
+    layer_count,
     list_presets,
     load_preset,
 )
@@ -53,11 +55,11 @@ def test_every_preset_loads_and_validates(name: str) -> None:
     assert config.description
     assert config.system.sizes[0] == 784 and config.system.sizes[-1] == 10
     lr = config.optimizer.lr
-    assert not isinstance(lr, list) or len(lr) == len(config.system.sizes) - 1
+    assert not isinstance(lr, list) or len(lr) == layer_count(config)
     assert config_from_dict(config_to_dict(config)) == config
     # the objects build (weights of up to 784-1024x3-10 are cheap to allocate)
     system, cost, solver, _, rule = build(config)
-    assert isinstance(system, DeepHopfield | ConvHopfield)
+    assert isinstance(system, DeepHopfield | ConvHopfield | DeepResistive)
     assert isinstance(solver, BlockCoordinate | GradientFlow)
     if name in SHIPPED:  # the DHN recipes of the issue
         assert config.published, "every shipped preset says which published number it targets"

@@ -3,5 +3,7 @@
 from eqprop.systems.base import EnergySystem
 from eqprop.systems.conv_hopfield import ConvHopfield
 from eqprop.systems.hopfield import DeepHopfield
+from eqprop.systems.netlist import Netlist, ResistiveCircuit
+from eqprop.systems.resistive import DeepResistive
 
-__all__ = ["ConvHopfield", "DeepHopfield", "EnergySystem"]
+__all__ = ["ConvHopfield", "DeepHopfield", "DeepResistive", "EnergySystem", "Netlist", "ResistiveCircuit"]

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from eqprop._types import State, Variable
+from eqprop._types import Bound, State, Variable
 from eqprop.errors import ConfigError
 
 __all__ = ["EnergySystem"]
@@ -86,6 +86,15 @@ class EnergySystem(nn.Module, metaclass=ABCMeta):
                     f"state variable {v.name} must have shape {(batch, *v.shape)}, got {tuple(s.shape)}"
                 )
 
+    def blocks_coupled(self, i: int, j: int) -> bool:
+        """Whether state variables ``i`` and ``j`` share an energy term. Default: a layered chain, where each
+        layer touches only its neighbours. Block solvers update uncoupled variables together."""
+        return abs(i - j) == 1
+
+    def constrain_parameters(self) -> None:
+        """Project the parameters back onto the values the physics allows, in place, after an update (e.g.
+        conductances ``>= 0``). The training loop calls it after every optimizer step. Default: nothing."""
+
     def layer_parameters(self) -> list[list[nn.Parameter]]:
         """Parameters grouped by layer (for per-layer learning rates); default: one group of all."""
         return [list(self.parameters())]
@@ -121,7 +130,7 @@ class EnergySystem(nn.Module, metaclass=ABCMeta):
         """The linear coefficient ``h_k`` of ``E = ½·a‖s_k‖² − h_k·s_k + …`` (given the other variables)."""
         raise self._no_block_minimizer()
 
-    def block_bounds(self, k: int) -> tuple[float | None, float | None]:
+    def block_bounds(self, k: int) -> tuple[Bound, Bound]:
         """The box the exact block minimiser of variable ``k`` clips to (default: the variable's bounds)."""
         return self.variables[k].bounds
 
