@@ -15,10 +15,19 @@ from eqprop.errors import (
     DivergenceError,
     EqpropError,
 )
-from eqprop.physical import PhysicalSystem, SpringCoupled
-from eqprop.rules import AgnosticEqProp, BackpropThroughSolver, EqProp, Estimate, ImplicitDiff, Rule
+from eqprop.physical import Homeostat, HomeostaticSystem, PhysicalSystem, SpringCoupled
+from eqprop.rules import (
+    AgnosticEqProp,
+    BackpropThroughSolver,
+    ContrastiveLearning,
+    CoupledLearning,
+    EqProp,
+    Estimate,
+    ImplicitDiff,
+    Rule,
+)
 from eqprop.solvers import BlockCoordinate, Equilibrium, GradientFlow, Solver, SolveStats, TotalEnergy, solve
-from eqprop.systems import ConvHopfield, DeepHopfield, EnergySystem
+from eqprop.systems import ConvHopfield, DeepHopfield, DeepResistive, EnergySystem, Netlist, ResistiveCircuit
 
 __version__ = "0.1.0"
 
@@ -28,12 +37,15 @@ __all__ = [
     "BlockCoordinate",
     "CheckpointError",
     "ConfigError",
+    "ContrastiveLearning",
     "ConvHopfield",
     "ConvergenceError",
     "Cost",
+    "CoupledLearning",
     "CrossEntropyReadout",
     "DataError",
     "DeepHopfield",
+    "DeepResistive",
     "DivergenceError",
     "EnergySystem",
     "EqProp",
@@ -41,8 +53,12 @@ __all__ = [
     "Equilibrium",
     "Estimate",
     "GradientFlow",
+    "Homeostat",
+    "HomeostaticSystem",
     "ImplicitDiff",
+    "Netlist",
     "PhysicalSystem",
+    "ResistiveCircuit",
     "Rule",
     "SolveStats",
     "Solver",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from abc import ABCMeta, abstractmethod
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -52,8 +53,8 @@ class Cost(nn.Module, metaclass=ABCMeta):
         """Turn labels ``(batch,)`` (int) or targets ``(batch, n)`` (float) into what :meth:`forward` reads."""
         return y
 
-    def check_beta(self, beta: float) -> None:
-        """Raise :class:`ConfigError` when the nudged block minimiser is undefined at ``beta``."""
+    def check_beta(self, beta: float, system: Any = None) -> None:
+        """Raise :class:`ConfigError` when the nudged block minimiser of ``system`` is undefined at ``beta``."""
         if not math.isfinite(beta):
             raise ConfigError(f"beta={beta} is not a finite number")
 
@@ -85,6 +86,7 @@ class SquaredError(Cost):
 
     exact_quadratic = True
     constant_nudge = True
+    _smallest_curvature: tuple[Tensor, int, float] | None = None  # (a, a._version, min a): see check_beta
 
     def __init__(self, *, target_index: int = -1) -> None:
         super().__init__()
@@ -115,12 +117,39 @@ class SquaredError(Cost):
     def nudge(self, s: Tensor | None, target: Tensor) -> tuple[float, Tensor]:
         return 1.0, target
 
-    def check_beta(self, beta: float) -> None:
+    def check_beta(self, beta: float, system: Any = None) -> None:
+        """The nudged output's energy ``½a‖s‖² + β/2‖s − y‖²`` must stay convex: ``a + β > 0`` for every unit,
+        with ``a`` the system's curvature in its output (1 for Hopfield networks, the total conductance at
+        each output node of a resistive network). When ``a`` is a tensor its minimum costs one host sync, once
+        per curvature tensor: a system's cached curvature stays the same tensor until its parameters change,
+        so the checks of one training step (the rule's, then each nudged phase's) share one."""
         super().check_beta(beta)
-        if 1.0 + beta <= 0.0:
+        a: float | Tensor = 1.0
+        if system is not None and system.has_block_minimizer:
+            with torch.no_grad():  # only the value is needed: the system's cached curvature, no graph
+                a = system.block_curvature(self.target_index % len(system.variables))
+        if isinstance(a, Tensor):
+            seen = self._smallest_curvature
+            if seen is not None and seen[0] is a and seen[1] == a._version:
+                low = seen[2]
+            else:
+                low = float(a.min())  # host sync
+                self._smallest_curvature = (a, a._version, low)  # holds `a`: its identity stays unique
+        else:
+            low = float(a)
+        if low + beta <= 0.0:
+            need = (
+                f"needs a + beta > 0 for every output unit; the smallest curvature a is {low:.4g}"
+                if isinstance(a, Tensor)
+                else f"needs {low:g} + beta > 0"
+            )
             raise ConfigError(
-                f"beta={beta} makes the nudged output's block minimiser undefined (needs 1 + beta > 0)",
-                hint="use |beta| < 1 with the squared-error cost (0.1-0.5 is usual)",
+                f"beta={beta} makes the nudged output's block minimiser undefined ({need})",
+                hint=(
+                    f"use |beta| < {low:.4g} with this system (e.g. a smaller --set rule.beta=...)"
+                    if isinstance(a, Tensor)
+                    else f"use |beta| < {low:g} with the squared-error cost (0.1-0.5 is usual)"
+                ),
             )
 
 

@@ -1,4 +1,4 @@
-"""The ``eqprop`` command: ``train``, ``eval``, ``presets``, ``gradcheck``.
+"""The ``eqprop`` command: ``train``, ``eval``, ``presets``, ``gradcheck``, ``compare`` and the analyses.
 
 ``main(argv)`` builds the parser and runs one subcommand inside the error boundary: a known problem
 (:class:`~eqprop.errors.EqpropError`) prints ``eqprop: error: <message>`` and ``hint: <what to do>`` on
@@ -16,14 +16,33 @@ from eqprop.errors import EqpropError
 
 __all__ = ["build_parser", "main"]
 
-RULES_HELP = """learning rules (--set rule.kind=...):
-  eqprop    Equilibrium Propagation: [dF/dθ(s^β2) − dF/dθ(s^β1)]/(β2 − β1) from relaxations nudged
-            at β1, β2; rule.variant = positive (0, β), negative (−β, 0) or centered (−β, +β). 'centered'
-            is the symmetric estimator of Laborieux et al. 2021 (bias O(β²)); note that Laborieux's code
-            uses 'CEP' for *continual* EqProp.
-  implicit  the exact gradient at the free equilibrium by implicit differentiation (recurrent backprop)
-  backprop  backpropagation through the relaxation (rule.steps = sweeps from the free equilibrium,
-            or the whole relaxation when unset)"""
+RULES_HELP = """learning rules (--set rule.kind=KIND, with rule.variant and rule.beta where they apply):
+  eqprop       Equilibrium Propagation: [dF/dθ(s^β2) − dF/dθ(s^β1)]/(β2 − β1) from relaxations nudged
+               at β1, β2; rule.variant = positive (0, β), negative (−β, 0) or centered (−β, +β). 'centered'
+               is the symmetric estimator of Laborieux et al. 2021 (bias O(β²)); note that Laborieux's code
+               uses 'CEP' for *continual* EqProp.
+  contrastive  contrastive learning: the output clamped at its free value o*, then at the target y, the
+               hidden layers relaxed; dE/dθ(s^y) − dE/dθ(s^o*), the gradient of the contrastive objective
+               E(clamped at y) − E(free), not of the loss. Needs cost.kind = squared_error.
+  coupled      coupled learning: the output clamped at o* + β_i(y − o*) for the pairs of rule.variant,
+               [dE/dθ(s²) − dE/dθ(s¹)]/(β2 − β1). As β → 0 it tends to the loss gradient with the output's
+               curvature replaced by the identity (not an estimator of it). Needs cost.kind = squared_error.
+  implicit     the exact gradient at the free equilibrium by implicit differentiation (recurrent backprop)
+  backprop     backpropagation through the relaxation (rule.steps = sweeps from the free equilibrium,
+               or the whole relaxation when unset)
+
+rule names (--rule NAME; Scellier, Ernoult, Kendall & Kumar 2023, Table 1; beta from rule.beta):
+  CL    contrastive         contrastive learning (clamped at o*, then at y)
+  PEP   eqprop positive     EqProp, nudged at (0, +β); bias O(β)
+  NEP   eqprop negative     EqProp, nudged at (−β, 0); bias O(β)
+  CEP   eqprop centered     EqProp, nudged at (−β, +β); bias O(β²). Centered EqProp, NOT the continual
+                            EqProp that Laborieux's code calls 'CEP'
+  PCpL  coupled positive    coupled learning, output clamped at o* and o* + β(y − o*)
+  NCpL  coupled negative    coupled learning, output clamped at o* − β(y − o*) and o*
+  CCpL  coupled centered    coupled learning, output clamped at o* ∓ β(y − o*)
+  TBP   backprop            truncated backprop through rule.steps sweeps from the free equilibrium
+                            (default: as many as the nudged phase has)
+  RBP   implicit            recurrent backprop: the exact gradient by implicit differentiation"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, help="CPU threads for torch (default: one per core; use 1 on a busy machine)"
     )
     p.add_argument(
-        "--data-dir", help="folder holding the IDX files (default: $EQPROP_DATA_DIR, then Debian's)"
+        "--data-dir", help="folder holding the dataset files (default: $EQPROP_DATA_DIR, then Debian's)"
+    )
+    p.add_argument(
+        "--rule",
+        metavar="NAME",
+        help="learning rule by its name in the literature: CL, PEP, NEP, CEP, PCpL, NCpL, CCpL, TBP, RBP "
+        "(sets rule.kind and rule.variant; see below)",
     )
     p.add_argument("--out", help="run directory (default: runs/<preset>-<seed>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (other settings come from it)")
@@ -78,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(a run directory or its checkpoint.pt) on the test set of its dataset.",
     )
     p.add_argument("checkpoint", help="run directory or checkpoint.pt")
-    p.add_argument("--data-dir", help="folder holding the IDX files")
+    p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--device", help="cpu or cuda")
     p.add_argument("--batch-size", type=int, default=1000)
     p.set_defaults(run=_eval)
@@ -100,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         "error vs beta (expected 1 one-sided, 2 centered), and truncated backprop for comparison.",
     )
     p.add_argument("--preset", default="fmnist-dhn1h")
+    p.add_argument(
+        "--rule",
+        metavar="NAME",
+        help="check one named estimator instead of the preset's family: PEP, NEP, CEP (EqProp) or PCpL, "
+        "NCpL, CCpL (coupled learning; bias_order None, so its error need not vanish with beta)",
+    )
     p.add_argument(
         "--betas", type=float, nargs="+", default=[0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001]
     )
@@ -123,6 +154,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", action="store_true", help="print only the JSON result")
     p.set_defaults(run=_gradcheck)
+
+    p = sub.add_parser(
+        "compare",
+        help="train several learning rules on one preset and tabulate them",
+        description="Train the preset with each rule (named as in Scellier, Ernoult, Kendall & Kumar 2023) "
+        "and each seed into OUT-DIR/<rule>/seed<k>/; finished runs are skipped and interrupted ones resumed "
+        "when the command is run again. Prints the table (rule, test and train error in % as mean ± std over "
+        "seeds, training seconds per epoch), writes compare.csv, compare.md, compare.json and compare.png "
+        "(test error against epochs, one line per rule) to OUT-DIR, and ends with one JSON line.",
+        epilog=RULES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--preset", default="fmnist-quick", help="preset name (see `eqprop presets`); default %(default)s"
+    )
+    p.add_argument(
+        "--rules",
+        default="CL,PEP,NEP,CEP,PCpL,NCpL,CCpL,TBP,RBP",
+        help="comma-separated rule names (default: all nine, %(default)s)",
+    )
+    p.add_argument("--epochs", type=int, help="epochs per run (preset: train.epochs)")
+    p.add_argument(
+        "--seeds", type=int, default=1, help="runs per rule, seeds seed..seed+K-1 (default %(default)s)"
+    )
+    p.add_argument("--seed", type=int, help="first seed (preset: train.seed)")
+    p.add_argument("--batch-size", type=int, help="training batch size (preset: train.batch_size)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (preset: train.device)")
+    p.add_argument(
+        "--threads", type=int, help="CPU threads for torch (default: one per core; use 1 on a busy machine)"
+    )
+    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument("--out-dir", help="comparison folder (default: runs/compare-<preset>)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a preset field for every run, e.g. --set rule.beta=0.25 (repeatable)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print only the JSON result")
+    p.set_defaults(run=_compare)
 
     p = sub.add_parser(
         "arch-thermo",
@@ -197,10 +271,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="study folder (default runs/arch-study-<preset>)")
     p.add_argument("--seeds", type=int, help="number of seeds (more extends a finished study)")
     p.add_argument("--methods", nargs="+", choices=["bp", "eqprop"], help="train only these methods")
-    p.add_argument("--data-dir", help="folder holding the IDX files")
+    p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_arch_study)
+
+    p = sub.add_parser(
+        "spice-check",
+        help="one example's steady state vs ngspice",
+        description="Export one example's circuit to SPICE, run ngspice -b on it, and compare every node "
+        "potential with our steady state, against a tolerance derived from the near-ideal SPICE diodes (forward "
+        "drop, leakage), SPICE's tolerances and our solver's residual (see eqprop.spice). Either a "
+        "deep_resistive preset (fresh initialisation, or --checkpoint) and a test example, or --random N. "
+        "Exit status 0 when within the tolerance, 1 when not. Needs ngspice (apt-get install ngspice).",
+    )
+    p.add_argument("--preset", help="a deep_resistive preset (default drn-xs unless --random is given)")
+    p.add_argument("--checkpoint", metavar="RUN_DIR", help="use the weights (and preset) of this run")
+    p.add_argument("--example", type=int, default=0, help="index into the test set (default %(default)s)")
+    p.add_argument("--data-dir", help="folder holding the IDX files")
+    p.add_argument(
+        "--random", type=int, metavar="N", help="a seeded random layered network of about N nodes instead"
+    )
+    p.add_argument("--seed", type=int, default=0, help="of --random, or of the preset's initialisation")
+    p.add_argument(
+        "--iterations", type=int, default=5000, help="our solver's sweeps at most (default %(default)s)"
+    )
+    p.add_argument("--diode-is", type=float, default=1e-9, help="SPICE diode IS in A (default %(default)g)")
+    p.add_argument("--diode-n", type=float, default=1e-4, help="SPICE diode N (default %(default)g)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds for ngspice (default %(default)g)")
+    p.add_argument("--netlist-out", metavar="FILE", help="also write the SPICE deck to FILE")
+    p.set_defaults(run=_spice_check)
     return parser
 
 
@@ -243,6 +343,12 @@ def _gradcheck(args: argparse.Namespace) -> int:
     return gradcheck(args)
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from eqprop.cli.commands import compare
+
+    return compare(args)
+
+
 def _arch_thermo(args: argparse.Namespace) -> int:
     from eqprop.cli.thermo import arch_thermo
 
@@ -253,3 +359,9 @@ def _arch_study(args: argparse.Namespace) -> int:
     from eqprop.cli.thermo import arch_study
 
     return arch_study(args)
+
+
+def _spice_check(args: argparse.Namespace) -> int:
+    from eqprop.cli.spice import spice_check
+
+    return spice_check(args)

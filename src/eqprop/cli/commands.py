@@ -15,9 +15,9 @@ from eqprop.errors import ConfigError
 from eqprop.train.config import (
     RunConfig,
     apply_overrides,
+    apply_rule_name,
     build,
     config_to_dict,
-    flat_input,
     list_presets,
     load_preset,
 )
@@ -34,9 +34,12 @@ RULE_KEYS = {  # what `eqprop presets` shows of each kind of rule
         "parameter_iterations",
         "parameter_relaxation",
     ),
+    "contrastive": ("kind",),
+    "coupled": ("kind", "beta", "variant"),
     "implicit": ("kind", "cg_iterations"),
     "backprop": ("kind", "steps"),
 }
+RULE_FIELDS = ("rule.kind", "rule.variant")  # what a rule name sets (--rule, compare --rules)
 
 
 def _emit(result: dict[str, Any]) -> None:
@@ -61,13 +64,32 @@ def _with_flags(config: RunConfig, args: argparse.Namespace) -> RunConfig:
     return apply_overrides(config, sets)
 
 
+def _clashing_sets(overrides: list[str]) -> list[str]:
+    return [key for key in (o.partition("=")[0].strip() for o in overrides) if key in RULE_FIELDS]
+
+
+def _with_rule(config: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """``--rule NAME``: the rule's kind and variant from its literature name (after the other flags, so that
+    TBP counts the sweeps of the solver as overridden)."""
+    name = getattr(args, "rule", None)
+    if not name:
+        return config
+    clash = _clashing_sets(args.overrides)
+    if clash:
+        raise ConfigError(
+            f"--rule {name} sets rule.kind and rule.variant: do not also --set {clash[0]}",
+            hint="drop one of the two (rule.beta and rule.steps may still be set)",
+        )
+    return apply_rule_name(config, name)
+
+
 def train(args: argparse.Namespace) -> int:
     from eqprop.train.loop import fit, load_run
 
     if args.resume:
         if args.out and Path(args.out) != Path(args.resume):
             raise ConfigError("--resume DIR continues the run in DIR: do not also pass a different --out")
-        if args.overrides or args.batch_size is not None or args.seed is not None:
+        if args.overrides or args.batch_size is not None or args.seed is not None or args.rule:
             raise ConfigError(
                 "--resume continues a run with its own settings: only --epochs, --device, --threads and --data-dir may be given",
                 hint="start a new run with --out to change other settings",
@@ -87,7 +109,7 @@ def train(args: argparse.Namespace) -> int:
         )
         summary = fit(config, args.resume, resume=True, progress=not args.no_progress)
     else:
-        config = _with_flags(load_preset(args.preset), args)
+        config = _with_rule(_with_flags(load_preset(args.preset), args), args)
         out = args.out or f"runs/{config.name}-seed{config.train.seed}"
         summary = fit(config, out, progress=not args.no_progress)
     _emit(summary)
@@ -95,8 +117,9 @@ def train(args: argparse.Namespace) -> int:
 
 
 def evaluate_checkpoint(args: argparse.Namespace) -> int:
-    from eqprop.data import load_idx_dataset
+    from eqprop.data import load_dataset
     from eqprop.train.checkpoint import check_compatible
+    from eqprop.train.config import data_options
     from eqprop.train.loop import _device, evaluate, load_run
 
     config, ckpt = load_run(args.checkpoint)
@@ -111,7 +134,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
     cost.load_state_dict(ckpt["cost"])
     system.to(device=device, dtype=dtype)
     cost.to(device=device, dtype=dtype)
-    data = load_idx_dataset(config.data.dataset, data_dir=config.data.data_dir, flatten=flat_input(config))
+    data = load_dataset(**{**data_options(config), "validation": 0})  # padding and normalisation as in training
     from eqprop.data import Split
 
     test = Split(x=data.test.x.to(device=device, dtype=dtype), y=data.test.y.to(device))
@@ -190,9 +213,10 @@ def presets(args: argparse.Namespace) -> int:
 
 def gradcheck(args: argparse.Namespace) -> int:
     from eqprop.analysis.gradcheck import gradcheck as run_check
-    from eqprop.data import load_idx_dataset
+    from eqprop.data import load_dataset
     from eqprop.solvers import BlockCoordinate, GradientFlow
     from eqprop.train.checkpoint import check_compatible
+    from eqprop.train.config import data_options
     from eqprop.train.loop import load_run
 
     if args.checkpoint:
@@ -205,16 +229,33 @@ def gradcheck(args: argparse.Namespace) -> int:
     config = apply_overrides(config, sets)
     if args.batch_size < 1 or args.iterations < 1:
         raise ConfigError("--batch-size and --iterations must be >= 1")
-    if config.rule.kind not in ("eqprop", "aeqprop"):
+    family = config.rule.kind
+    variants = args.variants
+    if args.rule:
+        from eqprop.rules.names import lookup
+
+        row = lookup(args.rule)
+        if row.kind not in ("eqprop", "coupled") or row.variant is None:
+            raise ConfigError(
+                f"gradcheck sweeps beta, and --rule {row.name} ({row.title}) has none",
+                hint="choose PEP, NEP, CEP, PCpL, NCpL or CCpL",
+            )
+        family, variants = row.kind, [row.variant]
+    if family not in ("eqprop", "aeqprop", "coupled"):
         raise ConfigError(
             f"gradcheck compares EqProp-type estimators; the preset's rule is {config.rule.kind!r}",
-            hint="use a preset whose rule.kind is eqprop or aeqprop",
+            hint="use a preset whose rule.kind is eqprop, aeqprop or coupled, or pass --rule NAME",
         )
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     system, cost, solver, _, rule = build(config, generator=torch.Generator().manual_seed(args.seed))
     estimator = None
-    variants = args.variants
-    if config.rule.kind == "aeqprop":
+    if family == "coupled":
+        from eqprop.rules import CoupledLearning
+
+        def estimator(variant: str, beta: float) -> Any:
+            return CoupledLearning(beta=beta, variant=variant)  # type: ignore[arg-type]
+
+    elif family == "aeqprop":
         if variants == EQPROP_VARIANTS:
             variants = ["optimistic", "pessimistic", "centered"]
 
@@ -231,14 +272,14 @@ def gradcheck(args: argparse.Namespace) -> int:
         solver = BlockCoordinate(iterations=args.iterations, order=solver.order)
     elif isinstance(solver, GradientFlow):
         solver = GradientFlow(iterations=args.iterations, step_size=solver.step_size)
-    data = load_idx_dataset(config.data.dataset, data_dir=config.data.data_dir, flatten=flat_input(config))
+    data = load_dataset(**{**data_options(config), "validation": 0})  # padding and normalisation as in training
     pick = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(args.seed))[
         : args.batch_size
     ]
     x = data.test.x[pick].to(dtype)
     y = data.test.y[pick]
     result = run_check(system, cost, solver, x, y, betas=args.betas, variants=variants, estimator=estimator)
-    result = {"preset": config.name, "rule": config.rule.kind, "iterations": args.iterations, **result}
+    result = {"preset": config.name, "rule": family, "iterations": args.iterations, **result}
     if not args.json:
         ref = result["reference"]
         print(
@@ -253,8 +294,10 @@ def gradcheck(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         for v, slope in result["slopes"].items():
+            expected = result["expected_slopes"][v]
             print(
-                f"slope of log error vs log beta, {v}: {slope:.3f} (expected {result['expected_slopes'][v]})",
+                f"slope of log error vs log beta, {v}: {slope:.3f} (expected "
+                f"{'none: not an estimator of the gradient as beta -> 0' if expected is None else expected})",
                 file=sys.stderr,
             )
         b = result["backprop"]
@@ -263,5 +306,23 @@ def gradcheck(args: argparse.Namespace) -> int:
             f"{b['relative_error']:.3e}",
             file=sys.stderr,
         )
+    _emit(result)
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    from eqprop.train.compare import compare_rules
+
+    clash = _clashing_sets(args.overrides)
+    if clash:
+        raise ConfigError(
+            f"compare sets rule.kind and rule.variant from --rules: do not also --set {clash[0]}",
+            hint="list the rules with --rules, e.g. --rules CEP,PCpL (rule.beta and rule.steps may be set)",
+        )
+    config = _with_flags(load_preset(args.preset), args)
+    out = args.out_dir or f"runs/compare-{config.name}"
+    result = compare_rules(config, args.rules, out, seeds=args.seeds, progress=not args.no_progress)
+    if not args.json:
+        print(Path(result["markdown"]).read_text(encoding="utf-8"), end="")
     _emit(result)
     return 0

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from eqprop._types import State
 from eqprop.costs import Cost
 from eqprop.errors import DivergenceError
 from eqprop.solvers.base import Equilibrium, Solver
@@ -34,6 +35,7 @@ class Estimate:
         scores: class scores at the free equilibrium ``(batch, classes)`` (for accuracy).
         phases: the equilibria the rule relaxed to (free first).
         metrics: extra tensors (e.g. residuals); the trainer syncs them once per log interval.
+        final_state: the state the system was left in, if not the last phase's (see :attr:`last_state`).
     """
 
     grads: dict[str, Tensor]
@@ -41,6 +43,15 @@ class Estimate:
     scores: Tensor
     phases: tuple[Equilibrium, ...] = ()
     metrics: dict[str, Tensor] = field(default_factory=dict)
+    final_state: State | None = None
+
+    @property
+    def last_state(self) -> State | None:
+        """The state the system was left in: ``final_state``, else the last phase's state (``None`` without
+        phases). With ``train.warm_start`` the next mini-batch's free phase starts from it."""
+        if self.final_state is not None:
+            return self.final_state
+        return self.phases[-1].state if self.phases else None
 
     def write_grad(self, system: EnergySystem, cost: Cost | None = None) -> None:
         """Store the estimate in each parameter's ``.grad`` (replacing it), ready for ``optimizer.step()``."""
@@ -58,7 +69,8 @@ class Rule(metaclass=ABCMeta):
     """A learning rule: relaxes the system as it needs and returns an :class:`Estimate` of ∂L/∂θ.
 
     ``gradients`` is pure (it writes no ``.grad``); :meth:`compute_gradients` also writes ``.grad``.
-    ``bias_order`` is the order of the estimator's bias in β (1 one-sided, 2 centered, ``None`` exact).
+    ``bias_order`` is the order of the estimator's bias in β (1 one-sided, 2 centered); ``None`` for the exact
+    references, and for rules that do not tend to ∂L/∂θ as β → 0 (contrastive and coupled learning).
     """
 
     bias_order: int | None = None
@@ -73,9 +85,11 @@ class Rule(metaclass=ABCMeta):
         y: Tensor,
         *,
         nudged_solver: Solver | None = None,
+        init: State | None = None,
     ) -> Estimate:
         """Estimate ∂L/∂θ for the batch ``(x, y)``. ``nudged_solver`` (default ``solver``) relaxes the
-        nudged phases, which start from the free equilibrium."""
+        nudged phases, which start from the free equilibrium. ``init`` (default: the system's zero state)
+        is where the free phase starts, e.g. the previous batch's :attr:`Estimate.last_state` (warm start)."""
 
     def compute_gradients(
         self,
@@ -86,9 +100,10 @@ class Rule(metaclass=ABCMeta):
         y: Tensor,
         *,
         nudged_solver: Solver | None = None,
+        init: State | None = None,
     ) -> Estimate:
         """:meth:`gradients`, then write them into ``.grad``: call ``optimizer.step()`` next."""
-        est = self.gradients(system, cost, solver, x, y, nudged_solver=nudged_solver)
+        est = self.gradients(system, cost, solver, x, y, nudged_solver=nudged_solver, init=init)
         est.write_grad(system, cost)
         return est
 

@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from eqprop._types import State
 from eqprop.costs import Cost
 from eqprop.errors import ConfigError
 from eqprop.rules.base import Estimate, Rule, cost_param_grads, raise_if_diverged
@@ -75,8 +76,9 @@ class EqProp(Rule):
         y: Tensor,
         *,
         nudged_solver: Solver | None = None,
+        init: State | None = None,
     ) -> Estimate:
-        return self._estimate(system, cost, solver, x, y, nudged_solver, out=None)
+        return self._estimate(system, cost, solver, x, y, nudged_solver, init, out=None)
 
     def compute_gradients(
         self,
@@ -87,6 +89,7 @@ class EqProp(Rule):
         y: Tensor,
         *,
         nudged_solver: Solver | None = None,
+        init: State | None = None,
     ) -> Estimate:
         """:meth:`gradients`, written into ``.grad``. The estimate's system gradients are then the ``.grad``
         tensors themselves (the next call overwrites them): clone them to keep them."""
@@ -97,7 +100,7 @@ class EqProp(Rule):
             for n, p in system.named_parameters()
             if p.grad is not None and p.grad.shape == p.shape and p.grad.dtype == p.dtype
         }
-        est = self._estimate(system, cost, solver, x, y, nudged_solver, out=out)
+        est = self._estimate(system, cost, solver, x, y, nudged_solver, init, out=out)
         est.write_grad(system, cost)
         return est
 
@@ -109,15 +112,16 @@ class EqProp(Rule):
         x: Tensor,
         y: Tensor,
         nudged_solver: Solver | None,
+        init: State | None,
         out: dict[str, Tensor] | None,
     ) -> Estimate:
         b1, b2 = self.betas
         for b in (b1, b2):
-            cost.check_beta(b)
+            cost.check_beta(b, system)
         nudged_solver = solver if nudged_solver is None else nudged_solver
         with torch.no_grad():
             drive = system.prepare(x)  # shared by the three phases: θ does not change within a step
-            free = solve(system, x, solver, drive=drive, throw=False)
+            free = solve(system, x, solver, drive=drive, throw=False, init=init)
             if y.shape[0] != x.shape[0]:
                 raise ConfigError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
             target = cost.prepare_target(y, free.state[cost.target_index])  # once for both nudged phases

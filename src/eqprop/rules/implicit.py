@@ -72,11 +72,12 @@ class ImplicitDiff(Rule):
         y: Tensor,
         *,
         nudged_solver: Solver | None = None,
+        init: State | None = None,
     ) -> Estimate:
         problem = TotalEnergy(system, x, cost=cost, y=y)  # checks shapes and prepares the target
         target = problem.target
         assert target is not None
-        free = solve(system, x, solver, throw=False, drive=problem.drive)
+        free = solve(system, x, solver, throw=False, drive=problem.drive, init=init)
         raise_if_diverged((free,))
         masks = system.active_mask(free.state)
         batch = x.shape[0]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from eqprop._types import State
 from eqprop.costs import Cost
 from eqprop.errors import ConfigError
 from eqprop.rules.base import Estimate, Rule, named_parameters, raise_if_diverged
@@ -49,16 +50,19 @@ class BackpropThroughSolver(Rule):
         y: Tensor,
         *,
         nudged_solver: Solver | None = None,
+        init: State | None = None,
     ) -> Estimate:
         params = named_parameters(system, cost)
         phases = ()
         with torch.enable_grad():
             problem = TotalEnergy(system, x, cost=cost, y=y, beta=0.0)  # drive built with the graph on
             if self.steps is None:
-                state = system.init_state(x)
+                if init is not None:
+                    system.check_state(init, x.shape[0])
+                state = system.init_state(x) if init is None else tuple(s.detach() for s in init)
                 sweeps = solver.iterations
             else:
-                free = solve(system, x, solver, throw=False)
+                free = solve(system, x, solver, throw=False, init=init)
                 raise_if_diverged((free,))
                 phases = (free,)
                 state = free.state
@@ -79,4 +83,5 @@ class BackpropThroughSolver(Rule):
             scores=scores.detach(),
             phases=phases,
             metrics={},
+            final_state=tuple(s.detach() for s in state),
         )

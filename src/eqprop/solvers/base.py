@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -23,6 +23,12 @@ class TotalEnergy:
 
     Built once per (batch, β): it holds the constant input drive (``system.prepare(x)``) and the prepared
     target, so that nothing constant is recomputed inside the relaxation loop.
+
+    ``clamp`` (optional) holds some state variables fixed: ``{k: value}`` with ``value`` of shape
+    ``(batch, *variables[k].shape)``. A clamped variable is a constant of the relaxation (as the input is):
+    the solvers leave it at ``value`` exactly (not projected onto its box) and minimise ``F`` over the
+    others. This is how contrastive and coupled learning hold the output layer at a target.
+    :meth:`energy` and :meth:`grad` are unchanged (``grad`` still reports ``∂F/∂s_k`` of a clamped ``k``).
     """
 
     def __init__(
@@ -35,18 +41,20 @@ class TotalEnergy:
         beta: float = 0.0,
         drive: Any = None,
         target: Tensor | None = None,
+        clamp: Mapping[int, Tensor] | None = None,
     ) -> None:
         beta = float(beta)
         if beta != 0.0 and (cost is None or y is None):
             raise ConfigError(f"solve(beta={beta}) nudges the output: pass cost=... and y=... (or beta=0.0)")
         if cost is not None:
-            cost.check_beta(beta)
+            cost.check_beta(beta, system)
         system.check_input(x)
         self.system = system
         self.x = x
         self.cost = cost
         self.beta = beta
         self.drive = system.prepare(x) if drive is None else drive
+        self.clamp: dict[int, Tensor] = _check_clamp(system, x, clamp)
         self.target: Tensor | None = None
         self._updates: list[Callable[[State], Tensor]] | None = None
         self.nudged_index: int | None = None
@@ -107,8 +115,11 @@ class TotalEnergy:
 
     def _build_updates(self) -> list[Callable[[State], Tensor]]:
         system = self.system
-        updates = []
+        updates: list[Callable[[State], Tensor]] = []
         for k in range(len(system.variables)):
+            if k in self.clamp:  # held fixed: its "minimiser" is the clamp value itself
+                updates.append(_held(self.clamp[k]))
+                continue
             a = system.block_curvature(k)
             if k == self.nudged_index and self.nudged:
                 assert self.cost is not None and self.target is not None
@@ -137,6 +148,35 @@ class TotalEnergy:
             return h.clamp(lo, hi) if (lo is not None or hi is not None) else h
 
         return update
+
+
+def _held(value: Tensor) -> Callable[[State], Tensor]:
+    return lambda state: value
+
+
+def _check_clamp(system: EnergySystem, x: Tensor, clamp: Mapping[int, Tensor] | None) -> dict[int, Tensor]:
+    """``clamp`` with its keys made non-negative and its values on ``x``'s device and dtype."""
+    if not clamp:
+        return {}
+    n = len(system.variables)
+    out: dict[int, Tensor] = {}
+    for key, value in clamp.items():
+        if isinstance(key, bool) or not isinstance(key, int) or not -n <= key < n:
+            raise ConfigError(
+                f"clamp key {key!r}: expected the index of a state variable, an integer in [{-n}, {n})",
+                hint=f"the variables are {', '.join(v.name for v in system.variables)}",
+            )
+        k = key % n
+        v = system.variables[k]
+        if not isinstance(value, Tensor) or tuple(value.shape) != (x.shape[0], *v.shape):
+            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ConfigError(
+                f"clamp[{key}] must be a tensor of shape {(x.shape[0], *v.shape)} (variable {v.name}), got {got}"
+            )
+        if k in out:
+            raise ConfigError(f"clamp names variable {v.name} twice (keys {k} and {k - n})")
+        out[k] = value.to(device=x.device, dtype=x.dtype)
+    return out
 
 
 @dataclass(frozen=True)
@@ -184,6 +224,8 @@ class Solver(metaclass=ABCMeta):
     tol: float | None
     check_every: int
     norm: str
+    supports_clamp: ClassVar[bool] = False
+    """Whether :meth:`step` holds the variables of ``problem.clamp`` fixed (``solve`` refuses a clamp otherwise)."""
 
     @abstractmethod
     def step(self, problem: TotalEnergy, state: State) -> State:
@@ -279,6 +321,7 @@ def solve(
     throw: bool = True,
     drive: Any = None,
     target: Tensor | None = None,
+    clamp: Mapping[int, Tensor] | None = None,
 ) -> Equilibrium:
     r"""Relax ``system`` with input ``x`` to an equilibrium of ``F = E + β·C``.
 
@@ -293,19 +336,29 @@ def solve(
         throw: raise at the end if the state is non-finite, or above the solver's tolerance.
         drive: a precomputed ``system.prepare(x)`` (rules pass it to share it between phases).
         target: ``cost.prepare_target(y, ...)`` computed once by the caller (shared between phases).
+        clamp: ``{k: value}``: hold variable ``k`` at ``value`` ``(batch, *shape)`` and relax the others
+            (e.g. ``clamp={-1: y_onehot}`` clamps the output, as contrastive learning does). The starting
+            state takes the clamp values; they are used as given (not projected onto the box).
 
     Returns:
         :class:`Equilibrium` with the state, ``beta`` and :class:`SolveStats`.
 
     Raises:
-        ConfigError: bad shapes or ``beta``. DivergenceError: non-finite state (``throw=True``).
+        ConfigError: bad shapes, ``beta`` or ``clamp``. DivergenceError: non-finite state (``throw=True``).
         ConvergenceError: examples above ``solver.tol`` (``throw=True``).
     """
-    problem = TotalEnergy(system, x, cost=cost, y=y, beta=beta, drive=drive, target=target)
+    problem = TotalEnergy(system, x, cost=cost, y=y, beta=beta, drive=drive, target=target, clamp=clamp)
+    if problem.clamp and not solver.supports_clamp:
+        raise ConfigError(
+            f"{type(solver).__name__} cannot hold state variables fixed (clamp=...)",
+            hint="relax with BlockCoordinate(...) or GradientFlow(...)",
+        )
     if init is None:
         init = system.init_state(x)
     else:
         system.check_state(init, x.shape[0])
+    if problem.clamp:
+        init = tuple(problem.clamp.get(k, s) for k, s in enumerate(init))
     with torch.no_grad():
         state, stats = solver.run(problem, tuple(init))
     eq = Equilibrium(state=state, beta=problem.beta, stats=stats, problem=problem)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Literal
+from typing import ClassVar, Literal
 
 from eqprop._types import State
 from eqprop.errors import ConfigError
@@ -39,7 +39,8 @@ class BlockCoordinate(Solver):
     updated together, then the even ones: block Gauss–Seidel, so the energy never increases along a sweep,
     and each colour is one batched kernel per layer. ``"forward"`` and ``"backward"`` go layer by layer;
     ``"synchronous"`` updates all layers from the same old state (Jacobi, Laborieux et al.'s dynamics; it
-    is *not* guaranteed to decrease the energy).
+    is *not* guaranteed to decrease the energy). A variable clamped by ``solve(..., clamp={k: value})``
+    keeps ``value``: its update returns it (no kernel).
 
     Args:
         iterations: number of sweeps (each updates every layer once).
@@ -61,6 +62,7 @@ class BlockCoordinate(Solver):
     tol: float | None = None
     check_every: int = 5
     norm: Literal["max", "layer-l1"] = "max"
+    supports_clamp: ClassVar[bool] = True  # TotalEnergy.block_updates returns the clamp value for k
 
     def __post_init__(self) -> None:
         self._validate()
@@ -77,6 +79,17 @@ class BlockCoordinate(Solver):
             raise problem.system._no_block_minimizer()
         updates = problem.block_updates()
         groups = _groups(self.order, len(updates))
+        if self.order == "odd-even":  # exact only when a colour's blocks do not touch
+            system = problem.system
+            for group in groups:
+                for i in group:
+                    for j in group:
+                        if i < j and system.blocks_coupled(i, j):
+                            raise ConfigError(
+                                f"BlockCoordinate(order='odd-even') would update variables {i} and {j} of "
+                                f"{type(system).__name__} together, but they interact",
+                                hint="use order='forward' (block Gauss-Seidel in the system's order)",
+                            )
         plan = [(group, [updates[k] for k in group]) for group in groups]
 
         def sweep(state: State) -> State:  # hot loop: one closure call per layer, nothing else

@@ -29,8 +29,11 @@ __all__ = [
     "SystemConfig",
     "TrainConfig",
     "apply_overrides",
+    "apply_rule_name",
+    "build_rule",
     "config_from_dict",
     "config_to_dict",
+    "data_options",
     "list_presets",
     "load_preset",
 ]
@@ -38,19 +41,42 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: Literal["fashion-mnist", "mnist", "kmnist"] = "fashion-mnist"
-    """Which MNIST-family dataset (IDX files, read locally; see ``eqprop.data``)."""
+    dataset: Literal["fashion-mnist", "mnist", "kmnist", "cifar10", "cifar100", "svhn"] = "fashion-mnist"
+    """Which dataset, read from local files (never downloaded; see ``eqprop.data.load_dataset``)."""
     data_dir: str | None = None
-    """Folder holding the four IDX files; default: $EQPROP_DATA_DIR, then Debian's location."""
+    """Folder holding the dataset's files (IDX files, cifar-10-batches-py/, cifar-100-python/ or the SVHN
+    .mat files), or a parent with one subfolder per dataset; default: $EQPROP_DATA_DIR (then, for
+    Fashion-MNIST, Debian's location)."""
     validation: int | float = 0
     """Training examples held out for validation (a count, or a fraction in (0, 1)); 0 = none."""
+    coarse_labels: bool = False
+    """cifar100 only: the 20 superclasses instead of the 100 classes."""
+    pad_to: int | None = None
+    """Zero-pad every image (train and test) to pad_to×pad_to, centred, when loaded; 32 turns 28×28
+    MNIST-family images into the 32×32 inputs of the comparative study's DCHN. None = as stored."""
+    mean: list[float] | None = None
+    """Per-channel normalisation (x − mean) / std after scaling to [0, 1] and padding (one value, or one per
+    channel; set std too). None = no normalisation."""
+    std: list[float] | None = None
+    """See `mean`. The comparative study divides CIFAR-10 by three times its per-channel std."""
+    crop_padding: int = 0
+    """Training batches only: pad each image by this many pixels and crop back to its size at a random
+    offset per example (a shift of up to crop_padding pixels). 0 = off."""
+    crop_fill: Literal["zeros", "edge"] = "zeros"
+    """What the crop's padding holds: 0 (after normalisation: the mean) or the repeated border pixels
+    (torchvision's padding_mode="edge", as the comparative study)."""
+    flip: bool = False
+    """Training batches only: mirror each image left-right with probability 0.5."""
 
 
 @dataclass(frozen=True)
 class SystemConfig:
-    kind: Literal["deep_hopfield", "conv_hopfield"] = "deep_hopfield"
+    kind: Literal["deep_hopfield", "conv_hopfield", "deep_resistive"] = "deep_hopfield"
     sizes: list[int] = field(default_factory=lambda: [784, 1024, 10])
-    """deep_hopfield: layer widths, input first."""
+    """deep_hopfield, deep_resistive: layer widths, input first (a resistive net's input features each drive
+    two voltage sources, +gain·x and −gain·x)."""
+    input_gain: float = 1.0
+    """deep_resistive: amplification of the input voltage sources."""
     input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
     """conv_hopfield: (channels, height, width) of the input images."""
     channels: list[int] = field(default_factory=lambda: [32, 64])
@@ -61,7 +87,7 @@ class SystemConfig:
     dense: list[int] = field(default_factory=lambda: [10])
     """conv_hopfield: widths of the dense layers after the conv stack, output last."""
     gains: float | list[float] = 0.7
-    """Weight init U(±gain/√fan_in): one gain, or one per weight matrix."""
+    """Weight init U(±gain/√fan_in): one gain, or one per weight matrix (deep_resistive: then clipped at 0)."""
     bounds: list[float] = field(default_factory=lambda: [0.0, 1.0])
     """Box of the hidden units (the hard sigmoid)."""
     output_bounds: list[float] | None = None
@@ -94,10 +120,15 @@ class SolverConfig:
 
 @dataclass(frozen=True)
 class RuleConfig:
-    kind: Literal["eqprop", "aeqprop", "implicit", "backprop"] = "eqprop"
+    kind: Literal["eqprop", "aeqprop", "contrastive", "coupled", "implicit", "backprop"] = "eqprop"
+    """The rule family; `eqprop train --rule NAME` sets kind and variant from a literature name (CEP, PCpL, …;
+    see eqprop.rules.names)."""
     beta: float = 0.2
+    """eqprop, aeqprop: the nudging strength; coupled: the fraction of the way the output is clamped towards
+    (or away from) the target. Unused by contrastive."""
     variant: Literal["positive", "negative", "centered"] = "centered"
-    """eqprop: phases (0, β), (−β, 0) or (−β, +β)."""
+    """eqprop: phases (0, β), (−β, 0) or (−β, +β); coupled: the output clamped at o* + β_i(y − o*) for the
+    same pairs β_i."""
     mode: Literal["optimistic", "pessimistic", "centered"] = "centered"
     """aeqprop: phases (0, β), (−β, 0) or (−β/2, +β/2)."""
     epsilon: float | list[float] = 0.05
@@ -114,6 +145,9 @@ class RuleConfig:
     """aeqprop: rounds the homeostatic controller may take to hold the parameters at rest."""
     controller_rtol: float = 1e-5
     """aeqprop: the controller's tolerance on the parameters' drift, relative to the first drift."""
+    phase2_start: Literal["phase1", "free"] = "phase1"
+    """aeqprop: where the states start phase 2: where phase 1 left them (the physical path), or back at
+    the free equilibrium with the parameters held (the official code restores the saved free state)."""
     steps: int | None = None
     """backprop only: sweeps differentiated from the free equilibrium (None = the whole relaxation)."""
     cg_iterations: int = 500
@@ -155,6 +189,10 @@ class TrainConfig:
     threads: int | None = None
     """CPU threads for torch (None: torch's default, one per core). On a machine shared with other jobs,
     1 avoids the spin-waiting of oversubscribed threads, which can cost far more than it gains."""
+    warm_start: bool = False
+    """Start each training batch's free phase from the state the previous batch left the system in
+    (``Estimate.last_state``; the official AEqprop code does this) instead of from zero. Every epoch's first
+    batch, a batch of another size, and evaluation start from zero."""
 
 
 @dataclass(frozen=True)
@@ -281,11 +319,20 @@ def validate(config: RunConfig) -> None:
             raise ConfigError(
                 f"train.{name} = {getattr(t, name)}: must be {'>= 0' if name == 'epochs' else '>= 1'}"
             )
+    _validate_data(config.data)
     s = config.system
-    if s.kind == "deep_hopfield" and (len(s.sizes) < 2 or min(s.sizes) < 1):
+    if s.kind in ("deep_hopfield", "deep_resistive") and (len(s.sizes) < 2 or min(s.sizes) < 1):
         raise ConfigError(
             f"system.sizes = {s.sizes}: need at least two positive widths, e.g. [784, 1024, 10]"
         )
+    if s.kind == "deep_resistive":
+        if not s.input_gain > 0:
+            raise ConfigError(f"system.input_gain = {s.input_gain}: must be > 0")
+        if config.cost.kind != "squared_error":
+            raise ConfigError(
+                "system.kind = deep_resistive needs cost.kind = squared_error (the cost reads the output "
+                "potentials; nudging is a current injected into the output nodes)"
+            )
     n_layers = layer_count(config)
     lr = config.optimizer.lr
     if isinstance(lr, list) and len(lr) != n_layers:
@@ -302,6 +349,12 @@ def validate(config: RunConfig) -> None:
             raise ConfigError(f"{key} = {value}: give one value, or one per layer ({_layers_text(config)})")
         if any(not v > 0 for v in (value if isinstance(value, list) else [value])):
             raise ConfigError(f"{key} = {value}: values must be > 0")
+    if config.rule.kind in ("contrastive", "coupled") and config.cost.kind != "squared_error":
+        raise ConfigError(
+            f"rule.kind = {config.rule.kind} clamps the output layer at the target: it needs "
+            f"cost.kind = squared_error (got {config.cost.kind})",
+            hint="set cost.kind=squared_error, or use rule.kind=eqprop, which nudges through any cost",
+        )
     if config.rule.kind == "aeqprop":
         o = config.optimizer
         if o.kind != "sgd" or o.momentum != 0 or o.weight_decay != 0:
@@ -314,6 +367,45 @@ def validate(config: RunConfig) -> None:
             raise ConfigError(
                 "rule.kind = aeqprop needs cost.kind = squared_error (a readout is not physical)"
             )
+
+
+def _validate_data(d: DataConfig) -> None:
+    if d.crop_padding < 0:
+        raise ConfigError(f"data.crop_padding = {d.crop_padding}: must be >= 0 (0 = no random crop)")
+    if d.pad_to is not None and d.pad_to < 1:
+        raise ConfigError(
+            f"data.pad_to = {d.pad_to}: give an image size in pixels, e.g. 32 (or leave it unset)"
+        )
+    if (d.mean is None) != (d.std is None):
+        raise ConfigError(
+            f"data.mean = {d.mean} and data.std = {d.std}: normalisation needs both",
+            hint="set both (one value, or one per channel), or neither",
+        )
+    if d.mean is not None and d.std is not None:
+        if not d.mean or not d.std:
+            raise ConfigError(f"data.mean = {d.mean}, data.std = {d.std}: give one value, or one per channel")
+        if any(not v > 0 for v in d.std):
+            raise ConfigError(f"data.std = {d.std}: every value must be > 0")
+    if d.coarse_labels and d.dataset != "cifar100":
+        raise ConfigError(f"data.coarse_labels = true applies to cifar100 only, not {d.dataset}")
+
+
+def data_options(config: RunConfig) -> dict[str, Any]:
+    """Keyword arguments of ``eqprop.data.load_dataset`` for this run: training, evaluation and gradient
+    checks read the same, identically preprocessed data. (Augmentation is not here: it is the training
+    loop's, on training batches only.)"""
+    d = config.data
+    return {
+        "name": d.dataset,
+        "data_dir": d.data_dir,
+        "validation": d.validation,
+        "seed": config.train.seed,
+        "flatten": flat_input(config),
+        "pad_to": d.pad_to,
+        "mean": d.mean,
+        "std": d.std,
+        "coarse_labels": d.coarse_labels,
+    }
 
 
 def layer_count(config: RunConfig) -> int:
@@ -340,7 +432,7 @@ def output_width(config: RunConfig) -> int:
 
 def flat_input(config: RunConfig) -> bool:
     """Whether the system reads images flattened to vectors (dense) or as (channels, height, width)."""
-    return config.system.kind == "deep_hopfield"
+    return config.system.kind in ("deep_hopfield", "deep_resistive")
 
 
 # -- presets ----------------------------------------------------------------------------------------------------
@@ -438,15 +530,17 @@ def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
 def build(config: RunConfig, *, generator: Any = None) -> tuple[Any, Any, Any, Any, Any]:
     """``(system, cost, solver, nudged_solver, rule)`` from a config (on the CPU, float32)."""
     from eqprop.costs import CrossEntropyReadout, SquaredError
-    from eqprop.rules import AgnosticEqProp, BackpropThroughSolver, EqProp, ImplicitDiff
-    from eqprop.systems import ConvHopfield, DeepHopfield
+    from eqprop.rules import AgnosticEqProp
+    from eqprop.systems import ConvHopfield, DeepHopfield, DeepResistive
 
     s = config.system
     readout = config.cost.kind == "cross_entropy_readout"
     output_bounds = s.output_bounds if s.output_bounds is not None else (s.bounds if readout else None)
     out_bounds = None if output_bounds is None else tuple(output_bounds)
     system: Any
-    if s.kind == "conv_hopfield":
+    if s.kind == "deep_resistive":
+        system = DeepResistive(s.sizes, input_gain=s.input_gain, gains=s.gains, generator=generator)
+    elif s.kind == "conv_hopfield":
         system = ConvHopfield(
             s.input_shape,
             s.channels,
@@ -475,9 +569,7 @@ def build(config: RunConfig, *, generator: Any = None) -> tuple[Any, Any, Any, A
     solver = build_solver(config.solver)
     nudged = None if config.nudged_solver is None else build_solver(config.nudged_solver)
     r = config.rule
-    if r.kind == "eqprop":
-        rule = EqProp(beta=r.beta, variant=r.variant)
-    elif r.kind == "aeqprop":
+    if r.kind == "aeqprop":
         rule = AgnosticEqProp(
             beta=r.beta,
             mode=r.mode,
@@ -490,12 +582,53 @@ def build(config: RunConfig, *, generator: Any = None) -> tuple[Any, Any, Any, A
             flow_step_size=r.flow_step_size,
             controller_iterations=r.controller_iterations,
             controller_rtol=r.controller_rtol,
+            phase2_start=r.phase2_start,
         )
-    elif r.kind == "implicit":
-        rule = ImplicitDiff(cg_iterations=r.cg_iterations)
     else:
-        rule = BackpropThroughSolver(steps=r.steps)
+        rule = build_rule(r)
     return system, cost, solver, nudged, rule
+
+
+def build_rule(r: RuleConfig) -> Any:
+    """The rule of every ``rule.kind`` but ``aeqprop`` (whose per-tensor ε needs the system: see :func:`build`)."""
+    from eqprop.rules import (
+        BackpropThroughSolver,
+        ContrastiveLearning,
+        CoupledLearning,
+        EqProp,
+        ImplicitDiff,
+    )
+
+    if r.kind == "eqprop":
+        return EqProp(beta=r.beta, variant=r.variant)
+    if r.kind == "contrastive":
+        return ContrastiveLearning()
+    if r.kind == "coupled":
+        return CoupledLearning(beta=r.beta, variant=r.variant)
+    if r.kind == "implicit":
+        return ImplicitDiff(cg_iterations=r.cg_iterations)
+    if r.kind == "backprop":
+        return BackpropThroughSolver(steps=r.steps)
+    raise ConfigError(f"rule.kind = {r.kind!r}: build_rule cannot build it alone", hint="use build(config)")
+
+
+def apply_rule_name(config: RunConfig, name: str) -> RunConfig:
+    """``config`` with the rule the literature calls ``name`` (CL, PEP, NEP, CEP, PCpL, NCpL, CCpL, TBP, RBP):
+    ``rule.kind`` and ``rule.variant`` from :data:`eqprop.rules.names.RULE_NAMES`; β and the other rule
+    settings are kept. TBP without ``rule.steps`` differentiates as many sweeps as the nudged phase has.
+
+    Raises:
+        ConfigError: an unknown name (the message lists the valid ones).
+    """
+    from eqprop.rules.names import lookup
+
+    row = lookup(name)
+    sets = [f"rule.kind={row.kind}"]
+    if row.variant is not None:
+        sets.append(f"rule.variant={row.variant}")
+    if row.kind == "backprop" and config.rule.steps is None:
+        sets.append(f"rule.steps={(config.nudged_solver or config.solver).iterations}")
+    return apply_overrides(config, sets)
 
 
 def per_tensor(
@@ -506,8 +639,10 @@ def per_tensor(
     value = biases if kind == "biases" and biases is not None else weights
     if not isinstance(value, list):
         return float(value)
-    if kind not in ("weights", "biases") or not index.isdigit():
-        raise ConfigError(f"per-layer values need parameters named weights.k / biases.k, got {name!r}")
+    if kind not in ("weights", "conductances", "biases") or not index.isdigit():
+        raise ConfigError(
+            f"per-layer values need parameters named weights.k (or conductances.k) / biases.k, got {name!r}"
+        )
     return float(value[int(index)])
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from eqprop.costs import Cost
-from eqprop.data import Batches, Dataset, Split, load_idx_dataset
+from eqprop.data import Augment, Batches, Dataset, Split, load_dataset
 from eqprop.errors import CheckpointError, ConfigError, DivergenceError
 from eqprop.solvers.base import Solver, solve
 from eqprop.systems.base import EnergySystem
@@ -39,6 +39,7 @@ from eqprop.train.config import (
     build,
     config_from_dict,
     config_to_dict,
+    data_options,
     flat_input,
     output_width,
     per_tensor,
@@ -221,13 +222,7 @@ def fit(
     dtype = {"float32": torch.float32, "float64": torch.float64}[t.dtype]
 
     # -- data: read once, moved to the device once -----------------------------------------------------------
-    data = load_idx_dataset(
-        config.data.dataset,
-        data_dir=config.data.data_dir,
-        validation=config.data.validation,
-        seed=t.seed,
-        flatten=flat_input(config),
-    )
+    data = load_dataset(**data_options(config))
     _check_data(config, data)
     train_split = _to(data.train, device, dtype)
     test_split = _to(data.test, device, dtype)
@@ -242,6 +237,14 @@ def fit(
     optimizer = make_optimizer(config, system, cost)
     scheduler = make_scheduler(config, optimizer)
     order_gen = torch.Generator().manual_seed(t.seed + 1)  # the order of the training examples
+    # Random crops and flips of the training batches (never of validation or test data).
+    augment = Augment(
+        crop_padding=config.data.crop_padding,
+        flip=config.data.flip,
+        fill=config.data.crop_fill,
+        image_shape=data.image_shape,
+    )
+    augment_gen = torch.Generator().manual_seed(t.seed + 2)
     history: list[dict[str, Any]] = []
     start = 0
     if ckpt is not None:
@@ -254,6 +257,8 @@ def fit(
         if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
             scheduler.T_max = max(t.epochs, 1)  # a resumed run may have a new epoch budget
         set_generator_state(order_gen, ckpt["order_generator"])
+        if "augment_generator" in ckpt:  # absent from checkpoints written before augmentation existed
+            set_generator_state(augment_gen, ckpt["augment_generator"])
         set_rng_state(ckpt["rng"])
         history = list(ckpt["history"])
         start = int(ckpt["epoch"])
@@ -284,9 +289,15 @@ def fit(
             leave=False,
         )
         began = time.perf_counter()
+        # train.warm_start: where the previous batch left the state (every epoch starts from zero)
+        warm: tuple[torch.Tensor, ...] | None = None
         for i, (x, y) in enumerate(batches, start=1):
-            est = rule.compute_gradients(system, cost, solver, x, y, nudged_solver=nudged_solver)
+            x = augment(x, augment_gen)  # unchanged, and no random draw, when augmentation is off
+            init = warm if warm is not None and warm[0].shape[0] == x.shape[0] else None
+            est = rule.compute_gradients(system, cost, solver, x, y, nudged_solver=nudged_solver, init=init)
+            warm = est.last_state if t.warm_start else None
             optimizer.step()
+            system.constrain_parameters()  # e.g. conductances back to >= 0
             loss_sum += est.loss.detach() * x.shape[0]
             correct += (est.scores.argmax(-1) == y).sum()
             seen += x.shape[0]
@@ -329,6 +340,7 @@ def fit(
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "order_generator": generator_state(order_gen),
+                "augment_generator": generator_state(augment_gen),
                 "rng": rng_state(),
                 "history": history,
             },
