@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import importlib.util
 import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,3 +192,42 @@ def reference_dir(parser: argparse.ArgumentParser, path: Path | None, hint: str)
     if Path(__file__).resolve().parents[1] in (resolved, *resolved.parents):
         parser.error(f"--reference-dir {resolved} is inside this repository; {hint}")
     return resolved
+
+
+def stub_tensorboard(script: str) -> list[str]:
+    """Put a stub ``torch.utils.tensorboard`` in ``sys.modules`` when tensorboard is not installed.
+
+    The rain-neuromorphics reference imports ``SummaryWriter`` at import time in ``training/monitor.py`` (the
+    home of its ``Optimizer``); only its ``Monitor`` uses it, and the benchmarks build none. Returns what was
+    stubbed (empty when tensorboard is installed), for the JSON.
+    """
+    if importlib.util.find_spec("tensorboard") is not None or "torch.utils.tensorboard" in sys.modules:
+        return []
+    stub = types.ModuleType("torch.utils.tensorboard")
+
+    class SummaryWriter:  # never instantiated by the benchmarks
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            raise RuntimeError(f"tensorboard stub ({script}): not available")
+
+    stub.SummaryWriter = SummaryWriter  # type: ignore[attr-defined]
+    sys.modules["torch.utils.tensorboard"] = stub
+    return [
+        f"torch.utils.tensorboard (tensorboard is not installed; stubbed in sys.modules by {script}, for "
+        "training/monitor.py's import of SummaryWriter, which only its Monitor uses)"
+    ]
+
+
+def compare(ours: torch.Tensor, theirs: torch.Tensor) -> dict[str, float]:
+    """How close two tensors of the same shape are: cosine, max |difference|, and max |theirs| for scale."""
+    a, b = ours.detach().double().flatten().cpu(), theirs.detach().double().flatten().cpu()
+    norms = float(a.norm() * b.norm())
+    return {
+        "cosine": float(a @ b) / norms if norms > 0 else float("nan"),
+        "max_abs_diff": float((a - b).abs().max()) if a.numel() else 0.0,
+        "max_abs": float(b.abs().max()) if b.numel() else 0.0,
+    }
+
+
+def median_ratio(num: list[float], den: list[float]) -> float:
+    """The median of per-repeat ratios (each pair measured back to back)."""
+    return statistics.median(a / b for a, b in zip(num, den, strict=True))

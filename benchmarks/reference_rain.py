@@ -18,7 +18,6 @@ norms and saturations, gradient norms: one host sync each per batch). Prints one
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -42,6 +41,7 @@ from _common import (
     make_library,
     mirror_head,
     reference_dir,
+    stub_tensorboard,
     summary,
     synchronize,
     timed,
@@ -64,22 +64,7 @@ def import_reference(ref_dir: Path) -> tuple[types.SimpleNamespace, list[str]]:
             f"--reference-dir {ref_dir}: not an export of rain-neuromorphics/energy-based-learning "
             f"(missing {', '.join(missing)}); {EXPORT_HINT}"
         )
-    stubs = []
-    # training/monitor.py (home of its Optimizer) imports SummaryWriter at import time; only its Monitor
-    # uses it, and this benchmark builds no Monitor. Without tensorboard installed, stub that one module.
-    if importlib.util.find_spec("tensorboard") is None:
-        stub = types.ModuleType("torch.utils.tensorboard")
-
-        class SummaryWriter:  # never instantiated here
-            def __init__(self, *args: object, **kwargs: object) -> None:
-                raise RuntimeError("tensorboard stub (benchmarks/reference_rain.py): not available")
-
-        stub.SummaryWriter = SummaryWriter  # type: ignore[attr-defined]
-        sys.modules["torch.utils.tensorboard"] = stub
-        stubs.append(
-            "torch.utils.tensorboard (tensorboard is not installed; stubbed in sys.modules by this script, "
-            "for training/monitor.py's import of SummaryWriter, which only its Monitor uses)"
-        )
+    stubs = stub_tensorboard("benchmarks/reference_rain.py")
     sys.path.insert(0, str(ref_dir))
     # Its datasets.py (torchvision) is not imported: the batches are made here.
     from model.function.cost import SquaredError
