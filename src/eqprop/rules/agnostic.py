@@ -18,7 +18,7 @@ from eqprop._types import State
 from eqprop.costs import Cost
 from eqprop.errors import ConfigError, DivergenceError
 from eqprop.physical import Homeostat, HomeostaticSystem, PhysicalSystem, SpringCoupled, has_homeostat
-from eqprop.rules.base import Estimate, Rule, raise_if_diverged
+from eqprop.rules.base import ContrastRule, Estimate, raise_if_diverged
 from eqprop.solvers.base import Solver, solve
 from eqprop.systems.base import EnergySystem
 
@@ -91,7 +91,7 @@ def agnostic_step(
 
 
 @dataclass(frozen=True)
-class AgnosticEqProp(Rule):
+class AgnosticEqProp(ContrastRule):
     r"""Agnostic EqProp (AEqprop): parameters are physical variables held by springs ``‖θ − u‖²/(2ε)`` to knobs.
 
     Phase 1 relaxes at ``β₁`` and a homeostatic controller sets the knobs so that θ is at rest; phase 2 clamps
@@ -176,41 +176,6 @@ class AgnosticEqProp(Rule):
                 )
             return {n: float(self.epsilon[n]) * self.epsilon_scale for n in names}
         return {n: float(self.epsilon) * self.epsilon_scale for n in names}
-
-    def gradients(
-        self,
-        system: EnergySystem,
-        cost: Cost,
-        solver: Solver,
-        x: Tensor,
-        y: Tensor,
-        *,
-        nudged_solver: Solver | None = None,
-        init: State | None = None,
-    ) -> Estimate:
-        return self._estimate(system, cost, solver, x, y, nudged_solver, init, out=None)
-
-    def compute_gradients(
-        self,
-        system: EnergySystem,
-        cost: Cost,
-        solver: Solver,
-        x: Tensor,
-        y: Tensor,
-        *,
-        nudged_solver: Solver | None = None,
-        init: State | None = None,
-    ) -> Estimate:
-        """:meth:`gradients`, written into ``.grad``: the displacement sensor writes straight into the existing
-        buffers (clone the estimate's tensors to keep them; the next call overwrites them)."""
-        out = {
-            n: p.grad
-            for n, p in system.named_parameters()
-            if p.grad is not None and p.grad.shape == p.shape and p.grad.dtype == p.dtype
-        }
-        est = self._estimate(system, cost, solver, x, y, nudged_solver, init, out=out)
-        est.write_grad(system, cost)
-        return est
 
     def _estimate(
         self,

@@ -14,7 +14,7 @@ from eqprop.errors import DivergenceError
 from eqprop.solvers.base import Equilibrium, Solver
 from eqprop.systems.base import EnergySystem
 
-__all__ = ["Estimate", "Rule", "named_parameters"]
+__all__ = ["ContrastRule", "Estimate", "Rule", "named_parameters"]
 
 
 def named_parameters(system: EnergySystem, cost: Cost | None) -> dict[str, nn.Parameter]:
@@ -104,6 +104,61 @@ class Rule(metaclass=ABCMeta):
     ) -> Estimate:
         """:meth:`gradients`, then write them into ``.grad``: call ``optimizer.step()`` next."""
         est = self.gradients(system, cost, solver, x, y, nudged_solver=nudged_solver, init=init)
+        est.write_grad(system, cost)
+        return est
+
+
+class ContrastRule(Rule):
+    """A rule whose estimate is a contrast the system computes in place: :meth:`compute_gradients` hands
+    the existing ``.grad`` buffers to :meth:`_estimate`, which writes the contrasts straight into them (no
+    copy of θ-sized tensors); parameters without a buffer yet get theirs from ``write_grad``. The estimate's
+    system gradients are then the ``.grad`` tensors themselves (the next call overwrites them): clone them
+    to keep them."""
+
+    @abstractmethod
+    def _estimate(
+        self,
+        system: EnergySystem,
+        cost: Cost,
+        solver: Solver,
+        x: Tensor,
+        y: Tensor,
+        nudged_solver: Solver | None,
+        init: State | None,
+        out: dict[str, Tensor] | None,
+    ) -> Estimate:
+        """The estimate; with ``out`` (name → buffer), the system's contrasts are written into the buffers."""
+
+    def gradients(
+        self,
+        system: EnergySystem,
+        cost: Cost,
+        solver: Solver,
+        x: Tensor,
+        y: Tensor,
+        *,
+        nudged_solver: Solver | None = None,
+        init: State | None = None,
+    ) -> Estimate:
+        return self._estimate(system, cost, solver, x, y, nudged_solver, init, out=None)
+
+    def compute_gradients(
+        self,
+        system: EnergySystem,
+        cost: Cost,
+        solver: Solver,
+        x: Tensor,
+        y: Tensor,
+        *,
+        nudged_solver: Solver | None = None,
+        init: State | None = None,
+    ) -> Estimate:
+        out = {
+            n: p.grad
+            for n, p in system.named_parameters()
+            if p.grad is not None and p.grad.shape == p.shape and p.grad.dtype == p.dtype
+        }
+        est = self._estimate(system, cost, solver, x, y, nudged_solver, init, out=out)
         est.write_grad(system, cost)
         return est
 

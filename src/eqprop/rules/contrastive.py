@@ -23,7 +23,7 @@ from torch import Tensor
 from eqprop._types import State
 from eqprop.costs import Cost
 from eqprop.errors import ConfigError
-from eqprop.rules.base import Estimate, Rule, raise_if_diverged
+from eqprop.rules.base import ContrastRule, Estimate, raise_if_diverged
 from eqprop.solvers.base import Equilibrium, Solver, solve
 from eqprop.systems.base import EnergySystem
 
@@ -33,7 +33,7 @@ Variant = Literal["positive", "negative", "centered"]
 VARIANTS: tuple[str, ...] = ("positive", "negative", "centered")
 
 
-class _OutputClamping(Rule):
+class _OutputClamping(ContrastRule):
     """What CL and CpL share: clamp the output at ``o* + β_i·(y − o*)`` for two ``β_i``, contrast ``∂E/∂θ``.
 
     Subclasses give :attr:`betas`, the pair ``(β₁, β₂)`` of clamping fractions (0 = the free output,
@@ -46,41 +46,6 @@ class _OutputClamping(Rule):
     @abstractmethod
     def betas(self) -> tuple[float, float]:
         """``(β₁, β₂)``: where each phase clamps the output, as a fraction of the way from ``o*`` to ``y``."""
-
-    def gradients(
-        self,
-        system: EnergySystem,
-        cost: Cost,
-        solver: Solver,
-        x: Tensor,
-        y: Tensor,
-        *,
-        nudged_solver: Solver | None = None,
-        init: State | None = None,
-    ) -> Estimate:
-        return self._estimate(system, cost, solver, x, y, nudged_solver, init, out=None)
-
-    def compute_gradients(
-        self,
-        system: EnergySystem,
-        cost: Cost,
-        solver: Solver,
-        x: Tensor,
-        y: Tensor,
-        *,
-        nudged_solver: Solver | None = None,
-        init: State | None = None,
-    ) -> Estimate:
-        """:meth:`gradients`, written into ``.grad`` (the contrasts go straight into the existing buffers,
-        as in :meth:`EqProp.compute_gradients`): clone the estimate's tensors to keep them."""
-        out = {
-            n: p.grad
-            for n, p in system.named_parameters()
-            if p.grad is not None and p.grad.shape == p.shape and p.grad.dtype == p.dtype
-        }
-        est = self._estimate(system, cost, solver, x, y, nudged_solver, init, out=out)
-        est.write_grad(system, cost)
-        return est
 
     def _estimate(
         self,

@@ -12,7 +12,7 @@ from torch import Tensor
 from eqprop._types import State
 from eqprop.costs import Cost
 from eqprop.errors import ConfigError
-from eqprop.rules.base import Estimate, Rule, cost_param_grads, raise_if_diverged
+from eqprop.rules.base import ContrastRule, Estimate, cost_param_grads, raise_if_diverged
 from eqprop.solvers.base import Equilibrium, Solver, solve
 from eqprop.systems.base import EnergySystem
 
@@ -23,7 +23,7 @@ VARIANTS: tuple[str, ...] = ("positive", "negative", "centered")
 
 
 @dataclass(frozen=True)
-class EqProp(Rule):
+class EqProp(ContrastRule):
     r"""Equilibrium Propagation (Scellier & Bengio 2017; thesis §2.3):
 
     .. math::
@@ -66,43 +66,6 @@ class EqProp(Rule):
     def betas(self) -> tuple[float, float]:
         b = float(self.beta)
         return {"positive": (0.0, b), "negative": (-b, 0.0), "centered": (-b, b)}[self.variant]
-
-    def gradients(
-        self,
-        system: EnergySystem,
-        cost: Cost,
-        solver: Solver,
-        x: Tensor,
-        y: Tensor,
-        *,
-        nudged_solver: Solver | None = None,
-        init: State | None = None,
-    ) -> Estimate:
-        return self._estimate(system, cost, solver, x, y, nudged_solver, init, out=None)
-
-    def compute_gradients(
-        self,
-        system: EnergySystem,
-        cost: Cost,
-        solver: Solver,
-        x: Tensor,
-        y: Tensor,
-        *,
-        nudged_solver: Solver | None = None,
-        init: State | None = None,
-    ) -> Estimate:
-        """:meth:`gradients`, written into ``.grad``. The estimate's system gradients are then the ``.grad``
-        tensors themselves (the next call overwrites them): clone them to keep them."""
-        # The Hebbian contrasts are written straight into the existing `.grad` buffers (no copy of θ-sized
-        # tensors); parameters without one yet get theirs from write_grad.
-        out = {
-            n: p.grad
-            for n, p in system.named_parameters()
-            if p.grad is not None and p.grad.shape == p.shape and p.grad.dtype == p.dtype
-        }
-        est = self._estimate(system, cost, solver, x, y, nudged_solver, init, out=out)
-        est.write_grad(system, cost)
-        return est
 
     def _estimate(
         self,
