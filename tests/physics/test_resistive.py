@@ -238,3 +238,20 @@ def test_runs_on_float32_and_moves_its_diode_bounds_with_the_module():
     assert net.variables[0].bounds[0].dtype == torch.float64
     eq = solve(net, torch.rand(3, 5, dtype=torch.float64), BlockCoordinate(10))
     assert eq.state[0].dtype == torch.float64
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.4])
+def test_equilibrium_kkt_residual_is_the_kirchhoff_imbalance(beta):
+    """``Equilibrium.kkt_residual`` (generic, any system) is the circuit's current imbalance in amperes at
+    β = 0, agrees with the independent autograd check, and shrinks to round-off as the sweeps converge."""
+    net, x, y = make_drn(sizes=(6, 10, 8, 3))
+    cost = SquaredError()
+    rough = solve(net, x, BlockCoordinate(3), cost=cost, y=y, beta=beta)
+    exact = solve(net, x, BlockCoordinate(300), cost=cost, y=y, beta=beta)
+    if beta == 0.0:
+        torch.testing.assert_close(rough.kkt_residual, net.kcl_residual(x, rough.state))
+    assert float(rough.kkt_residual.max()) == pytest.approx(
+        kkt_violation(rough.problem, rough.state), rel=1e-9
+    )
+    assert float(rough.kkt_residual.min()) > 1e-4
+    assert float(exact.kkt_residual.max()) < 1e-12

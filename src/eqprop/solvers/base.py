@@ -13,7 +13,7 @@ from torch import Tensor
 from eqprop._types import State
 from eqprop.costs import Cost
 from eqprop.errors import ConfigError, ConvergenceError, DivergenceError
-from eqprop.systems.base import EnergySystem
+from eqprop.systems.base import EnergySystem, kkt_residual
 
 __all__ = ["Equilibrium", "SolveStats", "Solver", "TotalEnergy", "solve"]
 
@@ -208,6 +208,17 @@ class Equilibrium:
     @property
     def energy(self) -> Tensor:
         return self.problem.energy(self.state)
+
+    @property
+    def kkt_residual(self) -> Tensor:
+        """How far the state is from a minimum of ``F`` over the boxes, per example: the largest ``|∂F/∂s|`` of
+        a unit inside its box, ``max(∓∂F/∂s, 0)`` of a unit on a lower / upper bound, and the distance of a
+        unit outside its box. 0 exactly at an equilibrium. For a resistive network ``∂E/∂V`` is minus the net
+        current into a node, so this is the largest Kirchhoff imbalance (or diode-complementarity violation)
+        in amperes. Computed on demand (one gradient evaluation)."""
+        with torch.no_grad():
+            grads = self.problem.grad(self.state)
+        return kkt_residual(self.state, grads, self.problem.system.variables)
 
 
 class Solver(metaclass=ABCMeta):

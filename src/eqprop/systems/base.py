@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from eqprop._types import Bound, State, Variable
 from eqprop.errors import ConfigError
 
-__all__ = ["EnergySystem"]
+__all__ = ["EnergySystem", "kkt_residual"]
 
 
 class EnergySystem(nn.Module, metaclass=ABCMeta):
@@ -212,3 +212,19 @@ class EnergySystem(nn.Module, metaclass=ABCMeta):
 
     def _label(self) -> str:
         return type(self).__name__
+
+
+def kkt_residual(state: Sequence[Tensor], grads: Sequence[Tensor], variables: Sequence[Variable]) -> Tensor:
+    """The largest violation of the optimality conditions of ``min F`` over the variables' boxes, per example,
+    given ``grads = ∂F/∂s`` at ``state``: ``|g|`` for a unit inside its box, ``max(−g, 0)`` on a lower bound,
+    ``max(g, 0)`` on an upper bound, and the distance of a unit outside its box. 0 exactly at a minimum."""
+    worst = state[0].new_zeros(state[0].shape[0])
+    for s, g, v in zip(state, grads, variables, strict=True):
+        lo, hi = v.bounds
+        viol = g.abs()
+        if lo is not None:
+            viol = torch.where(s <= lo, (-g).clamp_min(0), viol).maximum((lo - s).clamp_min(0))
+        if hi is not None:
+            viol = torch.where(s >= hi, g.clamp_min(0), viol).maximum((s - hi).clamp_min(0))
+        worst = torch.maximum(worst, viol.flatten(1).amax(1))
+    return worst

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from eqprop._types import Bound, State, Variable
 from eqprop.errors import ConfigError
-from eqprop.systems.base import EnergySystem
+from eqprop.systems.base import EnergySystem, kkt_residual
 
 __all__ = ["Netlist", "ResistiveCircuit"]
 
@@ -326,21 +326,8 @@ class ResistiveCircuit(EnergySystem):
         """The largest Kirchhoff-current imbalance (or diode-complementarity violation) at a free node, per
         example, in amperes."""
         with torch.no_grad():
-            grads = self.state_grad(x, state)
-        out = x.new_zeros(x.shape[0])
-        for v, grad, var in zip(state, grads, self.variables, strict=True):
-            inflow = -grad
-            lo, hi = var.bounds
-            if lo is None:
-                worst = inflow.abs()
-            else:
-                assert isinstance(lo, Tensor) and isinstance(hi, Tensor)
-                worst = torch.where(
-                    v <= lo, inflow.clamp_min(0), torch.where(v >= hi, (-inflow).clamp_min(0), inflow.abs())
-                )
-                worst = torch.maximum(worst, (lo - v).clamp_min(0)).maximum((v - hi).clamp_min(0))
-            out = torch.maximum(out, worst.amax(1))
-        return out
+            grads = self.state_grad(x, state)  # ∂E/∂V = −(net current into the node)
+        return kkt_residual(state, grads, self.variables)
 
     # -- fast paths -------------------------------------------------------------------------------------------------
     @property

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from eqprop._types import Bound, State, Variable
 from eqprop.errors import ConfigError
-from eqprop.systems.base import EnergySystem
+from eqprop.systems.base import EnergySystem, kkt_residual
 from eqprop.systems.netlist import Netlist
 
 __all__ = ["DeepResistive"]
@@ -241,27 +241,9 @@ class DeepResistive(EnergySystem):
         a node held at 0 by its diode the net current must flow the way the diode conducts (complementarity);
         and no node may sit on the wrong side of its diode.
         """
-        out = x.new_zeros(x.shape[0])
         with torch.no_grad():
             grads = self.state_grad(x, state)  # ∂E/∂V = −(net current into the node)
-        for v, grad, var in zip(state, grads, self.variables, strict=True):
-            inflow = -grad
-            lo, hi = var.bounds
-            if lo is None and hi is None:
-                worst = inflow.abs()
-            else:
-                assert isinstance(lo, Tensor) and isinstance(hi, Tensor)
-                at_lo = v <= lo
-                at_hi = v >= hi
-                # a diode holding a node at its bound can only supply current in one direction (∂E/∂V ≥ 0 at
-                # a lower bound: the network may only draw current out of the node there)
-                worst = torch.where(
-                    at_lo, inflow.clamp_min(0), torch.where(at_hi, (-inflow).clamp_min(0), inflow.abs())
-                )
-                worst = torch.maximum(worst, (lo - v).clamp_min(0))
-                worst = torch.maximum(worst, (v - hi).clamp_min(0))
-            out = torch.maximum(out, worst.amax(1))
-        return out
+        return kkt_residual(state, grads, self.variables)
 
     # -- fast paths -----------------------------------------------------------------------------------------
     def prepare(self, x: Tensor) -> tuple[Tensor, ...]:
