@@ -196,6 +196,7 @@ class ConvHopfield(EnergySystem):
             ]
         )
         self.biases = nn.ParameterList(nn.Parameter(torch.zeros(s[0])) for s in layer_shapes)
+        self._folds: dict[tuple[int, torch.dtype, torch.device], Tensor] = {}  # see _pool_kernel
         self.reset_parameters(generator)
         self._block_bounds: tuple[Bounds, ...] = tuple(
             self.output_bounds if k == n_weights - 1 else self.hidden_bounds for k in range(n_weights)
@@ -234,10 +235,67 @@ class ConvHopfield(EnergySystem):
         return self._block_bounds[k]
 
     # -- the interactions -------------------------------------------------------------------------------------
-    def _conv_pool(self, j: int, below: Tensor) -> Tensor:
-        """``Pool(W_j ⋆ below)``: the forward drive of conv layer ``j`` (0-based), ``(batch, C, H, W)``."""
+    def _pool_kernel(self, j: int) -> Tensor:
+        """Average pooling folded into conv ``j``'s kernel: ``W'_j = W_j ∗ box₂/4``, ``(C_out, C_in, k+1, k+1)``.
+
+        ``AvgPool₂(W ⋆ s) = W' ⋆ s`` with stride 2, and ``Conv2dᵀ(Poolᵀ(s), W)`` is the stride-2 transposed
+        convolution of ``s`` with ``W'``: the same sums in a different order, on 4× fewer output positions
+        (and no pooling or upsampling pass). One small matmul, ``W'[u, v] = ¼ Σ_{a,b ∈ {0,1}} W[u−a, v−b]``;
+        it follows the weight's autograd graph like any other expression of it.
+        """
+        w = self.weights[j]
+        c_out, c_in, k, _ = w.shape
+        return (w.reshape(c_out * c_in, k * k) @ self._fold(w)).view(c_out, c_in, k + 1, k + 1)
+
+    def _fold(self, w: Tensor) -> Tensor:
+        """The linear map of :meth:`_pool_kernel` on flattened ``k×k`` kernels, ``(k², (k+1)²)``: ``kron(A, A)ᵀ``
+        with ``A[u, i] = ½`` for ``u − i ∈ {0, 1}`` (built once per kernel size, dtype and device)."""
+        k = w.shape[-1]
+        key = (k, w.dtype, w.device)
+        fold = self._folds.get(key)
+        if fold is None:
+            a = torch.zeros(k + 1, k, dtype=w.dtype, device=w.device)
+            idx = torch.arange(k, device=w.device)
+            a[idx, idx] = 0.5
+            a[idx + 1, idx] = 0.5
+            fold = self._folds[key] = torch.kron(a, a).t().contiguous()
+        return fold
+
+    def _weight_correlation(self, j: int, below: Tensor, above: Tensor) -> Tensor:
+        """``Σ_n below ⋆ Poolᵀ(above)``, shaped like ``W_j``: the correlation in ``∂E/∂W_j``. ``above`` is on the
+        pooled grid for average pooling (the correlation with the folded kernel, then the fold's adjoint) and
+        already un-pooled (on the conv grid, at the argmax) for max pooling."""
+        w = self.weights[j]
+        if self.pool != "avg":
+            return conv2d_weight(below, w.shape, above, padding=self.padding[j])
+        c_out, c_in, k, _ = w.shape
+        g = conv2d_weight(below, (c_out, c_in, k + 1, k + 1), above, stride=2, padding=self.padding[j])
+        return (g.reshape(c_out * c_in, (k + 1) ** 2) @ self._fold(w).t()).view(w.shape)
+
+    def _conv_pool(self, j: int, below: Tensor, kernel: Tensor | None = None) -> Tensor:
+        """``Pool(W_j ⋆ below)``: the forward drive of conv layer ``j`` (0-based), ``(batch, C, H, W)``.
+        ``kernel``: ``self._pool_kernel(j)`` if already computed (average pooling only)."""
+        if self.pool == "avg":
+            w = self._pool_kernel(j) if kernel is None else kernel
+            return F.conv2d(below, w, stride=2, padding=self.padding[j])
         z = F.conv2d(below, self.weights[j], padding=self.padding[j])
-        return F.avg_pool2d(z, 2) if self.pool == "avg" else F.max_pool2d(z, 2)
+        return F.max_pool2d(z, 2)
+
+    def _pool_feedback(self, j: int, above: Tensor, kernel: Tensor | None = None) -> Tensor:
+        """``W_jᵀ Poolᵀ(above)`` for average pooling: the feedback of conv layer ``j`` onto the layer below, as
+        one stride-2 transposed convolution (an odd conv output gets its unpooled last row / column back
+        through ``output_padding``)."""
+        w = self._pool_kernel(j) if kernel is None else kernel
+        hc, wc = self._conv_sizes[j]
+        return F.conv_transpose2d(
+            above, w, stride=2, padding=self.padding[j], output_padding=(hc % 2, wc % 2)
+        )
+
+    def _kernels(self, k: int) -> dict[int, Tensor]:
+        """The folded kernels that layer ``k``'s field needs (average pooling), computed once per closure."""
+        if self.pool != "avg":
+            return {}
+        return {j: self._pool_kernel(j) for j in (k, k + 1) if 1 <= j < self._m}
 
     def _unpool(self, j: int, s: Tensor, below: Tensor) -> Tensor:
         """``Poolᵀ(s)`` for conv layer ``j``: ``s`` spread back onto the conv output grid, ``(batch, C, Hc, Wc)``.
@@ -255,17 +313,23 @@ class ConvHopfield(EnergySystem):
             up = F.pad(up, (0, wc - up.shape[-1], 0, hc - up.shape[-2]))
         return up
 
-    def _coupling(self, k: int, state: State) -> Tensor:
-        """The neighbour terms of ``h_k`` (without its bias or input drive); a fresh tensor."""
+    def _coupling(self, k: int, state: State, kernels: Mapping[int, Tensor] | None = None) -> Tensor:
+        """The neighbour terms of ``h_k`` (without its bias or input drive); a fresh tensor.
+        ``kernels``: ``self._kernels(k)``, if already computed."""
         m, n = self._m, len(state)
+        avg = self.pool == "avg"
+        if avg and kernels is None:
+            kernels = self._kernels(k)
         h: Tensor | None = None
         if 0 < k < m:
-            h = self._conv_pool(k, state[k - 1])
+            h = self._conv_pool(k, state[k - 1], kernels.get(k) if kernels else None)
         elif k >= m:  # dense; the first one reads the flattened last conv layer
             h = state[k - 1].flatten(1) @ self.weights[k].t()
         if k + 1 < n:
             above = state[k + 1]
-            if k + 1 < m:
+            if k + 1 < m and avg:
+                fb = self._pool_feedback(k + 1, above, kernels.get(k + 1) if kernels else None)
+            elif k + 1 < m:
                 fb = F.conv_transpose2d(
                     self._unpool(k + 1, above, state[k]), self.weights[k + 1], padding=self.padding[k + 1]
                 )
@@ -316,9 +380,10 @@ class ConvHopfield(EnergySystem):
             const = const * scale
         lo, hi = self._block_bounds[k]
         bounded = lo is not None or hi is not None
+        kernels = self._kernels(k)  # the parameters are fixed during a relaxation
 
         def update(state: State) -> Tensor:  # hot loop: the neighbour convs, then in-place ops
-            h = self._coupling(k, state)
+            h = self._coupling(k, state, kernels)
             if not unit:
                 h = h.mul_(scale)
             h = h.add_(const)
@@ -342,10 +407,9 @@ class ConvHopfield(EnergySystem):
         c = -1.0 / x.shape[0]
         grads: dict[str, Tensor] = {}
         for j, (below, s) in enumerate(zip((x, *state[:-1]), state, strict=True)):
-            w = self.weights[j]
             if j < self._m:
-                up = self._unpool(j, s, below)
-                grads[f"weights.{j}"] = conv2d_weight(below, w.shape, up, padding=self.padding[j]).mul_(c)
+                up = s if self.pool == "avg" else self._unpool(j, s, below)
+                grads[f"weights.{j}"] = self._weight_correlation(j, below, up).mul_(c)
                 grads[f"biases.{j}"] = s.sum((0, 2, 3)).mul_(c)
             else:
                 grads[f"weights.{j}"] = (s.t() @ below.flatten(1)).mul_(c)
@@ -367,22 +431,27 @@ class ConvHopfield(EnergySystem):
         (and, for max pooling, the same argmax) in both states, so its contrast is ``x ⋆ Poolᵀ(s_a − s_b)``.
         """
         c = scale / x.shape[0]
+        avg = self.pool == "avg"  # the correlations take the pooled-grid factors as they are
         grads: dict[str, Tensor] = {}
-        for j, w in enumerate(self.weights):
+        for j in range(len(self.weights)):
             a, b = state_a[j], state_b[j]
             if j == 0:
                 below = x
-                above = self._unpool(0, (a - b).mul_(c), x)
+                above = (a - b).mul_(c) if avg else self._unpool(0, (a - b).mul_(c), x)
             elif j < self._m:
                 below = torch.cat((state_a[j - 1], state_b[j - 1]))
-                above = torch.cat(
-                    (self._unpool(j, a * c, state_a[j - 1]), self._unpool(j, b * -c, state_b[j - 1]))
+                above = (
+                    torch.cat((a * c, b * -c))
+                    if avg
+                    else torch.cat(
+                        (self._unpool(j, a * c, state_a[j - 1]), self._unpool(j, b * -c, state_b[j - 1]))
+                    )
                 )
             else:
                 below = torch.cat((state_a[j - 1], state_b[j - 1])).flatten(1)
                 above = torch.cat((a * c, b * -c))
             if j < self._m:
-                grads[f"weights.{j}"] = conv2d_weight(below, w.shape, above, padding=self.padding[j])
+                grads[f"weights.{j}"] = self._weight_correlation(j, below, above)
                 grads[f"biases.{j}"] = (a - b).sum((0, 2, 3)).mul_(c)
             else:
                 grads[f"weights.{j}"] = above.t() @ below
