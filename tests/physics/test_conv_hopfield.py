@@ -319,3 +319,28 @@ def test_contrast_of_a_state_with_itself_is_zero_and_detached(gen):
     grads: dict[str, Tensor] = net.param_grad_difference(x, state, state)
     assert all(not g.requires_grad for g in grads.values())
     assert all(float(g.abs().max()) <= 1e-15 for g in grads.values())
+
+
+@pytest.mark.parametrize("pool", ["avg", "max"])
+def test_contrast_of_states_relaxed_under_bf16_autocast_is_in_the_parameters_dtype(pool):
+    """Under autocast the relaxed states come out bf16 while the clamped input stays float32; the weight
+    contrast must still run (it used to fail in the input conv's correlation) and land in θ's dtype."""
+    from eqprop import BlockCoordinate, ConvHopfield, SquaredError, solve
+
+    gen = torch.Generator().manual_seed(0)
+    net = ConvHopfield((1, 12, 12), [4], [5], kernel_size=3, padding=1, pool=pool, generator=gen)
+    x = torch.rand(3, 1, 12, 12, generator=gen)
+    y = torch.tensor([0, 1, 2])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        free = solve(net, x, BlockCoordinate(5))
+        nudged = solve(net, x, BlockCoordinate(5), cost=SquaredError(), y=y, beta=0.5, init=free.state)
+    states_a = tuple(s.to(torch.bfloat16) for s in free.state)
+    states_b = tuple(s.to(torch.bfloat16) for s in nudged.state)
+    grads = net.param_grad_difference(x, states_a, states_b, scale=2.0)
+    for name, p in net.named_parameters():
+        assert grads[name].dtype == p.dtype and bool(torch.isfinite(grads[name]).all()), name
+    exact = net.param_grad_difference(
+        x, tuple(s.float() for s in states_a), tuple(s.float() for s in states_b), scale=2.0
+    )
+    for name in exact:
+        torch.testing.assert_close(grads[name], exact[name], rtol=1e-5, atol=1e-6)

@@ -432,6 +432,10 @@ class ConvHopfield(EnergySystem):
         """
         c = scale / x.shape[0]
         avg = self.pool == "avg"  # the correlations take the pooled-grid factors as they are
+        dtype = self.weights[0].dtype  # states relaxed under autocast may be bf16: contrast in θ's dtype
+        x = x.to(dtype)
+        state_a = tuple(s.to(dtype) for s in state_a)
+        state_b = tuple(s.to(dtype) for s in state_b)
         grads: dict[str, Tensor] = {}
         for j in range(len(self.weights)):
             a, b = state_a[j], state_b[j]
