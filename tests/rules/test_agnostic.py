@@ -982,7 +982,7 @@ def test_cli_trains_the_conv_aeqprop_preset(fake_data: Path, tmp_path: Path):
             "weights.0": 2.048,
             "weights.1": 0.016,
             "weights.2": 0.008,
-            "biases.0": 0.000222,
+            "biases.0": 0.032 / 144,
             "biases.1": 0.0005,
             "biases.2": 0.002,
         }
