@@ -150,7 +150,8 @@ def preset_config(channels: tuple[int, ...] | None) -> Any:
 def useful_flops_per_step(system: Any, batch: int, sweeps: int) -> float:
     """Nominal FLOPs of one training step: per sweep two passes (the field and the feedback) of every conv and
     dense layer but the input conv, whose drive is computed once per step; the contrast and optimizer are left
-    out. The library's max-pool path recomputes each conv once more per sweep for the argmax (not counted)."""
+    out. (The library's max-pool path used to recompute each conv once more per sweep for the argmax, which was
+    not counted; it now reuses the drive's, see maxpool_reuse.py.)"""
     per_sweep = 0.0
     for j, w in enumerate(system.weights):
         if j < system._m:

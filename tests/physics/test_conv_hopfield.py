@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 from functools import partial
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from eqprop import (
@@ -22,7 +25,7 @@ from eqprop import (
     solve,
 )
 from eqprop.systems import ConvHopfield
-from helpers import DESCENT_ORDERS, cosine, default_dtype, kkt_violation, random_state, rel_err
+from helpers import ALL_ORDERS, DESCENT_ORDERS, cosine, default_dtype, kkt_violation, random_state, rel_err
 
 TOL = 1e-10
 POOLS = ("avg", "max")
@@ -344,3 +347,207 @@ def test_contrast_of_states_relaxed_under_bf16_autocast_is_in_the_parameters_dty
     )
     for name in exact:
         torch.testing.assert_close(grads[name], exact[name], rtol=1e-5, atol=1e-6)
+
+
+# -- max pooling: the drive's argmax reused by the feedback ------------------------------------------------------
+# Three conv layers, so that conv layers sit in both odd-even colours and one has conv layers on both sides:
+# 2×16×16 → conv3(pad 1) → 4×16×16 → pool → 4×8×8 → 5×4×4 → 6×2×2 → dense 5 → dense 3.
+TIES = {"input_shape": (2, 16, 16), "channels": [4, 5, 6], "dense": [5, 3], "kernel_size": 3, "padding": 1}
+
+
+def tie_problem(layout: str, dtype: torch.dtype, seed: int = 7, batch: int = 3):
+    """A max-pool net with many exact ties in its pooling windows: biases ``U(−1.5, 0.5)`` put most hidden
+    units on the box's lower bound 0, the top half of every image and of every conv layer's initial state is
+    black, and the rest of the initial state is 60% exact zeros, so ``W ⋆ s`` is exactly 0 over every all-zero
+    patch (a 2×2 window of equal maxima). With the default seed, ties remain after 25 sweeps of every order,
+    free or nudged, in float32 and float64."""
+    gen = torch.Generator().manual_seed(seed)
+    kwargs = TIES if layout == "ties" else LAYOUTS[layout]
+    net = ConvHopfield(**kwargs, pool="max", gains=2.0, generator=gen).to(dtype)
+    with torch.no_grad():
+        for b in net.biases:
+            b.uniform_(-1.5, 0.5, generator=gen)
+    x = torch.rand(batch, *net.input_shape, generator=gen, dtype=dtype)
+    x[:, :, : x.shape[2] // 2] = 0
+    y = torch.randint(0, net.dense[-1], (batch,), generator=gen)
+    init = [s.to(dtype) * (torch.rand(s.shape, generator=gen) > 0.6) for s in random_state(net, batch, gen)]
+    for s in init[: len(net.channels)]:
+        s[:, :, : s.shape[2] // 2] = 0
+    return net, x, y, tuple(init)
+
+
+def tied_windows(net: ConvHopfield, state) -> int:
+    """How many 2×2 pooling windows of ``W_j ⋆ s_{j−1}`` (conv layers j ≥ 2) hold their maximum more than once."""
+    count = 0
+    for j in range(1, len(net.channels)):
+        z = F.conv2d(state[j - 1], net.weights[j].detach(), padding=net.padding[j])
+        z = z[..., : z.shape[-2] // 2 * 2, : z.shape[-1] // 2 * 2]
+        pooled = F.max_pool2d(z, 2)
+        top = z == F.interpolate(pooled, scale_factor=2.0, mode="nearest")
+        count += int((F.avg_pool2d(top.to(z.dtype), 2) * 4 > 1).sum())
+    return count
+
+
+def count_convs(monkeypatch) -> list[int]:
+    """Count the calls of ``F.conv2d`` (the forward convolutions; the feedback is ``conv_transpose2d``)."""
+    calls = [0]
+    conv2d = F.conv2d
+
+    def counting(*args, **kwargs):
+        calls[0] += 1
+        return conv2d(*args, **kwargs)
+
+    monkeypatch.setattr(F, "conv2d", counting)
+    return calls
+
+
+def relax(net, x, y, init, order, kind, sweeps, *, reuse: bool) -> tuple[Tensor, ...]:
+    """``sweeps`` block sweeps of a free, nudged or clamped problem, with or without the argmax memo."""
+    net._reuse_argmax = reuse
+    if kind == "free":
+        problem = TotalEnergy(net, x)
+    elif kind == "nudged":
+        problem = TotalEnergy(net, x, cost=SquaredError(), y=y, beta=0.3)
+    else:  # the middle conv layer held at its initial value: its update returns the same tensor every sweep
+        problem = TotalEnergy(net, x, clamp={1: init[1]})
+    sweep = BlockCoordinate(order=order).make_sweep(problem)
+    state = init
+    with torch.no_grad():  # as `solve` runs it (with autograd on, every convolution is recomputed)
+        for _ in range(sweeps):
+            state = sweep(state)
+    return state
+
+
+@pytest.mark.parametrize("kind", ["free", "nudged", "clamped"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("order", ALL_ORDERS)
+@pytest.mark.parametrize("layout", ["ties", "2c"])
+def test_argmax_reuse_is_bit_identical_to_recomputing_it(layout, order, dtype, kind, monkeypatch):
+    net, x, y, init = tie_problem(layout, dtype)
+    calls = count_convs(monkeypatch)
+    sweeps = 25
+    fast = relax(net, x, y, init, order, kind, sweeps, reuse=True)
+    fast_convs, calls[0] = calls[0], 0
+    slow = relax(net, x, y, init, order, kind, sweeps, reuse=False)
+    assert all(torch.equal(a, b) for a, b in zip(fast, slow, strict=True))
+    assert all(a.dtype == dtype for a in fast)
+    # The recomputation is gone: one convolution per conv layer j ≥ 2 and sweep instead of two (plus the
+    # input's in `prepare`, and the first sweep's misses). A held layer's drive is computed once.
+    pooled_convs = len(net.channels) - 1
+    if kind != "clamped":
+        assert calls[0] == 1 + 2 * pooled_convs * sweeps
+        assert fast_convs <= 1 + pooled_convs * (sweeps + 1)
+    else:
+        assert fast_convs <= calls[0] - (sweeps - 1) * (layout == "ties")
+    # Exact ties were there to break, at the start and at the end (most units sit at 0).
+    if layout == "ties":
+        assert tied_windows(net, init) > 0 and tied_windows(net, fast) > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("order", DESCENT_ORDERS)
+def test_block_sweeps_with_reused_argmax_never_increase_the_energy(order, dtype):
+    net, x, y, init = tie_problem("ties", dtype)
+    for beta in (0.0, 0.3):
+        problem = TotalEnergy(net, x, cost=SquaredError(), y=y, beta=beta)
+        sweep = BlockCoordinate(order=order).make_sweep(problem)  # one set of closures: the memo is used
+        with torch.no_grad():
+            state, f = init, problem.energy(init)
+            tol = 1e-12 if dtype == torch.float64 else 1e-5 * float(f.abs().max())
+            for _ in range(20):
+                state = sweep(state)
+                f_new = problem.energy(state)
+                assert (f_new <= f + tol).all(), (f_new - f).max()
+                f = f_new
+            assert tied_windows(net, state) > 0
+
+
+def test_argmax_memo_recomputes_after_in_place_changes():
+    # The memo is keyed on the tensor object *and* its version counter, and on the weight's: writing into a
+    # state or a weight between sweeps must not reuse the argmax of the old values.
+    @torch.no_grad()
+    def run(reuse: bool) -> tuple[Tensor, ...]:
+        net, x, _, init = tie_problem("ties", torch.float64, seed=5)
+        net._reuse_argmax = reuse
+        sweep = BlockCoordinate(order="odd-even").make_sweep(TotalEnergy(net, x))
+        gen = torch.Generator().manual_seed(0)
+        state = sweep(init)
+        for layer in (0, 1):
+            state = sweep(state)
+            with torch.no_grad():
+                state[layer].copy_(torch.rand(state[layer].shape, generator=gen, dtype=torch.float64))
+        state = sweep(state)
+        with torch.no_grad():
+            net.weights[1].mul_(-1.0)
+            net.weights[2].copy_(torch.randn(net.weights[2].shape, generator=gen, dtype=torch.float64))
+        for _ in range(3):
+            state = sweep(state)
+        return state
+
+    assert all(torch.equal(a, b) for a, b in zip(run(True), run(False), strict=True))
+
+
+def test_argmax_memo_is_off_under_autograd(monkeypatch):
+    # Backprop through the solver runs the sweeps with autograd on: every convolution is recomputed (the
+    # graph is the one of block_field), and the states are the same.
+    net, x, _, init = tie_problem("ties", torch.float64)
+    calls = count_convs(monkeypatch)
+    problem = TotalEnergy(net, x)
+    sweep = BlockCoordinate(order="odd-even").make_sweep(problem)
+    with torch.enable_grad():
+        state = init
+        for _ in range(4):
+            state = sweep(state)
+    assert calls[0] == 1 + 2 * 2 * 4
+    assert state[0].requires_grad
+    net._reuse_argmax = False
+    slow = relax(net, x, None, init, "odd-even", "free", 4, reuse=False)
+    assert all(torch.equal(a.detach(), b) for a, b in zip(state, slow, strict=True))
+
+
+def test_argmax_memo_under_autocast_and_inference_mode():
+    # Whole relaxations under bf16 autocast and under inference mode (whose tensors have no version counter:
+    # nothing is remembered for them) come out as when recomputing.
+    net, x, _, init = tie_problem("ties", torch.float32)
+
+    def run(reuse: bool) -> list[tuple[Tensor, ...]]:
+        net._reuse_argmax = reuse
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = solve(net, x, BlockCoordinate(8, "forward"), init=init).state
+        with torch.inference_mode():
+            inference = solve(net, x, BlockCoordinate(8), init=init).state
+        return [bf16, inference]
+
+    for fast, slow in zip(run(True), run(False), strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(fast, slow, strict=True))
+    assert run(True)[0][0].dtype == torch.bfloat16
+
+
+@torch.no_grad()
+def test_argmax_memo_keys_on_the_autocast_dtype():
+    # The same state read with and without autocast: the convolution runs in a different dtype, so the
+    # remembered pooling of one is not reused for the other.
+    net, x, _, init = tie_problem("ties", torch.float32)
+    memo = net._argmax_memo(1, net.prepare(x))
+    assert memo is not None
+    s = init[0]
+    exact = F.max_pool2d(F.conv2d(s, net.weights[1], padding=1), 2, return_indices=True)
+    for autocast in (False, True, False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            pooled, idx = memo.pool(1, s)
+            again = memo.pool(1, s)
+            assert again[0] is pooled and again[1] is idx  # reused within the same setting
+        assert pooled.dtype == (torch.bfloat16 if autocast else torch.float32)
+        if not autocast:
+            assert torch.equal(pooled, exact[0]) and torch.equal(idx, exact[1])
+
+
+def test_a_system_with_a_memo_copies_and_pickles():
+    net, x, _, _ = tie_problem("ties", torch.float64)
+    eq = solve(net, x, BlockCoordinate(5))  # the memo lives with eq's closures
+    for other in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
+        assert other._memo_handoff.ref is None
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(solve(other, x, BlockCoordinate(5)).state, eq.state, strict=True)
+        )

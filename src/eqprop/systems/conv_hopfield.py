@@ -11,6 +11,7 @@ References:
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
@@ -64,6 +65,75 @@ def _fmt(shape: Sequence[int]) -> str:
     return "×".join(map(str, shape))
 
 
+if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4: one query per device type
+
+    def _autocast_dtype(device_type: str) -> torch.dtype | None:
+        return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+
+else:  # pragma: no cover (torch < 2.4)
+
+    def _autocast_dtype(device_type: str) -> torch.dtype | None:
+        if device_type == "cpu":
+            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+
+
+class _ArgmaxMemo:
+    """The max pooling of a conv layer's drive, ``(MaxPool(W_j ⋆ s_{j−1}), its argmax)``, remembered per conv
+    layer ``j`` for the block-update closures of one relaxation (:meth:`ConvHopfield.block_minimizer`).
+
+    Layer ``j``'s update pools ``W_j ⋆ s_{j−1}``, and layer ``j−1``'s update needs the argmax of that same
+    pooling to route ``s_j`` back (``Poolᵀ``). In an odd-even, forward or backward sweep ``s_{j−1}`` does not
+    change between the two, and in a synchronous one both read the same old state: whichever update comes
+    first computes the convolution, the other reuses it. An entry is used only for the very tensor object it
+    was computed from, at the same version counter (no in-place change since), with the same weight object
+    at the same version and the same autocast dtype; otherwise the convolution is recomputed. The values and
+    indices are those of ``F.max_pool2d(z, 2, return_indices=True)``, which is also what ``F.max_pool2d(z, 2)``
+    computes (it discards the indices), so the states are bit-identical to recomputing (ties included).
+    """
+
+    __slots__ = ("__weakref__", "drive", "entries", "last_k", "system")
+
+    def __init__(self, system: ConvHopfield, drive: tuple[Tensor, ...]) -> None:
+        self.system = system
+        self.drive = drive  # the relaxation's drive (see ConvHopfield._argmax_memo)
+        self.last_k = -1
+        self.entries: dict[
+            int, tuple[Tensor, Tensor, tuple[int, int, torch.dtype | None], Tensor, Tensor]
+        ] = {}
+
+    def pool(self, j: int, below: Tensor) -> tuple[Tensor, Tensor]:
+        """``(MaxPool₂(W_j ⋆ below), argmax)``; the values must not be modified in place (they may be reused)."""
+        system = self.system
+        w = system.weights[j]
+        if below.is_inference():  # no version counter to key on: recompute, remember nothing
+            return F.max_pool2d(F.conv2d(below, w, padding=system.padding[j]), 2, return_indices=True)
+        key = (below._version, w._version, _autocast_dtype(below.device.type))
+        entry = self.entries.get(j)
+        if entry is not None and entry[0] is below and entry[1] is w and entry[2] == key:
+            return entry[3], entry[4]
+        pooled, idx = F.max_pool2d(F.conv2d(below, w, padding=system.padding[j]), 2, return_indices=True)
+        self.entries[j] = (below, w, key, pooled, idx)
+        return pooled, idx
+
+
+class _MemoHandoff:
+    """A weak reference to the argmax memo of the relaxation whose closures are being built, so that the
+    ``block_minimizer`` calls of one relaxation share it; the memo itself lives as long as those closures.
+    A copy or a pickle of the system gets an empty one."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self) -> None:
+        self.ref: weakref.ref[_ArgmaxMemo] | None = None
+
+    def __reduce__(self) -> tuple[type[_MemoHandoff], tuple[()]]:
+        return (_MemoHandoff, ())
+
+    def __deepcopy__(self, memo: dict[int, object]) -> _MemoHandoff:
+        return _MemoHandoff()
+
+
 class ConvHopfield(EnergySystem):
     r"""A layered Hopfield network on images: input ``x = s₀`` clamped, conv layers ``s₁ … s_m`` (each a
     stride-1 convolution followed by 2×2 pooling), then dense layers ``s_{m+1} … s_L`` (the last is the output).
@@ -91,6 +161,9 @@ class ConvHopfield(EnergySystem):
       non-negative hidden box (the default ``[0, 1]``) ``−⟨max-pool(·), s_{k+1}⟩`` is concave in ``s_k``,
       so the step minimises a majorant of ``E`` that touches it at the current state, and ``E`` still never
       increases along a block sweep; its fixed points satisfy the KKT conditions with the argmax there.
+      Within a relaxation, the update of ``s_k`` takes that argmax from the pooling that the update of
+      ``s_{k+1}`` computed from the same ``s_k`` (see :meth:`block_minimizer`): the same states, with one
+      convolution fewer per sweep for each conv layer after the first.
 
     Args:
         input_shape: ``(C₀, H, W)`` of the clamped input.
@@ -197,6 +270,7 @@ class ConvHopfield(EnergySystem):
         )
         self.biases = nn.ParameterList(nn.Parameter(torch.zeros(s[0])) for s in layer_shapes)
         self._folds: dict[tuple[int, torch.dtype, torch.device], Tensor] = {}  # see _pool_kernel
+        self._memo_handoff = _MemoHandoff()  # see _argmax_memo
         self.reset_parameters(generator)
         self._block_bounds: tuple[Bounds, ...] = tuple(
             self.output_bounds if k == n_weights - 1 else self.hidden_bounds for k in range(n_weights)
@@ -313,16 +387,26 @@ class ConvHopfield(EnergySystem):
             up = F.pad(up, (0, wc - up.shape[-1], 0, hc - up.shape[-2]))
         return up
 
-    def _coupling(self, k: int, state: State, kernels: Mapping[int, Tensor] | None = None) -> Tensor:
+    def _coupling(
+        self,
+        k: int,
+        state: State,
+        kernels: Mapping[int, Tensor] | None = None,
+        memo: _ArgmaxMemo | None = None,
+    ) -> Tensor:
         """The neighbour terms of ``h_k`` (without its bias or input drive); a fresh tensor.
-        ``kernels``: ``self._kernels(k)``, if already computed."""
+        ``kernels``: ``self._kernels(k)``, if already computed. ``memo`` (max pooling, no autograd): the
+        relaxation's :class:`_ArgmaxMemo`, to reuse a pooling and its argmax computed from the same state."""
         m, n = self._m, len(state)
         avg = self.pool == "avg"
         if avg and kernels is None:
             kernels = self._kernels(k)
         h: Tensor | None = None
         if 0 < k < m:
-            h = self._conv_pool(k, state[k - 1], kernels.get(k) if kernels else None)
+            if memo is None:
+                h = self._conv_pool(k, state[k - 1], kernels.get(k) if kernels else None)
+            else:  # may be a remembered tensor: only read below (h + fb is out of place)
+                h = memo.pool(k, state[k - 1])[0]
         elif k >= m:  # dense; the first one reads the flattened last conv layer
             h = state[k - 1].flatten(1) @ self.weights[k].t()
         if k + 1 < n:
@@ -330,9 +414,12 @@ class ConvHopfield(EnergySystem):
             if k + 1 < m and avg:
                 fb = self._pool_feedback(k + 1, above, kernels.get(k + 1) if kernels else None)
             elif k + 1 < m:
-                fb = F.conv_transpose2d(
-                    self._unpool(k + 1, above, state[k]), self.weights[k + 1], padding=self.padding[k + 1]
-                )
+                if memo is None:
+                    up = self._unpool(k + 1, above, state[k])
+                else:
+                    idx = memo.pool(k + 1, state[k])[1]
+                    up = F.max_unpool2d(above, idx, 2, output_size=self._conv_sizes[k + 1])
+                fb = F.conv_transpose2d(up, self.weights[k + 1], padding=self.padding[k + 1])
             else:
                 fb = (above @ self.weights[k + 1]).view(state[k].shape)
             h = fb if h is None else h + fb
@@ -373,7 +460,14 @@ class ConvHopfield(EnergySystem):
     def block_minimizer(
         self, k: int, drive: tuple[Tensor, ...], *, shift: Tensor | None = None, scale: float | Tensor = 1.0
     ) -> Callable[[State], Tensor]:
-        """``clip(scale·(h_k + shift))`` with ``scale·(drive_k + shift)`` folded into one constant per relaxation."""
+        """``clip(scale·(h_k + shift))`` with ``scale·(drive_k + shift)`` folded into one constant per relaxation.
+
+        With max pooling the closures of one relaxation (the calls with the same ``drive``, ``k`` increasing)
+        share an :class:`_ArgmaxMemo`: the convolution ``W_j ⋆ s_{j−1}`` that layer ``j``'s update pools also
+        gives the argmax that layer ``j−1``'s update needs (``Poolᵀ``), as long as ``s_{j−1}`` is the same tensor,
+        unchanged. That saves one of the three convolution-sized products per sweep of each conv layer after
+        the first, and the states are bit-identical to recomputing it (``block_field``). Not with autograd on.
+        """
         const = drive[k] if shift is None else drive[k] + shift
         unit = isinstance(scale, float) and scale == 1.0
         if not unit:
@@ -381,15 +475,37 @@ class ConvHopfield(EnergySystem):
         lo, hi = self._block_bounds[k]
         bounded = lo is not None or hi is not None
         kernels = self._kernels(k)  # the parameters are fixed during a relaxation
+        memo = self._argmax_memo(k, drive)
 
         def update(state: State) -> Tensor:  # hot loop: the neighbour convs, then in-place ops
-            h = self._coupling(k, state, kernels)
+            # With autograd on (backprop through the solver) every convolution is recomputed, as in block_field.
+            h = self._coupling(k, state, kernels, None if memo is None or torch.is_grad_enabled() else memo)
             if not unit:
                 h = h.mul_(scale)
             h = h.add_(const)
             return h.clamp_(lo, hi) if bounded else h
 
         return update
+
+    _reuse_argmax: bool = True
+    """Max pooling: share the drive's argmax with the feedback within a relaxation (False: recompute it, as
+    ``block_field`` does; for tests and benchmarks)."""
+
+    def _argmax_memo(self, k: int, drive: tuple[Tensor, ...]) -> _ArgmaxMemo | None:
+        """The argmax memo for layer ``k``'s closure: the one of the relaxation being built (same ``drive``, a
+        larger ``k`` than the last call: ``TotalEnergy`` builds its closures in order), else a new one. ``None``
+        when layer ``k`` touches no pooled convolution of a state (average pooling; ``W₁ ⋆ x`` is in ``drive``)."""
+        if self.pool != "max" or not self._reuse_argmax or not (0 < k < self._m or k + 1 < self._m):
+            return None
+        handoff = getattr(self, "_memo_handoff", None)
+        if handoff is None:  # a system unpickled from before the memo existed
+            handoff = self._memo_handoff = _MemoHandoff()
+        memo = None if handoff.ref is None else handoff.ref()
+        if memo is None or memo.drive is not drive or k <= memo.last_k:
+            memo = _ArgmaxMemo(self, drive)
+            handoff.ref = weakref.ref(memo)
+        memo.last_k = k
+        return memo
 
     def block_curvature(self, k: int) -> float:
         return 1.0
