@@ -126,8 +126,12 @@ class SquaredError(Cost):
         super().check_beta(beta)
         a: float | Tensor = 1.0
         if system is not None and system.has_block_minimizer:
-            with torch.no_grad():  # only the value is needed: the system's cached curvature, no graph
-                a = system.block_curvature(self.target_index % len(system.variables))
+            k = self.target_index % len(system.variables)
+            if torch.is_grad_enabled():
+                with torch.no_grad():  # only the value is needed: the system's cached curvature, no graph
+                    a = system.block_curvature(k)
+            else:  # already off (inside a rule or `solve`): no context to enter
+                a = system.block_curvature(k)
         if isinstance(a, Tensor):
             seen = self._smallest_curvature
             if seen is not None and seen[0] is a and seen[1] == a._version:

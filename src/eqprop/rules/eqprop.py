@@ -79,10 +79,10 @@ class EqProp(ContrastRule):
         out: dict[str, Tensor] | None,
     ) -> Estimate:
         b1, b2 = self.betas
-        for b in (b1, b2):
-            cost.check_beta(b, system)
         nudged_solver = solver if nudged_solver is None else nudged_solver
         with torch.no_grad():
+            for b in (b1, b2):
+                cost.check_beta(b, system)
             drive = system.prepare(x)  # shared by the three phases: θ does not change within a step
             free = solve(system, x, solver, drive=drive, throw=False, init=init)
             if y.shape[0] != x.shape[0]:
@@ -113,7 +113,7 @@ class EqProp(ContrastRule):
             grads = {f"system.{n}": g for n, g in contrast.items()}
             loss = cost(free.state, target).mean()
             scores = cost.predict(free.state)
-        if any(True for _ in cost.parameters()):
+        if (cost._parameters or cost._modules) and any(True for _ in cost.parameters()):  # a readout
             with torch.enable_grad():
                 objective = (b2 * cost(hi.state, target).mean() - b1 * cost(lo.state, target).mean()) * scale
                 grads.update(cost_param_grads(cost, objective))

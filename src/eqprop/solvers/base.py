@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -115,26 +116,25 @@ class TotalEnergy:
 
     def _build_updates(self) -> list[Callable[[State], Tensor]]:
         system = self.system
+        nudged = self.nudged_index if self.nudged else None
         updates: list[Callable[[State], Tensor]] = []
         for k in range(len(system.variables)):
             if k in self.clamp:  # held fixed: its "minimiser" is the clamp value itself
                 updates.append(_held(self.clamp[k]))
                 continue
-            a = system.block_curvature(k)
-            if k == self.nudged_index and self.nudged:
+            if k == nudged:
                 assert self.cost is not None and self.target is not None
                 if self.cost.constant_nudge:
                     c, lin = self.cost.nudge(None, self.target)
                     updates.append(
                         system.block_minimizer(
-                            k, self.drive, shift=self.beta * lin, scale=1.0 / (a + self.beta * c)
+                            k, self.drive, shift=self.beta * lin, scale=system.block_scale(k, self.beta * c)
                         )
                     )
                 else:
-                    updates.append(self._moving_nudge_update(k, a))
-            else:
-                scale = 1.0 / a if not (isinstance(a, float) and a == 1.0) else 1.0
-                updates.append(system.block_minimizer(k, self.drive, scale=scale))
+                    updates.append(self._moving_nudge_update(k, system.block_curvature(k)))
+            else:  # the system's 1/a_k: computed once per parameter update where it caches it
+                updates.append(system.block_minimizer(k, self.drive, scale=system.block_scale(k)))
         return updates
 
     def _moving_nudge_update(self, k: int, a: float | Tensor) -> Callable[[State], Tensor]:
@@ -264,28 +264,46 @@ class Solver(metaclass=ABCMeta):
 
     def run(self, problem: TotalEnergy, state: State) -> tuple[State, SolveStats]:
         """Relax ``state``: ``iterations`` sweeps, or fewer once every example is within ``tol``."""
-        residual = within = None
-        done = 0
-        sweep = self.make_sweep(problem)
-        for it in range(1, self.iterations + 1):  # hot loop: no .item(), no allocation beyond the sweep
-            new = sweep(state)
-            last = it == self.iterations
-            checking = self.tol is not None and it % self.check_every == 0
-            if last or checking:
-                residual, within = _change(state, new, self.norm, self.tol)
-            state = new
-            done = it
-            if (
-                checking and not last and within is not None and bool(within.all())
-            ):  # host sync, every check_every
-                break
-        if residual is None:  # no sweep at all (iterations == 0)
+        n = self.iterations
+        sweep = self.make_sweep(problem)  # also where a solver refuses the problem, even for 0 sweeps
+        if n == 0:  # no sweep at all
             residual = state[0].new_zeros(state[0].shape[0])
+            converged = torch.ones_like(residual, dtype=torch.bool)
+            return state, SolveStats(
+                iterations=0, residual=residual, converged=converged, finite=_finite(state)
+            )
+        tol, norm = self.tol, self.norm
+        done = n
+        if tol is None:  # hot loop: the sweeps alone; the statistics of the last one only
+            for _ in range(n - 1):
+                state = sweep(state)
+            new = sweep(state)
+            residual, within = _change(state, new, norm, None)
+            state = new
+        else:
+            every = self.check_every
+            residual = within = None
+            for it in range(1, n + 1):  # no .item() but the tolerance check every `check_every` sweeps
+                new = sweep(state)
+                last = it == n
+                checking = it % every == 0
+                if last or checking:
+                    residual, within = _change(state, new, norm, tol)
+                state = new
+                if checking and not last and bool(within.all()):  # type: ignore[union-attr]  # host sync
+                    done = it
+                    break
+            assert residual is not None
         converged = within if within is not None else torch.ones_like(residual, dtype=torch.bool)
         # A non-finite unit makes the last sweep's change NaN or inf (NaN and inf persist through the
-        # updates), so the residual's finiteness is the state's, at the cost of one (batch,) op.
-        finite = torch.isfinite(residual) if done else _finite(state)
+        # updates), so the residual's finiteness is the state's. The residual is a largest or summed
+        # absolute change, >= 0 or NaN or +inf, so `residual < inf` is `isfinite(residual)` in one kernel
+        # (torch.isfinite is four).
+        finite = torch.lt(residual, _INF)
         return state, SolveStats(iterations=done, residual=residual, converged=converged, finite=finite)
+
+
+_INF = torch.tensor(math.inf)  # a 0-dim CPU tensor: a scalar operand on any device, no wrapping per call
 
 
 NORMS = ("max", "layer-l1")
@@ -294,22 +312,47 @@ NORMS = ("max", "layer-l1")
 def _change(old: State, new: State, norm: str, tol: float | None) -> tuple[Tensor, Tensor | None]:
     """``(residual, within)`` per example: the sweep's change, and whether it meets ``tol`` (see Solver;
     ``None`` without a tolerance)."""
+    l1 = norm == "layer-l1"
+    if not l1 and _concatenable(old, new):  # one sub, abs and amax for all the layers: fewer small kernels
+        residual = torch.sub(torch.cat(new, 1), torch.cat(old, 1)).abs_().amax(1)
+        return residual, (None if tol is None else residual <= tol)
     residual = None
     batch_ok = None
     for a, b in zip(old, new, strict=True):
-        d = (b - a).abs_().flatten(1)
-        r = d.amax(1) if norm == "max" else d.sum(1)
+        d = torch.sub(b, a).abs_()
+        if d.dim() != 2:
+            d = d.flatten(1)
+        r = d.sum(1) if l1 else d.amax(1)
         residual = r if residual is None else torch.maximum(residual, r)
-        if norm == "layer-l1" and tol is not None:
+        if l1 and tol is not None:
             ok = r.sum() <= tol  # summed over the batch too, as the AEqprop reference code does
             batch_ok = ok if batch_ok is None else batch_ok & ok
     assert residual is not None  # a system has at least one variable
     if tol is None:
         return residual, None
-    if norm == "layer-l1":
+    if l1:
         assert batch_ok is not None
         return residual, batch_ok.expand(residual.shape)
     return residual, residual <= tol
+
+
+_CONCAT_LIMIT = 1 << 14
+"""Largest state (elements, whole batch) whose change `_change` measures on the concatenated layers: there
+the kernel launches dominate; above it the copies would cost more than the launches they save."""
+
+
+def _concatenable(old: State, new: State) -> bool:
+    """Whether the largest change of ``new`` over ``old`` can be taken on the concatenated layers: several 2-D
+    layers of one dtype, small. (The maximum of the same absolute differences: the same residual, bit for bit.)"""
+    if len(new) < 2 or len(old) != len(new):
+        return False
+    dtype = new[0].dtype
+    size = 0
+    for a, b in zip(old, new, strict=True):
+        if a.dim() != 2 or b.dim() != 2 or a.dtype != dtype or b.dtype != dtype:
+            return False
+        size += b.numel()
+    return size <= _CONCAT_LIMIT
 
 
 def _finite(state: State) -> Tensor:
@@ -370,7 +413,10 @@ def solve(
         system.check_state(init, x.shape[0])
     if problem.clamp:
         init = tuple(problem.clamp.get(k, s) for k, s in enumerate(init))
-    with torch.no_grad():
+    if torch.is_grad_enabled():
+        with torch.no_grad():
+            state, stats = solver.run(problem, tuple(init))
+    else:  # already off (e.g. inside a rule): no context to enter
         state, stats = solver.run(problem, tuple(init))
     eq = Equilibrium(state=state, beta=problem.beta, stats=stats, problem=problem)
     if throw:

@@ -18,6 +18,12 @@ ORDERS: tuple[str, ...] = ("odd-even", "forward", "backward", "synchronous")
 
 
 @cache
+def _one_at_a_time(order: str, n: int) -> bool:
+    """Whether every group of ``order`` holds a single variable (e.g. odd-even on two layers)."""
+    return all(len(group) == 1 for group in _groups(order, n))
+
+
+@cache
 def _groups(order: str, n: int) -> tuple[tuple[int, ...], ...]:
     """Variables updated together, in sequence. Layers only touch their neighbours, so a group of
     non-adjacent layers updated from the same state is exact block Gauss–Seidel."""
@@ -90,6 +96,16 @@ class BlockCoordinate(Solver):
                                 f"{type(system).__name__} together, but they interact",
                                 hint="use order='forward' (block Gauss-Seidel in the system's order)",
                             )
+        if _one_at_a_time(self.order, len(updates)):  # e.g. odd-even on two layers
+            order = [(group[0], updates[group[0]]) for group in groups]
+
+            def sweep_each(state: State) -> State:  # hot loop: one closure call per layer, nothing else
+                s = list(state)  # the update closures only index the state, so the list is passed as is
+                for k, f in order:
+                    s[k] = f(s)  # type: ignore[arg-type]
+                return tuple(s)
+
+            return sweep_each
         plan = [(group, [updates[k] for k in group]) for group in groups]
 
         def sweep(state: State) -> State:  # hot loop: one closure call per layer, nothing else

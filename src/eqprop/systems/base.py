@@ -8,7 +8,8 @@ optional fast path with a generic autograd fallback, and the tests check that th
   computed once per batch and handed back to the other fast paths as ``drive``;
 - ``block_field(k, state, drive)`` and ``block_curvature(k)``: for energies that are quadratic in one
   variable given the others, ``E = ½·a‖s_k‖² − h_k·s_k + (terms without s_k)``; the exact block minimiser over
-  the box is then ``clip(h_k / a)``;
+  the box is then ``clip(h_k / a)``, with ``block_scale(k, shift)`` = ``1/(a + shift)`` its factor (which a
+  system with a per-unit curvature computes once per parameter update);
 - ``state_grad(x, state, drive)``: ∂E/∂s for every variable;
 - ``param_grad_difference(x, state_a, state_b)``: ∂E/∂θ(s_b) − ∂E/∂θ(s_a), batch mean — what EqProp needs.
 """
@@ -160,6 +161,16 @@ class EnergySystem(nn.Module, metaclass=ABCMeta):
     def block_curvature(self, k: int) -> float | Tensor:
         """The curvature ``a`` of the energy in variable ``k`` (a scalar or a per-unit tensor)."""
         raise self._no_block_minimizer()
+
+    def block_scale(self, k: int, shift: Any = None) -> float | Tensor:
+        """The ``scale`` that :meth:`block_minimizer` takes for variable ``k``: ``1/a`` (``shift=None``; exactly
+        ``1.0`` for a float curvature of 1), or ``1/(a + shift)`` for a nudged layer (``shift = β·c``, the cost's
+        curvature term), with ``a`` = :meth:`block_curvature`. Systems with a cached tensor curvature override
+        it to compute each reciprocal once per parameter update instead of once per relaxation."""
+        a = self.block_curvature(k)
+        if shift is None:
+            return 1.0 if isinstance(a, float) and a == 1.0 else 1.0 / a
+        return 1.0 / (a + shift)
 
     def state_grad(self, x: Tensor, state: State, drive: Any = None) -> State:
         """∂E/∂s for every variable (per example, not averaged). Generic path: autograd on :meth:`energy`."""

@@ -163,8 +163,9 @@ class DeepHopfield(EnergySystem):
 
         Computed once per batch: it is the largest matmul of a relaxation and does not change.
         """
-        first = torch.addmm(self.biases[0], x, self.weights[0].t())  # (batch, n1)
-        return (first, *self.biases[1:])
+        bs = list(self.biases._parameters.values())  # slicing a ParameterList builds a new Module
+        first = torch.addmm(bs[0], x, self.weights._parameters["0"].t())  # (batch, n1)
+        return (first, *bs[1:])
 
     @property
     def has_block_minimizer(self) -> bool:

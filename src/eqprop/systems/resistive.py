@@ -114,8 +114,11 @@ class DeepResistive(EnergySystem):
             hi = torch.cat((torch.full((half,), math.inf), torch.zeros(half)))
             self.register_buffer(f"_lower{k}", lo, persistent=False)
             self.register_buffer(f"_upper{k}", hi, persistent=False)
-        self._curvature_key: tuple[Any, ...] | None = None
-        self._curvature: tuple[Tensor, ...] = ()
+        # Values derived from the parameters or the input, each kept while what it came from is unchanged:
+        # "curvature" (key, a_k per layer; see _curvatures), "scales" ({(k, shift): 1/(a_k + shift)}, emptied
+        # with the curvatures; see block_scale) and "potentials" (x, its version, the gain, V_in; see
+        # _input_potentials). One dict, written in place: nn.Module.__setattr__ is slow.
+        self._memo: dict[str, Any] = {"curvature": (None, ()), "scales": {}, "potentials": None}
         # `variables` is read several times per relaxation: built once, rebuilt when a bounds buffer is
         # replaced (.to(), .double(), functional_call, ...), which the identity check below notices.
         self._variables_cache: tuple[tuple[int, ...], tuple[Variable, ...]] | None = None
@@ -154,7 +157,7 @@ class DeepResistive(EnergySystem):
     def constrain_parameters(self) -> None:
         """Conductances are physical: clip them at 0 after an update (``b`` is a signed current)."""
         with torch.no_grad():
-            for g in self.conductances:
+            for g in self.conductances._parameters.values():  # iterating a ParameterList is slow
                 g.clamp_(min=0.0)
 
     def layer_parameters(self) -> list[list[nn.Parameter]]:
@@ -170,6 +173,21 @@ class DeepResistive(EnergySystem):
     def input_potentials(self, x: Tensor) -> Tensor:
         """The potentials the input voltage sources impose: ``gain·(x, −x)``, shape ``(batch, 2·n_in)``."""
         return torch.cat((x, -x), dim=1).mul_(self.input_gain)
+
+    def _input_potentials(self, x: Tensor) -> Tensor:
+        """:meth:`input_potentials`, reused while ``x`` is the same unmodified tensor (``prepare`` and the
+        contrast of one training step read the same batch). Internal: the result must not be written to."""
+        memo = self._memo
+        cached = memo["potentials"]
+        gain = self.input_gain
+        if cached is not None and cached[0] is x and cached[1] == x._version and cached[2] == gain:
+            return cached[3]
+        v = self.input_potentials(x)
+        if x.requires_grad or torch.is_inference_mode_enabled():  # keep graphs and inference tensors out
+            memo["potentials"] = None
+        else:  # holds `x`, so that its identity stays unique while cached
+            memo["potentials"] = (x, x._version, gain, v)
+        return v
 
     def node_potentials(self, x: Tensor, state: State) -> Tensor:
         """Every node's potential in the numbering of :meth:`to_netlist` (ground first), ``(batch, N + 1)``."""
@@ -249,7 +267,7 @@ class DeepResistive(EnergySystem):
     def prepare(self, x: Tensor) -> tuple[Tensor, ...]:
         """The constant drive of each layer: ``g₀·V_in + b₁`` for the first, ``b_k`` for the others."""
         bs = list(self.biases._parameters.values())  # slicing a ParameterList builds a new Module
-        first = torch.addmm(bs[0], self.input_potentials(x), self.conductances._parameters["0"].t())
+        first = torch.addmm(bs[0], self._input_potentials(x), self.conductances._parameters["0"].t())
         return (first, *bs[1:])
 
     @property
@@ -257,32 +275,57 @@ class DeepResistive(EnergySystem):
         return True
 
     def _curvatures(self) -> tuple[Tensor, ...]:
-        """Total conductance at each node of each layer, cached until a conductance changes in place."""
-        gs = list(self.conductances._parameters.values())  # a dict read: iterating a ParameterList is slow
-        key = tuple((g.data_ptr(), g._version, g.dtype, g.device) for g in gs)
-        if key != self._curvature_key:
+        """Total conductance at each node of each layer, cached until a conductance changes in place (its
+        version), is replaced or moves (its storage, dtype or device: ``.to()``, ``load_state_dict``, ...)."""
+        gs = self.conductances._parameters  # a dict read: iterating a ParameterList is slow
+        key = tuple([(g.data_ptr(), g._version, g.dtype, g.device) for g in gs.values()])
+        memo = self._memo
+        cached = memo["curvature"]
+        if key != cached[0]:
+            gl = list(gs.values())
             with torch.no_grad():
                 curv = []
-                for k in range(len(gs)):
-                    a = gs[k].sum(1)
-                    if k + 1 < len(gs):
-                        a = a + gs[k + 1].sum(0)
+                for k in range(len(gl)):
+                    a = gl[k].sum(1)
+                    if k + 1 < len(gl):
+                        a = a + gl[k + 1].sum(0)
                     # A node whose conductances all vanish floats; the floor keeps the update defined (its
                     # potential is then set by its bias current alone and diverges if that is not zero).
                     curv.append(a.clamp_min(torch.finfo(a.dtype).tiny))
-            self._curvature, self._curvature_key = tuple(curv), key
-        return self._curvature
+            cached = memo["curvature"] = (key, tuple(curv))
+            memo["scales"] = {}  # derived from the old curvatures
+        return cached[1]
+
+    def _differentiable(self) -> bool:
+        """Whether the curvature must be built with the graph (backprop through the relaxation)."""
+        return torch.is_grad_enabled() and any(
+            g.requires_grad for g in self.conductances._parameters.values()
+        )
 
     def block_curvature(self, k: int) -> Tensor:
         """``a_k``: the total conductance at each node of layer ``k``, shape ``(n_k,)``."""
-        if torch.is_grad_enabled():
+        if self._differentiable():
             gs = list(self.conductances._parameters.values())
-            if any(g.requires_grad for g in gs):
-                a = gs[k].sum(1)  # differentiable (backprop through the relaxation)
-                if k + 1 < len(gs):
-                    a = a + gs[k + 1].sum(0)
-                return a.clamp_min(torch.finfo(a.dtype).tiny)
+            a = gs[k].sum(1)  # differentiable (backprop through the relaxation)
+            if k + 1 < len(gs):
+                a = a + gs[k + 1].sum(0)
+            return a.clamp_min(torch.finfo(a.dtype).tiny)
         return self._curvatures()[k]
+
+    def block_scale(self, k: int, shift: Any = None) -> float | Tensor:
+        """``1/a_k`` or ``1/(a_k + shift)``, computed as :meth:`EnergySystem.block_scale` does, once per
+        parameter update (cached with the curvatures) rather than once per relaxation."""
+        if (shift is not None and type(shift) is not float) or self._differentiable():
+            return super().block_scale(k, shift)
+        a = self._curvatures()[k]  # empties the scales first if the conductances changed
+        scales = self._memo["scales"]
+        scale = scales.get((k, shift))
+        if scale is None:
+            scale = 1.0 / a if shift is None else 1.0 / (a + shift)
+            if len(scales) >= 64:  # many nudging strengths without a parameter update: bound the cache
+                scales.clear()
+            scales[(k, shift)] = scale
+        return scale
 
     def block_field(self, k: int, state: State, drive: tuple[Tensor, ...]) -> Tensor:
         """``h_k = drive_k + g_k V_{k−1} + g_{k+1}ᵀ V_{k+1}``: the current the neighbours would push in."""
@@ -363,7 +406,7 @@ class DeepResistive(EnergySystem):
         out = {} if out is None else out
         batch = x.shape[0]
         c = scale / batch
-        v0 = self.input_potentials(x)
+        v0 = self._input_potentials(x)
         va = (v0, *state_a)
         vb = (v0, *state_b)
 
