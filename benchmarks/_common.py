@@ -231,3 +231,37 @@ def compare(ours: torch.Tensor, theirs: torch.Tensor) -> dict[str, float]:
 def median_ratio(num: list[float], den: list[float]) -> float:
     """The median of per-repeat ratios (each pair measured back to back)."""
     return statistics.median(a / b for a, b in zip(num, den, strict=True))
+
+
+RAIN_COMMON = {
+    "SquaredError": "model.function.cost:SquaredError",
+    "Network": "model.function.network:Network",
+    "Trainer": "training.epoch:Trainer",
+    "Optimizer": "training.monitor:Optimizer",
+    "AugmentedFunction": "training.sgd:AugmentedFunction",
+    "EquilibriumProp": "training.sgd:EquilibriumProp",
+}
+"""What every rain-neuromorphics side-by-side benchmark imports: attribute -> "module:name"."""
+
+
+def import_exported(
+    ref_dir: Path, needed: tuple[str, ...], hint: str, script: str, names: dict[str, str]
+) -> tuple[types.SimpleNamespace, list[str]]:
+    """Import :data:`RAIN_COMMON` and ``names`` (attribute -> ``"module:name"``, or ``"module"`` for the
+    module itself) from an export of rain-neuromorphics/energy-based-learning in ``ref_dir``; returns them
+    and what had to be stubbed. Its datasets.py (torchvision, downloads) is never imported: the benchmarks
+    make their batches themselves."""
+    missing = [p for p in needed if not (ref_dir / p).is_file()]
+    if missing:
+        raise SystemExit(
+            f"--reference-dir {ref_dir}: not an export of rain-neuromorphics/energy-based-learning "
+            f"(missing {', '.join(missing)}); {hint}"
+        )
+    stubs = stub_tensorboard(script)
+    sys.path.insert(0, str(ref_dir))
+    mods = types.SimpleNamespace()
+    for attr, where in {**RAIN_COMMON, **names}.items():
+        module, _, name = where.partition(":")
+        obj = importlib.import_module(module)
+        setattr(mods, attr, getattr(obj, name) if name else obj)
+    return mods, stubs

@@ -58,7 +58,7 @@ from typing import Any
 import torch
 
 import eqprop.rules.eqprop as eqprop_rule_module
-from _common import environment, load_average, mirror_head, reference_dir, stub_tensorboard, synchronize
+from _common import environment, import_exported, load_average, mirror_head, reference_dir, synchronize
 from eqprop.train.config import apply_overrides, build, load_preset
 from eqprop.train.loop import make_optimizer
 
@@ -399,34 +399,17 @@ def float64_estimate(base: tuple[Any, ...], batch: Batch, device: torch.device) 
 
 # -- the reference -----------------------------------------------------------------------------------------------
 def import_reference(ref_dir: Path) -> tuple[types.SimpleNamespace, list[str]]:
-    missing = [p for p in NEEDED if not (ref_dir / p).is_file()]
-    if missing:
-        raise SystemExit(
-            f"--reference-dir {ref_dir}: not an export of rain-neuromorphics/energy-based-learning "
-            f"(missing {', '.join(missing)}); {EXPORT_HINT}"
-        )
-    stubs = stub_tensorboard("benchmarks/dchn_speed.py")
-    sys.path.insert(0, str(ref_dir))
-    # Its datasets.py (torchvision, downloads) is not imported: the batches are made here.
-    from model.function.cost import SquaredError
-    from model.function.network import Network
-    from model.hopfield.minimizer import FixedPointMinimizer
-    from model.hopfield.network import ConvHopfieldEnergy32
-    from training.epoch import Trainer
-    from training.monitor import Optimizer
-    from training.sgd import AugmentedFunction, EquilibriumProp
-
-    mods = types.SimpleNamespace(
-        SquaredError=SquaredError,
-        Network=Network,
-        FixedPointMinimizer=FixedPointMinimizer,
-        ConvHopfieldEnergy32=ConvHopfieldEnergy32,
-        Trainer=Trainer,
-        Optimizer=Optimizer,
-        AugmentedFunction=AugmentedFunction,
-        EquilibriumProp=EquilibriumProp,
+    """Import the reference's modules from ``ref_dir``; returns them and what had to be stubbed."""
+    return import_exported(
+        ref_dir,
+        NEEDED,
+        EXPORT_HINT,
+        "benchmarks/dchn_speed.py",
+        {
+            "FixedPointMinimizer": "model.hopfield.minimizer:FixedPointMinimizer",
+            "ConvHopfieldEnergy32": "model.hopfield.network:ConvHopfieldEnergy32",
+        },
     )
-    return mods, stubs
 
 
 @dataclasses.dataclass

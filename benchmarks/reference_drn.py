@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 import types
 from dataclasses import dataclass
@@ -36,12 +35,12 @@ from _common import (
     batches,
     compare,
     environment,
+    import_exported,
     input_pool,
     load_average,
     median_ratio,
     mirror_head,
     reference_dir,
-    stub_tensorboard,
     summary,
     synchronize,
     timed,
@@ -78,34 +77,16 @@ NAMES = ("biases.0", "biases.1", "conductances.0", "conductances.1")  # the refe
 
 def import_reference(ref_dir: Path) -> tuple[types.SimpleNamespace, list[str]]:
     """Import the reference's modules from ``ref_dir``; returns them and what had to be stubbed."""
-    missing = [p for p in NEEDED if not (ref_dir / p).is_file()]
-    if missing:
-        raise SystemExit(
-            f"--reference-dir {ref_dir}: not an export of rain-neuromorphics/energy-based-learning "
-            f"(missing {', '.join(missing)}); {EXPORT_HINT}"
-        )
-    stubs = stub_tensorboard("benchmarks/reference_drn.py")
-    sys.path.insert(0, str(ref_dir))
-    # Its datasets.py (torchvision) is not imported: the batches are made here.
-    from model.function.cost import SquaredError
-    from model.function.network import Network
-    from model.resistive.minimizer import QuadraticMinimizer
-    from model.resistive.network import DeepResistiveEnergy
-    from training.epoch import Trainer
-    from training.monitor import Optimizer
-    from training.sgd import AugmentedFunction, EquilibriumProp
-
-    mods = types.SimpleNamespace(
-        SquaredError=SquaredError,
-        Network=Network,
-        QuadraticMinimizer=QuadraticMinimizer,
-        DeepResistiveEnergy=DeepResistiveEnergy,
-        Trainer=Trainer,
-        Optimizer=Optimizer,
-        AugmentedFunction=AugmentedFunction,
-        EquilibriumProp=EquilibriumProp,
+    return import_exported(
+        ref_dir,
+        NEEDED,
+        EXPORT_HINT,
+        "benchmarks/reference_drn.py",
+        {
+            "QuadraticMinimizer": "model.resistive.minimizer:QuadraticMinimizer",
+            "DeepResistiveEnergy": "model.resistive.network:DeepResistiveEnergy",
+        },
     )
-    return mods, stubs
 
 
 def build_reference(ref: Any, device: torch.device, input_gain: float, init: Any = None) -> tuple[Any, Any]:

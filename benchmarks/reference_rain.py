@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 import types
 from pathlib import Path
@@ -36,12 +35,12 @@ from _common import (
     SIZES,
     batches,
     environment,
+    import_exported,
     input_pool,
     load_average,
     make_library,
     mirror_head,
     reference_dir,
-    stub_tensorboard,
     summary,
     synchronize,
     timed,
@@ -58,36 +57,17 @@ NEEDED = ("model/hopfield/network.py", "training/epoch.py", "training/sgd.py", "
 
 def import_reference(ref_dir: Path) -> tuple[types.SimpleNamespace, list[str]]:
     """Import the reference's modules from ``ref_dir``; returns them and what had to be stubbed."""
-    missing = [p for p in NEEDED if not (ref_dir / p).is_file()]
-    if missing:
-        raise SystemExit(
-            f"--reference-dir {ref_dir}: not an export of rain-neuromorphics/energy-based-learning "
-            f"(missing {', '.join(missing)}); {EXPORT_HINT}"
-        )
-    stubs = stub_tensorboard("benchmarks/reference_rain.py")
-    sys.path.insert(0, str(ref_dir))
-    # Its datasets.py (torchvision) is not imported: the batches are made here.
-    from model.function.cost import SquaredError
-    from model.function.network import Network
-    from model.hopfield.minimizer import FixedPointMinimizer
-    from model.hopfield.network import DeepHopfieldEnergy
-    from training import statistics as ref_stats
-    from training.epoch import Trainer
-    from training.monitor import Optimizer
-    from training.sgd import AugmentedFunction, EquilibriumProp
-
-    mods = types.SimpleNamespace(
-        SquaredError=SquaredError,
-        Network=Network,
-        FixedPointMinimizer=FixedPointMinimizer,
-        DeepHopfieldEnergy=DeepHopfieldEnergy,
-        stats=ref_stats,
-        Trainer=Trainer,
-        Optimizer=Optimizer,
-        AugmentedFunction=AugmentedFunction,
-        EquilibriumProp=EquilibriumProp,
+    return import_exported(
+        ref_dir,
+        NEEDED,
+        EXPORT_HINT,
+        "benchmarks/reference_rain.py",
+        {
+            "FixedPointMinimizer": "model.hopfield.minimizer:FixedPointMinimizer",
+            "DeepHopfieldEnergy": "model.hopfield.network:DeepHopfieldEnergy",
+            "stats": "training.statistics",
+        },
     )
-    return mods, stubs
 
 
 def build_reference(ref, device: torch.device, init=None, dataset_size: int = 60000, with_stats=False):
