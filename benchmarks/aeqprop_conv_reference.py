@@ -50,6 +50,7 @@ from aeqprop_reference import (
     by_beta,
     import_reference,
     mean,
+    official_network,
 )
 from eqprop.data import load_idx_dataset
 from eqprop.train.config import apply_overrides, build, load_preset
@@ -67,32 +68,7 @@ Batches = list[tuple[torch.Tensor, torch.Tensor]]
 def build_reference(ref: Any, init: Any) -> tuple[Any, Any, dict]:
     """(network, Trainer, hparams) as run.py's __main__ builds them for ``--dataset FashionMNIST --architecture
     conv_avg`` with its CLI defaults; ``init``: our ConvHopfield, whose parameters are copied in."""
-    hp = ref.load_hyperparameters("FashionMNIST", "conv_avg")
-    network = ref.build_network(
-        layer_shapes=hp["layer_shapes"],
-        edges=hp["edges"],
-        weight_types=hp["weight_types"],
-        gains=hp["gains"],
-        weight_shapes=hp.get("weight_shapes"),  # run.py: hparams[...] if present, else None
-        paddings=hp.get("paddings"),
-        min_intervals=hp["min_intervals"],
-        max_intervals=hp["max_intervals"],
-        learning_rates_biases=hp["learning_rates_biases"],
-        learning_rates_weights=hp["learning_rates_weights"],
-        weight_penalty=hp["weight_penalty"],
-        weight_decay=hp["weight_decay"],
-    )
-    network.set_device("cpu")
-    network.thresholds = [hp["threshold"]] * network.num_layers
-    hp["training_mode"], hp["nudging"] = MODE, NUDGING
-    differentiator = ref.Aeqprop(network)
-    differentiator.training_mode = hp["training_mode"]
-    differentiator.nudging = hp["nudging"]
-    differentiator.max_iterations_first_phase = hp["max_iterations_first_phase"]
-    differentiator.max_iterations_second_phase = hp["max_iterations_second_phase"]
-    differentiator.max_iterations_params = hp["max_iterations_params"]
-    trainer = ref.Trainer(network, [], differentiator)
-    trainer.use_soft_targets = hp["use_soft_targets"]
+    network, trainer, hp = official_network(ref, "conv_avg")
     for param, tensor in zip(network.params(), reference_layout(init), strict=True):
         if tuple(param.state.shape) != tuple(tensor.shape):
             raise SystemExit(

@@ -92,10 +92,10 @@ def import_reference(ref_dir: Path) -> types.SimpleNamespace:
     )
 
 
-def build_reference(ref: types.SimpleNamespace, init: eqprop.DeepHopfield | None) -> tuple[Any, Any, dict]:
-    """(network, Trainer, hparams) exactly as run.py's __main__ for ``--dataset FashionMNIST --architecture 1h``
-    with its CLI defaults; ``init``: eqprop parameters copied in (same starting point)."""
-    hp = ref.load_hyperparameters("FashionMNIST", "1h")
+def official_network(ref: types.SimpleNamespace, architecture: str) -> tuple[Any, Any, dict]:
+    """(network, Trainer, hparams) exactly as run.py's __main__ builds them for ``--dataset FashionMNIST
+    --architecture ARCHITECTURE`` with its CLI defaults (``1h`` here, ``conv_avg`` in the conv benchmark)."""
+    hp = ref.load_hyperparameters("FashionMNIST", architecture)
     network = ref.build_network(
         layer_shapes=hp["layer_shapes"],
         edges=hp["edges"],
@@ -121,6 +121,12 @@ def build_reference(ref: types.SimpleNamespace, init: eqprop.DeepHopfield | None
     differentiator.max_iterations_params = hp["max_iterations_params"]
     trainer = ref.Trainer(network, [], differentiator)
     trainer.use_soft_targets = hp["use_soft_targets"]
+    return network, trainer, hp
+
+
+def build_reference(ref: types.SimpleNamespace, init: eqprop.DeepHopfield | None) -> tuple[Any, Any, dict]:
+    """The official 1h network and Trainer; ``init``: eqprop parameters copied in (same starting point)."""
+    network, trainer, hp = official_network(ref, "1h")
     if init is not None:
         for param, tensor in zip(network.params(), reference_layout(init), strict=True):
             param.state = tensor.clone()
