@@ -9,8 +9,9 @@ stderr and exits 2; tracebacks are kept for bugs. torch is imported inside the s
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from eqprop.errors import EqpropError
 
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a preset field, e.g. --set rule.beta=0.1 --set optimizer.lr=[0.1,0.05] (repeatable)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(run=_train)
+    p.set_defaults(run=_lazy("eqprop.cli.commands:train"))
 
     p = sub.add_parser(
         "eval",
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--device", help="cpu or cuda")
     p.add_argument("--batch-size", type=int, default=1000)
-    p.set_defaults(run=_eval)
+    p.set_defaults(run=_lazy("eqprop.cli.commands:evaluate_checkpoint"))
 
     p = sub.add_parser(
         "presets",
@@ -115,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         "architecture, rule, hyperparameters, measured and published numbers.",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.set_defaults(run=_presets)
+    p.set_defaults(run=_lazy("eqprop.cli.commands:presets"))
 
     p = sub.add_parser(
         "gradcheck",
@@ -153,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--json", action="store_true", help="print only the JSON result")
-    p.set_defaults(run=_gradcheck)
+    p.set_defaults(run=_lazy("eqprop.cli.commands:gradcheck"))
 
     p = sub.add_parser(
         "compare",
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print only the JSON result")
-    p.set_defaults(run=_compare)
+    p.set_defaults(run=_lazy("eqprop.cli.commands:compare"))
 
     p = sub.add_parser(
         "arch-thermo",
@@ -256,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-plots", action="store_true", help="write no PNG")
     p.add_argument("--json", action="store_true", help="print only the JSON result")
-    p.set_defaults(run=_arch_thermo)
+    p.set_defaults(run=_lazy("eqprop.cli.thermo:arch_thermo"))
 
     p = sub.add_parser(
         "arch-study",
@@ -274,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(run=_arch_study)
+    p.set_defaults(run=_lazy("eqprop.cli.thermo:arch_study"))
 
     p = sub.add_parser(
         "spice-check",
@@ -300,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--diode-n", type=float, default=1e-4, help="SPICE diode N (default %(default)g)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds for ngspice (default %(default)g)")
     p.add_argument("--netlist-out", metavar="FILE", help="also write the SPICE deck to FILE")
-    p.set_defaults(run=_spice_check)
+    p.set_defaults(run=_lazy("eqprop.cli.spice:spice_check"))
     return parser
 
 
@@ -319,49 +320,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _train(args: argparse.Namespace) -> int:
-    from eqprop.cli.commands import train
+def _lazy(target: str) -> Callable[[argparse.Namespace], int]:
+    """The subcommand ``"module:function"``, imported only when it runs (so ``eqprop --help`` stays instant)."""
 
-    return train(args)
+    def run(args: argparse.Namespace) -> int:
+        module, _, name = target.partition(":")
+        return int(getattr(importlib.import_module(module), name)(args))
 
-
-def _eval(args: argparse.Namespace) -> int:
-    from eqprop.cli.commands import evaluate_checkpoint
-
-    return evaluate_checkpoint(args)
-
-
-def _presets(args: argparse.Namespace) -> int:
-    from eqprop.cli.commands import presets
-
-    return presets(args)
-
-
-def _gradcheck(args: argparse.Namespace) -> int:
-    from eqprop.cli.commands import gradcheck
-
-    return gradcheck(args)
-
-
-def _compare(args: argparse.Namespace) -> int:
-    from eqprop.cli.commands import compare
-
-    return compare(args)
-
-
-def _arch_thermo(args: argparse.Namespace) -> int:
-    from eqprop.cli.thermo import arch_thermo
-
-    return arch_thermo(args)
-
-
-def _arch_study(args: argparse.Namespace) -> int:
-    from eqprop.cli.thermo import arch_study
-
-    return arch_study(args)
-
-
-def _spice_check(args: argparse.Namespace) -> int:
-    from eqprop.cli.spice import spice_check
-
-    return spice_check(args)
+    return run
