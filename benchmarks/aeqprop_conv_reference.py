@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,8 @@ from aeqprop_reference import (
     import_reference,
     mean,
     official_network,
+    rate_ours,
+    rate_reference,
 )
 from eqprop.data import load_idx_dataset
 from eqprop.train.config import apply_overrides, build, load_preset
@@ -126,22 +127,6 @@ def real_batches(n: int, seed: int) -> tuple[Batches, str]:
         out,
         f"Fashion-MNIST train (1×28×28 in [0, 1]), {n} batches of {BATCH} (a fixed random draw, seed {seed})",
     )
-
-
-def rate_ours(ours: Ours, data: Batches, counter: NudgedSweepCounter | None = None) -> float:
-    if counter is not None:
-        counter.sink = ours.nudged_sweeps
-    t0 = time.perf_counter()
-    for x, y in data:
-        ours.step(x, y)
-    return BATCH * len(data) / (time.perf_counter() - t0)
-
-
-def rate_reference(trainer: Any, data: Batches) -> float:
-    trainer._dataloader = data  # its Trainer.run iterates `for x, y in self._dataloader`
-    t0 = time.perf_counter()
-    trainer.run(verbose=False)
-    return BATCH * len(data) / (time.perf_counter() - t0)
 
 
 def _update(ours: Ours, batch: tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
