@@ -178,6 +178,15 @@ def test_svhn_wrong_shapes_and_non_mat_files_are_refused(tmp_path: Path) -> None
         read_svhn_mat(tmp_path / "c.mat")
 
 
+
+def test_svhn_matlab_v73_files_are_refused_with_the_reason(tmp_path: Path) -> None:
+    """A v7.3 MAT file is HDF5 behind a 128-byte MATLAB header whose version field is 0x0200; scipy refuses
+    it from the header alone, so the header is enough to exercise the branch."""
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, HDF5 schema 1.00 .".ljust(116, b" ")
+    (tmp_path / "train_32x32.mat").write_bytes(header + bytes(8) + b"\x00\x02" + b"IM" + bytes(512))
+    with pytest.raises(DataError, match="v7.3"):
+        read_svhn_mat(tmp_path / "train_32x32.mat")
+
 # --- load_dataset -----------------------------------------------------------------------------------------
 def test_load_dataset_scales_to_unit_range_and_flattens(tmp_path: Path) -> None:
     make_fake_cifar(tmp_path, "cifar10")
