@@ -184,7 +184,7 @@ def test_svhn_matlab_v73_files_are_refused_with_the_reason(tmp_path: Path) -> No
     it from the header alone, so the header is enough to exercise the branch."""
     header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, HDF5 schema 1.00 .".ljust(116, b" ")
     (tmp_path / "train_32x32.mat").write_bytes(header + bytes(8) + b"\x00\x02" + b"IM" + bytes(512))
-    with pytest.raises(DataError, match="v7.3"):
+    with pytest.raises(DataError, match=r"v7\.3"):
         read_svhn_mat(tmp_path / "train_32x32.mat")
 
 # --- load_dataset -----------------------------------------------------------------------------------------
