@@ -98,6 +98,11 @@ CASES: dict[str, tuple[str, list[str]]] = {
 }
 """label -> (preset, overrides). Every case trains 2 epochs of 10 batches (the schedule steps in between)."""
 
+V1_RUNS = HERE / "data" / "v1"
+"""Run folders written by the code before issue 10 (checkpoint format 1; 1 epoch of a 784-8-10 DHN by Adam, a
+784-8-10 AEqprop net in its optimistic mode, a conv AEqprop net with flips) on ``make_fake_fashion_mnist(n_train=64,
+n_test=16)``: resuming each for a second epoch must reach the weights the old code reached."""
+
 
 def _data(root: Path, dataset: str, batch: int, validation: int) -> Path:
     n_train, n_test = STEPS_PER_EPOCH * batch + validation, 24
@@ -145,23 +150,53 @@ def _digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def resume_v1(name: str, root: Path) -> dict[str, str]:
+    """Copy the format-1 run ``name`` under ``root``, resume it for a second epoch through the command line, and
+    return the digest of its weights."""
+    import shutil
+
+    from eqprop.cli import main as eqprop_main
+    from eqprop.train.checkpoint import load_checkpoint
+
+    data = (
+        make_fake_fashion_mnist(root / "v1-data", n_train=64, n_test=16)
+        if not (root / "v1-data").exists()
+        else root / "v1-data"
+    )
+    out = root / "v1" / name
+    shutil.copytree(V1_RUNS / name, out)
+    status = eqprop_main(
+        ["train", "--resume", str(out), "--epochs", "2", "--data-dir", str(data), "--no-progress"]
+    )
+    assert status == 0, f"resuming {name} exited with {status}"
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    return {part: _digest(ckpt[part]) for part in ("system", "cost")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--write", action="store_true", help=f"store the fingerprints in {STORED.name}")
+    parser.add_argument(
+        "--merge", action="store_true", help=f"with --write: update these cases in {STORED.name}"
+    )
     parser.add_argument("cases", nargs="*", help="labels to run (default: all)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.backends.mkldnn.enabled = False  # oneDNN picks kernels by CPU: use ATen's and MKL's instead
     torch.backends.nnpack.set_flags(False)
-    labels = args.cases or list(CASES)
+    labels = args.cases or [*CASES, *(f"resume-v1-{p.name}" for p in sorted(V1_RUNS.iterdir()))]
     result: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label in labels:
             began = time.perf_counter()
-            result[label] = fingerprint(label, Path(tmp))
+            if label.startswith("resume-v1-"):
+                result[label] = resume_v1(label.removeprefix("resume-v1-"), Path(tmp))
+            else:
+                result[label] = fingerprint(label, Path(tmp))
             print(f"{label}: {time.perf_counter() - began:.1f} s", file=sys.stderr)
     if args.write:
-        STORED.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        stored = json.loads(STORED.read_text(encoding="utf-8")) if args.merge else {}
+        STORED.write_text(json.dumps({**stored, **result}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     print(json.dumps(result))
     return 0
 
