@@ -38,7 +38,7 @@ PRESET = {
     "solver": f"BlockCoordinate(iterations={ITERATIONS}, order={ORDER!r}) for every phase",
     "rule": f"EqProp(beta={BETA}, variant='centered')",
     "optimizer": f"torch.optim.SGD(lr={LR})",
-    "step": "rule.compute_gradients(system, cost, solver, x, y) + optimizer.step()",
+    "step": "rule.gradients(system, cost, solver, x, y, out='grad') + optimizer.step()",
 }
 
 
@@ -53,7 +53,7 @@ class LibraryTrainer:
     optimizer: torch.optim.Optimizer
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.rule.compute_gradients(self.system, self.cost, self.solver, x, y)
+        self.rule.gradients(self.system, self.cost, self.solver, x, y, out="grad")
         self.optimizer.step()
 
 

@@ -14,8 +14,9 @@ biases 0.032/0.008/0.002, batch 16. Its step per mini-batch is timed as its ``Tr
 (``set_data`` with its warm start, ``Aeqprop.inference``, ``Aeqprop.training_step``) over in-memory batches, with
 no statistics attached.
 
-Ours: ``build(load_preset("fmnist-aeqprop-conv"))`` + ``make_optimizer``, the training loop's step
-(``rule.compute_gradients`` + ``optimizer.step()``, SGD at lr = ε·β per tensor), with the preset's options. The
+Ours: ``run = build(load_preset("fmnist-aeqprop-conv"))`` (``run.optimizer``), the training loop's step
+(``rule.gradients(..., out="grad")`` + ``optimizer.step()``, SGD at lr = ε·(β₂ − β₁) per tensor), with the preset's
+options (centered, ±β = ±0.25: the official nudging 0.5 is the spread β₂ − β₁). The
 preset's ε are the official ones rescaled for the official code's batch-scaling quirks (conv weight update ÷ C_in
 instead of ÷ batch, conv bias update with a spatial mean): see the preset's header. A third contender (skip it
 with ``--no-variant``) is the same preset with the official procedure's two options switched on
@@ -54,13 +55,14 @@ from aeqprop_reference import (
     rate_reference,
 )
 from eqprop.data import load_idx_dataset
-from eqprop.train.config import apply_overrides, build, load_preset
-from eqprop.train.loop import make_optimizer
+from eqprop.train import apply_overrides, build, load_preset
 
 PRESET = "fmnist-aeqprop-conv"
 OFFICIAL_PROCEDURE = ["train.warm_start=true", 'rule.phase2_start="free"']
 BATCH = 16
-NUDGING, MODE = 0.5, "centered"  # run.py's --nudging and --method defaults, which override hyperparameters.py
+# The official side: run.py's --nudging and --method defaults, which override hyperparameters.py. Its nudging is
+# the spread β₂ − β₁ of the two phases: ours is the preset's rule, centered at ±β = ±0.25 (the same physics).
+NUDGING, MODE = 0.5, "centered"
 NAMES = ["biases.0", "biases.1", "biases.2", "weights.0", "weights.1", "weights.2"]  # the official order
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -90,10 +92,21 @@ def reference_layout(system: Any) -> list[torch.Tensor]:
 
 # -- ours -------------------------------------------------------------------------------------------------------
 def make_ours(seed: int, overrides: list[str] = ()) -> Ours:  # type: ignore[assignment]
-    config = apply_overrides(load_preset(PRESET), list(overrides))
-    system, cost, solver, nudged, rule = build(config, generator=torch.Generator().manual_seed(seed))
-    optimizer = make_optimizer(config, system, cost)
-    return Ours(system, cost, solver, nudged, rule, optimizer, warm_start=config.train.warm_start)
+    """The preset's run (with ``overrides``) and the initial weights of ``train.seed = seed``, CPU float32."""
+    config = apply_overrides(
+        load_preset(PRESET),
+        [f"train.seed={seed}", "train.device='cpu'", "train.dtype='float32'", *overrides],
+    )
+    run = build(config)
+    return Ours(
+        run.system,
+        run.cost,
+        run.solver,
+        run.nudged_solver,
+        run.rule,
+        run.optimizer,
+        warm_start=config.train.warm_start,
+    )
 
 
 def describe_ours(overrides: list[str]) -> str:
@@ -107,7 +120,7 @@ def describe_ours(overrides: list[str]) -> str:
     return (
         f"free phase {start} (≤100 forward sweeps); phase 1 ≤100 backward sweeps + SpringCoupled's built-in "
         f"homeostatic controller; phase 2 from {phase2}, ≤100 backward sweeps + exact parameter relaxation; "
-        "−Δθ/(εβ) written into .grad; SGD step at lr = εβ"
+        "−Δθ/(ε·(β₂ − β₁)) written into .grad; SGD step at lr = ε·(β₂ − β₁)"
     )
 
 
@@ -156,7 +169,7 @@ def agreement(ref: Any, batch: tuple[torch.Tensor, torch.Tensor], seed: int, var
             seed, [f"rule.epsilon={eps_w}", f"rule.epsilon_biases={eps_b}"]
         )
         our_sweeps: dict[str, dict[str, Any]] = {}
-        b1, b2 = runs["preset"].rule.nudgings  # type: ignore[attr-defined]
+        b1, b2 = runs["preset"].rule.betas  # type: ignore[attr-defined]
         for name, run in runs.items():
             counter.sink = run.nudged_sweeps
             sides[name] = _update(run, batch)
@@ -326,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
         rates = alternate(contenders, args.repeats)
     finally:
         counter.remove()
-    b1, b2 = ours.rule.nudgings  # type: ignore[attr-defined]
+    b1, b2 = ours.rule.betas  # type: ignore[attr-defined]
 
     def ratio(a: str, b: str) -> tuple[float, list[float]]:
         per = [x / y for x, y in zip(rates[a], rates[b], strict=True)]
@@ -365,9 +378,10 @@ def main(argv: list[str] | None = None) -> None:
         "config": {
             "network": "1x28x28 -conv5+avgpool2-> 32x12x12 -conv5+avgpool2-> 64x4x4 -dense-> 10; hidden [0, 1], "
             "output [-1, 2]",
-            "mode": MODE,
-            "beta": NUDGING,
-            "nudgings": [b1, b2],
+            "variant": ours.rule.variant,  # type: ignore[attr-defined]
+            "beta": ours.rule.beta,  # type: ignore[attr-defined]
+            "betas": [b1, b2],
+            "official_nudging": NUDGING,
             "epsilon_official": {
                 "weights": hp["learning_rates_weights"],
                 "biases": hp["learning_rates_biases"],
@@ -391,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
                 "defaults), max_iterations 100/100, max_iterations_params 1), Trainer(network, batches, "
                 "differentiator), use_soft_targets False; initial parameters copied from ours"
             ),
-            "hyperparameters_nudging_overridden": 0.2,
+            "hyperparameters_nudging_overridden": hp.get("nudging_in_hyperparameters"),
             "stubs": [],
         },
         "included": [
@@ -399,13 +413,14 @@ def main(argv: list[str] | None = None) -> None:
             "the previous batch's state), Aeqprop.inference() (≤100 forward sweeps), Aeqprop.training_step() "
             "(phase 1 ≤100 backward sweeps + knob adjustment, phase 2 from the saved free state ≤100 sweeps, one "
             "more sweep + parameter relaxation, the per-layer/per-parameter change .item() it returns)",
-            "ours: rule.compute_gradients(system, cost, solver, x, y, nudged_solver, init) + optimizer.step(): "
-            + describe_ours([]),
+            "ours: rule.gradients(system, cost, solver, x, y, nudged_solver, init, out='grad') + "
+            "optimizer.step(): " + describe_ours([]),
             "ours_official_procedure (unless --no-variant): the same with "
             + ", ".join(OFFICIAL_PROCEDURE)
             + ": "
             + describe_ours(OFFICIAL_PROCEDURE),
-            "sweep counting: a thin wrapper on each side (its homeostatic_relaxation, our eqprop.physical.solve)",
+            "sweep counting: a thin wrapper on each side (its homeostatic_relaxation, our "
+            "eqprop.rules.physical.relax)",
         ],
         "excluded": [
             "data loading: all read the same pre-made in-memory batches (its torchvision DataLoader and "

@@ -15,10 +15,11 @@ its ``training.epoch.Trainer.run`` performs it (``set_data`` with the warm start
 ``Aeqprop.training_step``), over a list of in-memory batches, with no statistics attached (its ``Monitor``
 would add per-batch statistics and TensorBoard logging; both are left out, see "excluded").
 
-Ours: the rule, solvers and optimizer of ``build(load_preset("fmnist-aeqprop-1h"))`` + ``make_optimizer``:
-``rule.compute_gradients(system, cost, solver, x, y, nudged_solver=..., init=...)`` then ``optimizer.step()``
-(SGD at lr = ε·β per tensor), as the training loop does, with the preset's ``train.warm_start`` (``init`` is the
-previous batch's ``Estimate.last_state``). A third contender (skip it with ``--no-twin``) is the EqProp twin
+Ours: the rule, solvers and optimizer of ``run = build(load_preset("fmnist-aeqprop-1h"))`` (``run.optimizer``):
+``rule.gradients(system, cost, solver, x, y, nudged_solver=..., init=..., out="grad")`` then ``optimizer.step()``
+(SGD at lr = ε·(β₂ − β₁) per tensor), as the training loop does, with the preset's rule (centered, β = 0.25:
+phases at −0.25 and +0.25; the official nudging 0.5 is the spread β₂ − β₁, the same physics) and its ``train.warm_start``
+(``init`` is the previous batch's ``Estimate.last_state``). A third contender (skip it with ``--no-twin``) is the EqProp twin
 preset ``fmnist-aeqprop-1h-eqprop`` run the same way: what the relaxations alone cost. All start from the same
 initial parameters and see the same real Fashion-MNIST training batches; the contenders alternate (ours,
 official, twin, ours, ...) in one process. Prints one JSON object on stdout.
@@ -41,11 +42,10 @@ from typing import Any
 import torch
 
 import eqprop
-import eqprop.physical
+import eqprop.rules.physical
 from _common import environment, load_average, mirror_head, reference_dir, summary
 from eqprop.data import load_idx_dataset
-from eqprop.train.config import build, load_preset
-from eqprop.train.loop import make_optimizer
+from eqprop.train import apply_overrides, build, load_preset
 
 PRESET = "fmnist-aeqprop-1h"
 TWIN = "fmnist-aeqprop-1h-eqprop"
@@ -57,7 +57,9 @@ EXPORT_HINT = (
 )
 NEEDED = ("run.py", "hyperparameters.py", "network/network.py", "training/sgd.py", "training/epoch.py")
 BATCH = 32
-NUDGING, MODE = 0.5, "centered"  # run.py's --nudging and --method defaults, which override hyperparameters.py
+# The official side: run.py's --nudging and --method defaults, which override hyperparameters.py. Its nudging is
+# the spread β₂ − β₁ of the two phases: ours is the preset's rule, centered at ±β = ±0.25 (the same physics).
+NUDGING, MODE = 0.5, "centered"
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -112,6 +114,7 @@ def official_network(ref: types.SimpleNamespace, architecture: str) -> tuple[Any
     )
     network.set_device("cpu")
     network.thresholds = [hp["threshold"]] * network.num_layers
+    hp["nudging_in_hyperparameters"] = hp.get("nudging")  # before run.py's default overrides it
     hp["training_mode"], hp["nudging"] = MODE, NUDGING
     differentiator = ref.Aeqprop(network)
     differentiator.training_mode = hp["training_mode"]
@@ -173,8 +176,8 @@ class Ours:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         init = self.last if self.last is not None and self.last[0].shape[0] == x.shape[0] else None
-        est = self.rule.compute_gradients(
-            self.system, self.cost, self.solver, x, y, nudged_solver=self.nudged, init=init
+        est = self.rule.gradients(
+            self.system, self.cost, self.solver, x, y, nudged_solver=self.nudged, init=init, out="grad"
         )
         self.optimizer.step()
         self.last = est.last_state if self.warm_start else None
@@ -182,12 +185,21 @@ class Ours:
 
 
 def make_ours(seed: int, preset: str = PRESET, **rule_changes: Any) -> Ours:
-    config = load_preset(preset)
-    system, cost, solver, nudged, rule = build(config, generator=torch.Generator().manual_seed(seed))
-    if rule_changes:
-        rule = dataclasses.replace(rule, **rule_changes)
-    optimizer = make_optimizer(config, system, cost)
-    return Ours(system, cost, solver, nudged, rule, optimizer, warm_start=config.train.warm_start)
+    """The preset's run with the initial weights of ``train.seed = seed`` (on the CPU, in float32)."""
+    config = apply_overrides(
+        load_preset(preset), [f"train.seed={seed}", "train.device='cpu'", "train.dtype='float32'"]
+    )
+    run = build(config)
+    rule = dataclasses.replace(run.rule, **rule_changes) if rule_changes else run.rule
+    return Ours(
+        run.system,
+        run.cost,
+        run.solver,
+        run.nudged_solver,
+        rule,
+        run.optimizer,
+        warm_start=config.train.warm_start,
+    )
 
 
 def describe_ours() -> str:
@@ -198,30 +210,31 @@ def describe_ours() -> str:
         "the free state (restored, θ held)" if config.rule.phase2_start == "free" else "the phase-1 state"
     )
     return (
-        f"ours: rule.compute_gradients(system, cost, solver, x, y, nudged_solver, init) (free phase {start}, "
+        f"ours: rule.gradients(system, cost, solver, x, y, nudged_solver, init, out='grad') (free phase {start}, "
         "≤100 forward sweeps; SpringCoupled phase 1 ≤100 backward sweeps + its built-in homeostatic controller; "
         f"phase 2 from {phase2}, ≤100 sweeps + exact parameter relaxation; the displacement sensor writes "
-        "−Δθ/(εβ) into .grad; θ untouched) + SGD step"
+        "−Δθ/(ε·(β₂ − β₁)) into .grad; θ untouched) + SGD step"
     )
 
 
 class NudgedSweepCounter:
     """Records (beta, sweeps) of every relaxation our SpringCoupled makes into ``sink`` (wraps
-    ``eqprop.physical.solve``; ``stats.iterations`` is a Python int, so the wrapper adds no host sync)."""
+    ``eqprop.rules.physical.relax``, whose first argument is the nudged ``TotalEnergy`` with its ``beta``;
+    ``stats.iterations`` is a Python int, so the wrapper adds no host sync)."""
 
     def __init__(self) -> None:
         self.sink: list[tuple[float, int]] = []
-        self._inner = eqprop.physical.solve
+        self._inner = eqprop.rules.physical.relax
 
-        def counted(*args: Any, **kwargs: Any) -> eqprop.Equilibrium:
-            eq = self._inner(*args, **kwargs)
-            self.sink.append((float(kwargs.get("beta", 0.0)), eq.stats.iterations))
+        def counted(problem: Any, *args: Any, **kwargs: Any) -> eqprop.Equilibrium:
+            eq = self._inner(problem, *args, **kwargs)
+            self.sink.append((float(problem.beta), eq.stats.iterations))
             return eq
 
-        eqprop.physical.solve = counted  # type: ignore[assignment]
+        eqprop.rules.physical.relax = counted  # type: ignore[assignment]
 
     def remove(self) -> None:
-        eqprop.physical.solve = self._inner  # type: ignore[assignment]
+        eqprop.rules.physical.relax = self._inner  # type: ignore[assignment]
 
 
 def by_beta(records: list[tuple[float, int]], beta: float) -> list[int]:
@@ -356,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     rates = alternate(contenders, args.repeats)
     counter.remove()
     assert isinstance(ours.rule, eqprop.AgnosticEqProp)
-    b1, b2 = ours.rule.nudgings
+    b1, b2 = ours.rule.betas
     ratio = round(statistics.median(a / b for a, b in zip(rates["ours"], rates["official"], strict=True)), 2)
     twin_ratio = (
         None
@@ -399,9 +412,10 @@ def main(argv: list[str] | None = None) -> None:
         "preset": PRESET,
         "config": {
             "network": "784-2048-10, hidden [0, 1], output [-1, 2]",
-            "mode": MODE,
-            "beta": NUDGING,
-            "nudgings": [b1, b2],
+            "variant": ours.rule.variant,
+            "beta": ours.rule.beta,
+            "betas": [b1, b2],
+            "official_nudging": NUDGING,
             "epsilon": {"weights": [0.1, 0.05], "biases": [0.02, 0.01]},
             "threshold": "per-layer L1 change summed over the batch < 1e-3, at most 100 sweeps per phase",
             "parameter_iterations": 1,
@@ -418,7 +432,7 @@ def main(argv: list[str] | None = None) -> None:
                 "defaults), max_iterations 100/100, max_iterations_params 1), Trainer(network, batches, "
                 "differentiator), use_soft_targets False; initial parameters copied from ours"
             ),
-            "hyperparameters_nudging_overridden": hp.get("nudging"),
+            "hyperparameters_nudging_overridden": hp.get("nudging_in_hyperparameters"),
             "stubs": [],
         },
         "included": [
@@ -427,9 +441,10 @@ def main(argv: list[str] | None = None) -> None:
             "(phase 1 ≤100 backward sweeps + knob adjustment, phase 2 from the free state ≤100 sweeps, one more "
             "sweep + parameter relaxation, the per-layer/per-parameter change .item() it returns)",
             describe_ours(),
-            f"eqprop_twin (unless --no-twin): the {TWIN} preset's step, the same way (centered EqProp ±β/2, "
-            "both nudged phases from the free state, SGD at lr = εβ): the cost of the relaxations alone",
-            "sweep counting: a thin wrapper on each side (its homeostatic_relaxation, our eqprop.physical.solve)",
+            f"eqprop_twin (unless --no-twin): the {TWIN} preset's step, the same way (centered EqProp ±β, "
+            "both nudged phases from the free state, SGD at lr = ε·(β₂ − β₁)): the cost of the relaxations alone",
+            "sweep counting: a thin wrapper on each side (its homeostatic_relaxation, our "
+            "eqprop.rules.physical.relax)",
         ],
         "excluded": [
             "data loading: both read the same pre-made in-memory batches (its torchvision DataLoader and "

@@ -12,7 +12,7 @@ The reference is imported from an exported copy of rain-neuromorphics/energy-bas
 What is timed, alternating in one process over the same pre-made batches of random CIFAR-shaped input
 (3×32×32, normalised as the preset does, 10 classes):
 
-- ours, per variant: ``rule.compute_gradients(system, cost, solver, x, y, nudged_solver=...)`` +
+- ours, per variant: ``rule.gradients(system, cost, solver, x, y, nudged_solver=..., out="grad")`` +
   ``optimizer.step()`` for the ``cifar10-dchn`` preset (free phase 60 odd-even sweeps, two nudged phases of 20,
   centered EqProp β 0.1, SGD momentum 0.9, weight decay 2.5e-4), each variant on its own copy of the same
   initial network. A variant (``--variants``, comma-separated) is ``PRECISION[+cl][+compile]``. PRECISION is
@@ -20,7 +20,7 @@ What is timed, alternating in one process over the same pre-made batches of rand
   ``torch.backends.cudnn.allow_tf32`` on) and ``bf16`` (``torch.autocast(device, bfloat16)`` around the whole
   estimate, TF32 on for what autocast leaves in float32), or ``FREE/REST`` (``bf16/tf32``, ``bf16/fp32``,
   ``tf32/fp32``): the free phase in FREE, its final state cast back to float32, then the nudged phases and the
-  contrast in REST (done by patching ``solve`` as ``eqprop.rules.eqprop`` sees it, for that variant's calls
+  contrast in REST (done by patching ``relax`` as ``eqprop.solvers.phases`` sees it, for that variant's calls
   only). ``cl``: channels_last weights and input. ``compile``: ``torch.compile`` of the system's per-layer
   field ``ConvHopfield._coupling`` (the convolutions, pooling and un-pooling of every sweep).
 - the reference (with ``--reference-dir``): its ``training.epoch.Trainer.run`` over the same batches, built as
@@ -57,10 +57,10 @@ from typing import Any
 
 import torch
 
-import eqprop.rules.eqprop as eqprop_rule_module
+import eqprop.solvers.phases as phases_module
 from _common import environment, import_exported, load_average, mirror_head, reference_dir, synchronize
-from eqprop.train.config import apply_overrides, build, load_preset
-from eqprop.train.loop import make_optimizer
+from eqprop.train import Run, apply_overrides, build, load_preset
+from eqprop.train.optim import make_optimizer
 
 PRESET = "cifar10-dchn"
 EPOCH = 50_000  # CIFAR-10 training examples
@@ -216,7 +216,7 @@ class Variant:
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
         """This variant's TF32 flags and autocast for one estimate; a different free-phase precision goes
-        through a patch of ``solve`` as the EqProp rule sees it."""
+        through a patch of ``relax`` as the rule's phases see it."""
         set_precision(self.rest)
         with contextlib.ExitStack() as stack:
             if self.rest == "bf16":
@@ -231,11 +231,15 @@ class Variant:
     def estimate(self, x: torch.Tensor, y: torch.Tensor, *, write: bool) -> Any:
         x = self.prepare_x(x)
         with self.active():
-            if write:
-                return self.rule.compute_gradients(
-                    self.system, self.cost, self.solver, x, y, nudged_solver=self.nudged
-                )
-            return self.rule.gradients(self.system, self.cost, self.solver, x, y, nudged_solver=self.nudged)
+            return self.rule.gradients(
+                self.system,
+                self.cost,
+                self.solver,
+                x,
+                y,
+                nudged_solver=self.nudged,
+                out="grad" if write else None,
+            )
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.estimate(x, y, write=True)
@@ -275,27 +279,28 @@ def set_precision(precision: str) -> None:
 
 @contextlib.contextmanager
 def free_phase_in(free: str, rest: str, device_type: str) -> Iterator[None]:
-    """Patch ``solve`` as the EqProp rule sees it: the free phase (β = 0) in precision ``free`` (bf16: under
-    autocast, its final state cast back to float32), then back to ``rest`` for the nudged phases (started
-    from that state) and the contrast."""
-    original = eqprop_rule_module.solve
+    """Patch ``relax`` as the rule's phases (``eqprop.solvers.phases``) see it: the free phase (β = 0, nothing
+    clamped) in precision ``free`` (bf16: under autocast, its final state cast back to float32), then back to
+    ``rest`` for the nudged phases (started from that state) and the contrast. The batch's input drive is
+    prepared before the free phase, in ``rest``, as before."""
+    original = phases_module.relax
 
-    def solve(system: Any, x: torch.Tensor, solver: Any, **kwargs: Any) -> Any:
-        if float(kwargs.get("beta", 0.0)) != 0.0:
-            return original(system, x, solver, **kwargs)
+    def relax(problem: Any, solver: Any, **kwargs: Any) -> Any:
+        if problem.beta != 0.0 or problem.clamp:
+            return original(problem, solver, **kwargs)
         set_precision(free)
         try:
             with torch.autocast(device_type, dtype=torch.bfloat16, enabled=free == "bf16"):
-                eq = original(system, x, solver, **kwargs)
+                eq = original(problem, solver, **kwargs)
         finally:
             set_precision(rest)
-        return dataclasses.replace(eq, state=tuple(s.to(x.dtype) for s in eq.state))
+        return dataclasses.replace(eq, state=tuple(s.to(problem.x.dtype) for s in eq.state))
 
-    eqprop_rule_module.solve = solve
+    phases_module.relax = relax  # type: ignore[assignment]
     try:
         yield
     finally:
-        eqprop_rule_module.solve = original
+        phases_module.relax = original  # type: ignore[assignment]
 
 
 def add_param_grad_shim(system: Any) -> None:
@@ -329,15 +334,15 @@ def where_it_failed(err: BaseException) -> dict[str, str]:
     }
 
 
-def make_variant(base: tuple[Any, ...], config: Any, variant: Variant) -> Variant:
-    """The variant's own copy of the initial network, its optimizer and, if asked, compile."""
-    system, cost, solver, nudged, rule = base
-    variant.system = copy.deepcopy(system).to(variant.device)
+def make_variant(base: Run, variant: Variant) -> Variant:
+    """The variant's own copy of the initial network, its optimizer (built as ``build`` builds the run's) and,
+    if asked, compile."""
+    variant.system = copy.deepcopy(base.system).to(variant.device)
     if variant.channels_last:
         variant.system = variant.system.to(memory_format=torch.channels_last)
-    variant.cost = copy.deepcopy(cost).to(variant.device)
-    variant.solver, variant.nudged, variant.rule = solver, nudged, rule
-    variant.optimizer = make_optimizer(config, variant.system, variant.cost)
+    variant.cost = copy.deepcopy(base.cost).to(variant.device)
+    variant.solver, variant.nudged, variant.rule = base.solver, base.nudged_solver, base.rule
+    variant.optimizer = make_optimizer(base.config.optimizer, variant.system, variant.cost, base.rule)
     if variant.compile:
         variant.system._coupling = torch.compile(variant.system._coupling, dynamic=False)
     return variant
@@ -387,13 +392,14 @@ def closeness(g: Grads, ref: Grads) -> dict[str, Any]:
     }
 
 
-def float64_estimate(base: tuple[Any, ...], batch: Batch, device: torch.device) -> Grads:
-    system, cost, solver, nudged, rule = base
-    s64 = copy.deepcopy(system).to(device=device, dtype=torch.float64)
-    c64 = copy.deepcopy(cost).to(device=device, dtype=torch.float64)
+def float64_estimate(base: Run, batch: Batch, device: torch.device) -> Grads:
+    s64 = copy.deepcopy(base.system).to(device=device, dtype=torch.float64)
+    c64 = copy.deepcopy(base.cost).to(device=device, dtype=torch.float64)
     x, y = batch
     with torch.autocast(device.type, enabled=False):
-        est = rule.gradients(s64, c64, solver, x.to(torch.float64), y, nudged_solver=nudged)
+        est = base.rule.gradients(
+            s64, c64, base.solver, x.to(torch.float64), y, nudged_solver=base.nudged_solver
+        )
     return as_cpu64(est.grads)
 
 
@@ -571,11 +577,14 @@ def main(argv: list[str] | None = None) -> None:
     load_before = load_average()
     raise_dynamo_limits()
 
-    config = preset_config(channels)
-    base = build(config, generator=torch.Generator().manual_seed(args.seed))
-    base[0].to(device)  # in place; copies are taken from here
+    # The initial weights of train.seed = --seed, in float32 on the device; every variant copies them.
+    config = apply_overrides(
+        preset_config(channels),
+        [f"train.seed={args.seed}", f"train.device={str(device)!r}", "train.dtype='float32'"],
+    )
+    base = build(config)
     sweeps = config.solver.iterations + 2 * (config.nudged_solver or config.solver).iterations
-    flops = useful_flops_per_step(base[0], batch_size, sweeps)
+    flops = useful_flops_per_step(base.system, batch_size, sweeps)
     data = make_batches(max(steps, 1), batch_size, args.seed + 1, device)
     first = data[0]
     log(
@@ -588,7 +597,7 @@ def main(argv: list[str] | None = None) -> None:
     grads: dict[str, Grads] = {}
     plain_failure: dict[str, str] | None = None
     for v in variants:
-        make_variant(base, config, v)
+        make_variant(base, v)
         t0 = time.perf_counter()
         try:
             try:
@@ -622,7 +631,7 @@ def main(argv: list[str] | None = None) -> None:
     f64: Grads | None = None
     if not args.no_accuracy:
         fp32_probe = Variant("fp32 (reference estimate)", "fp32", False, False, False, device)
-        make_variant(base, config, fp32_probe)
+        make_variant(base, fp32_probe)
         fp32_ref = as_cpu64(fp32_probe.estimate(*first, write=False).grads)
         del fp32_probe
         if not args.no_float64:
@@ -643,15 +652,16 @@ def main(argv: list[str] | None = None) -> None:
         ref_mods, stubs = import_reference(ref_dir)
         restore_flags()
         try:
-            reference = build_reference(ref_mods, config, base[0], device)
+            reference = build_reference(ref_mods, config, base.system, device)
             if not args.no_accuracy:
                 t0 = time.perf_counter()
-                g_ref = reference_grads(reference, base[0], first)
+                g_ref = reference_grads(reference, base.system, first)
                 ref_info["gradient"] = {"vs_ours_fp32": closeness(g_ref, fp32_ref)}
                 if f64 is not None:
                     ref_info["gradient"]["vs_ours_float64"] = closeness(g_ref, f64)
                 log(f"reference estimate {time.perf_counter() - t0:.1f} s")
-            reference = build_reference(ref_mods, config, base[0], device)  # fresh, from our initial weights
+            # fresh, from our initial weights
+            reference = build_reference(ref_mods, config, base.system, device)
             reference.trainer._dataloader = data
         except Exception as err:
             ref_info["broken"] = where_it_failed(err) | {
@@ -733,7 +743,7 @@ def main(argv: list[str] | None = None) -> None:
             "sweeps_per_step": sweeps,
             "rule": f"EqProp(beta={config.rule.beta}, variant={config.rule.variant!r})",
             "optimizer": f"SGD lr {config.optimizer.lr} momentum {config.optimizer.momentum} wd {config.optimizer.weight_decay}",
-            "step": "rule.compute_gradients(system, cost, solver, x, y, nudged_solver=...) + optimizer.step()",
+            "step": "rule.gradients(system, cost, solver, x, y, nudged_solver=..., out='grad') + optimizer.step()",
             "useful_tflop_per_step": sig(flops / 1e12, 4),
             "useful_flops_definition": useful_flops_per_step.__doc__.replace("\n    ", " ").strip(),
             "epoch_examples": EPOCH,

@@ -9,7 +9,7 @@ Configurations (``--configs``, comma-separated):
 - ``small``: the ``fmnist-dchn`` preset with ``system.channels = [32, 64, 64, 64]``, batch 16;
 - ``full``: the preset as it is (128-256-512-512), batch 4.
 
-Both run the preset's step, ``rule.compute_gradients(system, cost, solver, x, y, nudged_solver=...)`` +
+Both run the preset's step, ``rule.gradients(system, cost, solver, x, y, nudged_solver=..., out="grad")`` +
 ``optimizer.step()`` (60 odd-even sweeps free, two nudged phases of 15, centered EqProp, per-layer SGD with
 momentum), on two deep copies of the same initial network: "old" with ``ConvHopfield._reuse_argmax = False``
 (every block update recomputes ``W_j ⋆ s_{j−1}`` for the argmax, as before the change) and "new" with the
@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from _common import environment, input_pool, load_average
-from eqprop.train.config import apply_overrides, build, load_preset
-from eqprop.train.loop import make_optimizer
+from eqprop.train import Run, apply_overrides, build, load_preset
+from eqprop.train.optim import make_optimizer
 
 PRESET = "fmnist-dchn"
 CONFIGS: dict[str, tuple[list[int] | None, int]] = {"small": ([32, 64, 64, 64], 16), "full": (None, 4)}
@@ -49,16 +49,17 @@ def log(msg: str) -> None:
 
 
 class Trainer:
-    """One contender: its own copy of the system, its optimizer, and the preset's cost, solvers and rule."""
+    """One contender: its own copy of the run's system, its own optimizer (built as ``build`` builds the
+    run's), and the run's cost, solvers and rule."""
 
-    def __init__(self, name: str, system: Any, parts: tuple[Any, ...], config: Any) -> None:
+    def __init__(self, name: str, system: Any, run: Run) -> None:
         self.name, self.system = name, system
-        self.cost, self.solver, self.nudged, self.rule = parts
-        self.optimizer = make_optimizer(config, system, self.cost)
+        self.cost, self.solver, self.nudged, self.rule = run.cost, run.solver, run.nudged_solver, run.rule
+        self.optimizer = make_optimizer(run.config.optimizer, system, self.cost, run.rule)
         self.seconds: list[float] = []
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.rule.compute_gradients(self.system, self.cost, self.solver, x, y, nudged_solver=self.nudged)
+        self.rule.gradients(self.system, self.cost, self.solver, x, y, nudged_solver=self.nudged, out="grad")
         self.optimizer.step()
 
 
@@ -89,15 +90,18 @@ def make_batches(n: int, batch: int, seed: int) -> tuple[list[tuple[torch.Tensor
 
 def run_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
     channels, batch = CONFIGS[name]
-    config = load_preset(PRESET)
+    # The initial weights of train.seed = --seed (on the CPU, in float32).
+    overrides = [f"train.seed={args.seed}", "train.device='cpu'", "train.dtype='float32'"]
     if channels is not None:
-        config = apply_overrides(config, [f"system.channels={channels}"])
+        overrides.append(f"system.channels={channels}")
+    config = apply_overrides(load_preset(PRESET), overrides)
     torch.manual_seed(args.seed)
-    system, cost, solver, nudged, rule = build(config, generator=torch.Generator().manual_seed(args.seed))
+    run = build(config)
+    system, solver, nudged = run.system, run.solver, run.nudged_solver
     old_system, new_system = copy.deepcopy(system), copy.deepcopy(system)
     old_system._reuse_argmax = False
-    old = Trainer("old", old_system, (cost, solver, nudged, rule), config)
-    new = Trainer("new", new_system, (cost, solver, nudged, rule), config)
+    old = Trainer("old", old_system, run)
+    new = Trainer("new", new_system, run)
     data, note = make_batches(args.steps * args.repeats + 1, batch, args.seed)
     log(f"{name}: channels {list(system.channels)}, batch {batch}, {len(data)} batches ({note})")
     convs = {t.name: count_convs(t, *data[0]) for t in (old, new)}  # also the warm-up step

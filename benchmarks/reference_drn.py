@@ -11,7 +11,7 @@ It builds the reference network exactly as its ``papers/fast-drn/drn.py`` does f
 output, ``QuadraticMinimizer`` with 4 ``'asynchronous'`` iterations for training and inference, centered
 ``EquilibriumProp`` with nudging 1, its ``Optimizer`` at 0.006 for every tensor, batch 4) and times its own
 ``training.epoch.Trainer.run`` over a list of mini-batches against eqprop's step with the ``drn-1h`` preset
-(``rule.compute_gradients`` + ``optimizer.step()`` + ``system.constrain_parameters()``, as the training loop
+(``rule.gradients(..., out="grad")`` + ``optimizer.step()`` + ``system.constrain_parameters()``, as the training loop
 does), alternating in one process. Both use the same input gain (default: the reference's 480; ours gets it
 through ``system.input_gain``, as the preset's comment says for MNIST-scale inputs). Before timing, one step
 of each from the same parameters on the same batch is compared (gradients and updated parameters). Then ours
@@ -45,8 +45,7 @@ from _common import (
     synchronize,
     timed,
 )
-from eqprop.train.config import apply_overrides, build, config_to_dict, load_preset
-from eqprop.train.loop import make_optimizer
+from eqprop.train import apply_overrides, build, config_to_dict, load_preset
 
 MIRROR = "/work/.mirror/rain-neuromorphics+energy-based-learning/repo"
 EXPORT_HINT = (
@@ -151,7 +150,7 @@ class Ours:
     optimizer: torch.optim.Optimizer
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.rule.compute_gradients(self.system, self.cost, self.solver, x, y, nudged_solver=self.nudged)
+        self.rule.gradients(self.system, self.cost, self.solver, x, y, nudged_solver=self.nudged, out="grad")
         self.optimizer.step()
         self.system.constrain_parameters()
 
@@ -161,11 +160,13 @@ def preset_config(input_gain: float) -> Any:
 
 
 def make_ours(seed: int, device: torch.device, input_gain: float) -> Ours:
-    config = preset_config(input_gain)
-    system, cost, solver, nudged, rule = build(config, generator=torch.Generator().manual_seed(seed))
-    system.to(device)
-    cost.to(device)
-    return Ours(system, cost, solver, nudged, rule, make_optimizer(config, system, cost))
+    """The preset's run with the initial weights of ``train.seed = seed``, in float32 on ``device``."""
+    config = apply_overrides(
+        preset_config(input_gain),
+        [f"train.seed={seed}", f"train.device={str(device)!r}", "train.dtype='float32'"],
+    )
+    run = build(config)
+    return Ours(run.system, run.cost, run.solver, run.nudged_solver, run.rule, run.optimizer)
 
 
 def agreement(
@@ -198,7 +199,7 @@ def agreement(
     return {
         "what": (
             f"one training step of each from the same parameters (ours copied into theirs) on the same batch of "
-            f"{REF_BATCH}, both from a zero state: the gradients (ours: .grad after rule.compute_gradients; "
+            f"{REF_BATCH}, both from a zero state: the gradients (ours: .grad after rule.gradients(..., out='grad'); "
             "theirs: param.state.grad set by its Trainer, a batch mean like ours) and the parameters after the "
             "SGD step and the clip at 0, in its layout (conductances transposed to (in, out), g0's input side "
             "reshaped to (2, 28, 28)); compare() gives the cosine, max |ours - theirs| and max |theirs|"
@@ -331,8 +332,8 @@ def main(argv: list[str] | None = None) -> None:
             },
             "cost": cfg["cost"],
             "batch_size": B,
-            "step": "rule.compute_gradients(system, cost, solver, x, y) + optimizer.step() + "
-            "system.constrain_parameters()",
+            "step": "rule.gradients(system, cost, solver, x, y, nudged_solver=..., out='grad') + "
+            "optimizer.step() + system.constrain_parameters()",
         },
         "reference": {
             "repository": "rain-neuromorphics/energy-based-learning",
@@ -353,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
             "the inference relaxation (4 sweeps), cost_fn.set_target(y), estimator.compute_gradient() (two "
             "nudged phases of 4 sweeps from the free state, the gradients at both), param.state.grad = grad, "
             "optimizer.step(), param.clamp_()",
-            "ours: rule.compute_gradients (free phase of 4 sweeps, then -β and +β phases of 4 sweeps from the "
+            "ours: rule.gradients(..., out='grad') (free phase of 4 sweeps, then -β and +β phases of 4 sweeps from the "
             "free state, the contrast written into .grad) + optimizer.step() (torch SGD, one group per tensor) "
             "+ system.constrain_parameters() (conductances clipped at 0)",
         ],

@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
             "param.state.grad = grad, optimizer.step(), param.clamp_()",
             "reference_with_statistics: the same plus the training statistics its Monitor attaches "
             "(Counter, Energy, Cost, Error, Top5Error, Norm and Saturation per layer, Gradient per param)",
-            "ours: rule.compute_gradients(system, cost, solver, x, y) + optimizer.step() (45 sweeps per batch "
+            "ours: rule.gradients(system, cost, solver, x, y, out='grad') + optimizer.step() (45 sweeps per batch "
             "too: free, then -β and +β from the free state)",
         ],
         "excluded": [

@@ -14,12 +14,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from eqprop.cli import main
+from eqprop.cli._common import rules_help
+from eqprop.rules import RULE_NAMES, RULES
+from eqprop.train import list_presets
 from eqprop.train.checkpoint import load_checkpoint, save_checkpoint
-from eqprop.train.config import list_presets
+from helpers import write_idx
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 TINY = ["--set", "system.sizes=[784,32,10]", "--set", "optimizer.lr=0.05", "--batch-size", "16"]
@@ -97,6 +101,12 @@ def test_train_help_documents_the_rules(capsys: pytest.CaptureFixture[str]) -> N
     for flag in ("--preset", "--epochs", "--resume", "--set", "--data-dir", "--no-progress"):
         assert flag in out
     assert "centered" in out and "Laborieux" in out
+    assert rules_help() in out  # the epilog, generated from the rule classes and the names of the literature
+    for kind, cls in RULES.items():
+        assert f"  {kind:<12} {cls.__name__}(" in out, kind  # every kind with its settings
+    assert "aeqprop      AgnosticEqProp(beta=0.25, variant='centered', epsilon=0.05" in out
+    for name in RULE_NAMES:
+        assert f"  {name:<5} " in out, name
     assert "continual" in out and "'CEP'" in out  # the naming clash with Laborieux's code is spelled out
     assert "implicit" in out and "backprop" in out
 
@@ -300,6 +310,28 @@ def test_gradcheck_from_a_checkpoint(
     assert all(r["cosine"] > 0.99 for r in result["eqprop"] if r["variant"] == "centered")
 
 
+def test_gradcheck_on_an_aeqprop_preset(fake_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """AEqprop's variants are the same as every two-phase rule's: positive, negative, centered."""
+    betas = ["0.01", "0.005", "0.0025"]
+    argv = ["gradcheck", "--preset", "fmnist-aeqprop-1h", "--data-dir", str(fake_data)]
+    argv += ["--set", "system.sizes=[784,8,10]", "--batch-size", "4", "--iterations", "200"]
+    argv += ["--betas", *betas]
+    assert main([*argv, "--variants", "positive", "negative", "centered", "--json"]) == 0
+    result = _last_json(capsys.readouterr().out)
+    assert result["rule"] == "aeqprop"
+    assert [(r["variant"], r["beta"]) for r in result["eqprop"]] == [
+        (v, float(b)) for v in ("positive", "negative", "centered") for b in betas
+    ]
+    assert result["expected_slopes"] == {"positive": 1, "negative": 1, "centered": 2}
+    # measured here: slopes 0.93 / 1.08 one-sided, 2.01 centered; centered cosine 1 - 6e-8 at beta 0.0025
+    assert abs(result["slopes"]["centered"] - 2) < 0.3
+    assert abs(result["slopes"]["positive"] - 1) < 0.3 and abs(result["slopes"]["negative"] - 1) < 0.3
+    assert result["eqprop"][-1]["cosine"] > 0.9999
+    _fails(
+        [*argv, "--variants", "optimistic"], capsys, "unknown variant(s) ['optimistic']", "positive, negative"
+    )
+
+
 # -- bad inputs: exit 2, one line, a hint, no traceback ------------------------------------------------------------
 def test_unknown_preset_suggests_the_close_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _fails(
@@ -318,13 +350,19 @@ def test_unknown_preset_suggests_the_close_name(tmp_path: Path, capsys: pytest.C
         (["rul.beta=0.1"], ["unknown section 'rul'", "did you mean 'rule'?"]),
         (["rule.variant=centred"], ["choose one of", "did you mean 'centered'?"]),
         (['train.epochs="x"'], ["train.epochs = 'x': expected an integer"]),
-        (["optimizer.lr=[0.1]"], ["one per layer (2 for sizes [784, 32, 10])"]),
+        (["optimizer.lr=[0.1]"], ["optimizer.lr = [0.1]: ", "one per layer (2 for 784-32-10 deep_hopfield)"]),
         (["rule.beta"], ["expected section.field=value"]),
-        (["system.sizes=[100,32,10]"], ["system.sizes[0] = 100 but fashion-mnist images have 784 features"]),
+        (
+            ["system.sizes=[100,32,10]"],
+            [
+                "system.sizes[0] expects inputs of shape [100] but fashion-mnist images have shape [784]",
+                "hint: use --set system.sizes=[784, ...]",
+            ],
+        ),
         (["system.sizes=[784,32,5]"], ["the model predicts 5 classes but fashion-mnist has 10"]),
         (["rule.beta=-1"], ["EqProp(beta=-1.0): beta must be a finite number > 0"]),
         (["rule.beta=0"], ["beta must be a finite number > 0"]),
-        (["rule.beta=nan"], ["beta must be a finite number > 0"]),
+        (["rule.beta=nan"], ["rule.beta = nan: expected a finite number"]),
         # centered nudges at −β too: β ≥ 1 makes 1 − β ≤ 0 for the squared-error output
         (
             ["rule.beta=1.5", "rule.variant=centered"],
@@ -332,6 +370,25 @@ def test_unknown_preset_suggests_the_close_name(tmp_path: Path, capsys: pytest.C
         ),
         (["rule.beta=1", "rule.variant=negative"], ["beta=-1.0", "needs 1 + beta > 0"]),
         (["data.validation=256"], ["validation=256 examples is out of range for 256 training examples"]),
+        # values no run can use: refused when the settings are read, before any data is loaded
+        (["schedule.gamma=nan"], ["schedule.gamma = nan: expected a finite number"]),
+        (["schedule.gamma=-1"], ["schedule.gamma = -1.0: must be > 0", "hint: "]),
+        (["optimizer.momentum=-1"], ["optimizer.momentum = -1.0: must be >= 0"]),
+        (["optimizer.weight_decay=-1"], ["optimizer.weight_decay = -1.0: must be >= 0"]),
+        (
+            ["solver.iterations=0"],
+            ["solver.iterations = 0: a training run needs at least one sweep per phase"],
+        ),
+        (
+            ["nudged_solver.iterations=0"],
+            ["nudged_solver.iterations = 0: a training run needs at least one sweep"],
+        ),
+        # pieces that do not fit together: refused when the run is built, before any data is loaded
+        (
+            ["rule.kind=contrastive", "cost.kind=cross_entropy_readout"],
+            ["ContrastiveLearning clamps the output layer", "got CrossEntropyReadout", "hint: use cost.kind"],
+        ),
+        (["rule.kind=aeqprop", "optimizer.momentum=0.9"], ["must be plain SGD (got SGD with momentum 0.9"]),
     ],
 )
 def test_bad_settings(
@@ -417,6 +474,25 @@ def test_missing_dataset_from_the_environment(
     )
 
 
+@pytest.mark.parametrize(("split", "name"), [("t10k", "test"), ("train", "training")])
+def test_an_empty_split_is_refused_by_name(
+    split: str, name: str, fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Valid IDX files that hold no examples: one error naming the empty split, before anything is trained."""
+    data = tmp_path / "data"
+    shutil.copytree(fake_data, data)
+    write_idx(data / f"{split}-images-idx3-ubyte", np.zeros((0, 28, 28), dtype=np.uint8))
+    write_idx(data / f"{split}-labels-idx1-ubyte", np.zeros((0,), dtype=np.uint8))
+    run = tmp_path / "run"
+    _fails(
+        ["train", "--data-dir", str(data), *TINY, "--out", str(run), "--no-progress"],
+        capsys,
+        f"the {name} split of fashion-mnist holds no examples",
+        "hint: check the dataset files",
+    )
+    assert not (run / "checkpoint.pt").exists()
+
+
 @pytest.mark.parametrize("damage", ["truncated", "bad-magic", "gzip"])
 def test_corrupt_idx_file(
     damage: str, fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -462,9 +538,12 @@ def test_cuda_on_a_cpu_only_machine(
 @pytest.mark.parametrize(
     ("extra", "fragment"),
     [
-        (["--set", "rule.kind=implicit"], "the preset's rule is 'implicit'"),
+        (["--set", "rule.kind=implicit"], "the rule of 'fmnist-dhn1h' (implicit) has none"),
         (["--iterations", "0"], "--batch-size and --iterations must be >= 1"),
-        (["--variants", "sideways"], "unknown EqProp variant(s) ['sideways']"),
+        (
+            ["--variants", "sideways"],
+            "unknown variant(s) ['sideways']: choose from positive, negative, centered",
+        ),
         (["--set", "rule.bta=1"], "unknown setting 'bta'"),
     ],
 )

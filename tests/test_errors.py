@@ -23,6 +23,7 @@ from eqprop import (
     Variable,
     solve,
 )
+from eqprop.rules import RULES as RULE_KINDS
 
 NET_SIZES = [6, 8, 7, 4]
 
@@ -54,6 +55,29 @@ def test_bad_input_is_refused(problem, x, match):
     net, _, _ = problem
     with raises(match):
         solve(net, x, BlockCoordinate(3))
+
+
+@pytest.mark.parametrize(
+    ("system_dtype", "x_dtype"), [(torch.float32, torch.float64), (torch.float64, torch.float32)]
+)
+def test_input_of_another_dtype_than_the_parameters_is_refused(problem, system_dtype, x_dtype):
+    """A float64 x into a float32 system (or the reverse) is refused up front, in one line naming both dtypes,
+    not deep in a matmul."""
+    net, x, y = problem
+    net.to(system_dtype)
+    x = x.to(x_dtype)
+    names = [str(d).removeprefix("torch.") for d in (system_dtype, x_dtype)]
+    message = f"DeepHopfield([6, 8, 7, 4]) has {names[0]} parameters but x is {names[1]}"
+    for attempt in (
+        lambda: net.check_input(x),
+        lambda: solve(net, x, BlockCoordinate(3)),
+        lambda: EqProp(beta=0.1).gradients(net, SquaredError(), BlockCoordinate(3), x, y),
+    ):
+        with raises(message) as info:
+            attempt()
+        assert "\n" not in str(info.value)
+        assert info.value.hint is not None and str(system_dtype) in info.value.hint
+    net.check_input(x.to(system_dtype))  # the same x in the system's dtype is fine
 
 
 def test_shape_error_says_what_to_do(problem):
@@ -154,6 +178,15 @@ def test_bad_targets_are_refused(problem, rule, case):
             solve(net, x, BlockCoordinate(3), cost=cost, y=y, beta=0.1)
         else:
             RULES[rule].gradients(net, cost, BlockCoordinate(3), x, y)
+
+
+@pytest.mark.parametrize("out", ["bogus", "grads", ""])
+@pytest.mark.parametrize("kind", RULE_KINDS)
+def test_gradients_refuse_an_unknown_out(problem, kind, out):
+    net, x, y = problem
+    with raises(f"gradients(out={out!r}): choose None (return the estimate) or 'grad'"):
+        RULE_KINDS[kind]().gradients(net, SquaredError(), BlockCoordinate(3), x, y, out=out)
+    assert all(p.grad is None for p in net.parameters())
 
 
 # -- constructors -------------------------------------------------------------------------------------------

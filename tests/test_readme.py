@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -17,9 +18,30 @@ def test_readme_python_example_runs() -> None:
     assert match, "the README lost its Python API example"
     namespace: dict[str, object] = {}
     exec(compile(match.group(1), str(README), "exec"), namespace)  # our own README
-    est = namespace["est"]
+    est, system = namespace["est"], namespace["system"]
     assert est.grads["system.weights.0"].shape == (1024, 784)  # type: ignore[attr-defined]
     assert namespace["eq"].state[-1].shape == (16, 10)  # type: ignore[attr-defined]
+    # the one entry point with out="grad" wrote the estimate where the optimizer reads it
+    assert torch.equal(system.weights[0].grad, est.grads["system.weights.0"])  # type: ignore[attr-defined]
+    assert all(p.grad is not None for p in system.parameters())  # type: ignore[attr-defined]
+
+
+@pytest.mark.usefixtures("quiet_torch")
+def test_readme_run_example_runs() -> None:
+    text = README.read_text(encoding="utf-8")
+    match = re.search(r"The run is assembled in one place.*?```python\n(.*?)```", text, re.S)
+    assert match, "the README lost its example of the run"
+    namespace: dict[str, object] = {"print": lambda *a: None}
+    exec(compile(match.group(1), str(README), "exec"), namespace)  # our own README
+    from eqprop import EqProp
+    from eqprop.train import build
+
+    run, state = namespace["run"], namespace["state"]
+    assert run.rule == EqProp(beta=0.2, variant="centered")  # type: ignore[attr-defined]
+    again = build(namespace["config"])  # type: ignore[arg-type]
+    again.restore(state)  # type: ignore[arg-type]
+    for a, b in zip(run.system.parameters(), again.system.parameters(), strict=True):  # type: ignore[attr-defined]
+        assert torch.equal(a, b)
 
 
 @pytest.mark.usefixtures("quiet_torch")

@@ -15,7 +15,6 @@ from eqprop.errors import (
     DivergenceError,
     EqpropError,
 )
-from eqprop.physical import Homeostat, HomeostaticSystem, PhysicalSystem, SpringCoupled
 from eqprop.rules import (
     AgnosticEqProp,
     BackpropThroughSolver,
@@ -23,10 +22,23 @@ from eqprop.rules import (
     CoupledLearning,
     EqProp,
     Estimate,
+    Homeostat,
+    HomeostaticSystem,
     ImplicitDiff,
+    PhysicalSystem,
     Rule,
+    SpringCoupled,
 )
-from eqprop.solvers import BlockCoordinate, Equilibrium, GradientFlow, Solver, SolveStats, TotalEnergy, solve
+from eqprop.solvers import (
+    BlockCoordinate,
+    Equilibrium,
+    GradientFlow,
+    Phases,
+    Solver,
+    SolveStats,
+    TotalEnergy,
+    solve,
+)
 from eqprop.systems import ConvHopfield, DeepHopfield, DeepResistive, EnergySystem, Netlist, ResistiveCircuit
 
 __version__ = "0.1.0"
@@ -57,6 +69,7 @@ __all__ = [
     "HomeostaticSystem",
     "ImplicitDiff",
     "Netlist",
+    "Phases",
     "PhysicalSystem",
     "ResistiveCircuit",
     "Rule",

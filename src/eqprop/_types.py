@@ -9,7 +9,7 @@ from torch import Tensor
 Bound = float | Tensor | None
 """One side of a box: a number, a per-unit tensor of the variable's shape (``±inf`` = open), or ``None``."""
 
-__all__ = ["Bound", "State", "Variable"]
+__all__ = ["PER_LAYER", "RUN_STATE", "Bound", "State", "Variable"]
 
 State = tuple[Tensor, ...]
 """A state: one tensor per state variable, batch first, in the order of ``system.variables``."""
@@ -41,3 +41,12 @@ class Variable:
     @property
     def bounded(self) -> bool:
         return self.bounds[0] is not None or self.bounds[1] is not None
+
+
+PER_LAYER: dict[str, bool] = {"per_layer": True}
+"""Dataclass field metadata of a setting that may be one value per layer of the system (a learning rate, AEqprop's
+ε): a run configuration checks that such a list has one value per layer."""
+
+RUN_STATE: dict[str, bool] = {"config": False}
+"""Dataclass field metadata of a field that is the object's run-time state, not a setting: a run configuration
+neither reads nor writes it (e.g. AEqprop's ``epsilon_scale``, which follows the schedule)."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 from abc import ABCMeta, abstractmethod
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,15 @@ from torch import Tensor, nn
 from eqprop._types import State
 from eqprop.errors import ConfigError
 
-__all__ = ["Cost", "CrossEntropyReadout", "SquaredError"]
+__all__ = [
+    "COSTS",
+    "Cost",
+    "CostConfig",
+    "CrossEntropyReadout",
+    "CrossEntropyReadoutConfig",
+    "SquaredError",
+    "SquaredErrorConfig",
+]
 
 
 class Cost(nn.Module, metaclass=ABCMeta):
@@ -223,3 +232,57 @@ class CrossEntropyReadout(Cost):
             raise ConfigError("CrossEntropyReadout.nudge needs the current state (its force depends on it)")
         err = torch.softmax(self.logits(s), dim=-1) - target  # ∂C/∂logits, (batch, classes)
         return 0.0, -(err @ self.weight)  # l = −∂C/∂s
+
+
+# -- the cost kinds of a run configuration ---------------------------------------------------------------------
+class CostConfig(Protocol):
+    """What the run asks of a cost kind's settings."""
+
+    kind: ClassVar[str]
+    boxed_output: ClassVar[bool]
+
+    def predicted_classes(self, output_width: int) -> int: ...
+
+    def build(self, *, in_features: int, generator: torch.Generator | None) -> Cost: ...
+
+
+@dataclass(frozen=True)
+class SquaredErrorConfig:
+    """``cost.kind = "squared_error"``: :class:`SquaredError` on the output layer (no settings)."""
+
+    kind: ClassVar[str] = "squared_error"
+    boxed_output: ClassVar[bool] = False
+    """Whether the system's output units should default to the hidden units' box."""
+
+    def predicted_classes(self, output_width: int) -> int:
+        """How many classes the model predicts: one per output unit."""
+        return output_width
+
+    def build(self, *, in_features: int, generator: torch.Generator | None) -> SquaredError:
+        return SquaredError()
+
+
+@dataclass(frozen=True)
+class CrossEntropyReadoutConfig:
+    """``cost.kind = "cross_entropy_readout"``: a trained softmax readout of the output layer
+    (:class:`CrossEntropyReadout`); the output units are then boxed like the hidden ones by default."""
+
+    kind: ClassVar[str] = "cross_entropy_readout"
+    boxed_output: ClassVar[bool] = True
+
+    classes: int = 10
+    """Classes of the readout."""
+
+    def __post_init__(self) -> None:
+        if self.classes < 2:
+            raise ConfigError(f"cost.classes = {self.classes}: a readout needs at least 2 classes")
+
+    def predicted_classes(self, output_width: int) -> int:
+        return self.classes
+
+    def build(self, *, in_features: int, generator: torch.Generator | None) -> CrossEntropyReadout:
+        return CrossEntropyReadout(in_features, self.classes, generator=generator)
+
+
+COSTS: dict[str, type] = {cls.kind: cls for cls in (SquaredErrorConfig, CrossEntropyReadoutConfig)}
+"""``cost.kind`` → its config class."""

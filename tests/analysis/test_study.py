@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from eqprop.analysis import thermo
-from eqprop.analysis._thermo_train import EqPropSettings
 from eqprop.analysis.study import MEASURES, PRESETS, StudyConfig, analyze_results, family, run_study
+from eqprop.analysis.thermo.train import EqPropSettings
 from eqprop.cli import main
 from eqprop.data import find_dataset_dir
 from eqprop.errors import ConfigError, DataError

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eqprop.data import (
     DATASETS,
@@ -126,6 +128,29 @@ def test_a_file_that_is_not_a_pickle_is_a_data_error(tmp_path: Path) -> None:
     (tmp_path / "b").write_bytes(b"this is not a pickle")
     with pytest.raises(DataError, match="is not a CIFAR batch"):
         read_cifar_batch(tmp_path / "b")
+
+
+@settings(max_examples=150, deadline=None, database=None, derandomize=True)
+@given(
+    flips=st.lists(st.tuples(st.integers(0, 399), st.integers(0, 255)), min_size=1, max_size=8),
+    cut=st.one_of(st.none(), st.integers(0, 20000)),
+)
+def test_a_damaged_cifar_file_is_a_data_error_or_reads(tmp_path_factory, flips, cut) -> None:
+    """Bytes of the header flipped, or the file cut short: one DataError line, never another exception (a
+    damaged length can make the unpickler ask for terabytes, a damaged encoding name raises LookupError)."""
+    folder = tmp_path_factory.mktemp("fuzz")
+    rng = np.random.default_rng(0)
+    write_cifar_batch(folder / "b", rng.integers(0, 256, (4, 3072), dtype=np.uint8), {b"labels": [1, 2, 3, 4]})
+    raw = bytearray((folder / "b").read_bytes())
+    for i, value in flips:
+        raw[i % len(raw)] = value
+    (folder / "b").write_bytes(bytes(raw if cut is None else raw[:cut]))
+    message = ""
+    try:
+        read_cifar_batch(folder / "b")
+    except DataError as err:
+        message = str(err)
+    assert not message or str(folder / "b") in message
 
 
 # --- SVHN ---------------------------------------------------------------------------------------------------

@@ -6,8 +6,11 @@ import pytest
 import torch
 
 from eqprop import (
+    AgnosticEqProp,
     BackpropThroughSolver,
     BlockCoordinate,
+    ContrastiveLearning,
+    CoupledLearning,
     CrossEntropyReadout,
     EqProp,
     GradientFlow,
@@ -15,7 +18,7 @@ from eqprop import (
     SquaredError,
     solve,
 )
-from eqprop.rules import named_parameters
+from eqprop.rules import RULES, named_parameters
 from helpers import SMALL_SYSTEMS, cosine, fd_loss_grad, kink_margin, rel_err, tiny_problem
 
 SOLVER = BlockCoordinate(300)
@@ -107,9 +110,68 @@ def test_centered_eqprop_trains_system_and_readout():
         assert cosine({k: est.grads[k] for k in keys}, {k: ref[k] for k in keys}) >= 0.9999
 
 
-def test_compute_gradients_writes_the_estimate_into_grad():
+def test_out_grad_writes_the_estimate_into_grad():
     net, x, y = SMALL_SYSTEMS["2h-boxed-output"]()
     cost = readout(4, 4)
-    est = EqProp(beta=1e-2).compute_gradients(net, cost, SOLVER, x, y)
+    est = EqProp(beta=1e-2).gradients(net, cost, SOLVER, x, y, out="grad")
     for name, p in named_parameters(net, cost).items():
         torch.testing.assert_close(p.grad, est.grads[name], rtol=0, atol=0)
+
+
+ONE_OF_EACH_KIND = {
+    "eqprop": EqProp(beta=0.1, variant="positive"),
+    "aeqprop": AgnosticEqProp(beta=0.1, epsilon=0.2),
+    "contrastive": ContrastiveLearning(),
+    "coupled": CoupledLearning(beta=0.25, variant="negative"),
+    "implicit": ImplicitDiff(),
+    "backprop": BackpropThroughSolver(steps=50),
+}
+READOUT_KINDS = ("eqprop", "implicit", "backprop")
+"""The kinds that also train a cost's own parameters (a readout); the others refuse one."""
+
+
+def test_every_rule_kind_is_checked_below():
+    assert set(ONE_OF_EACH_KIND) == set(RULES)
+    assert all(type(rule) is RULES[kind] for kind, rule in ONE_OF_EACH_KIND.items())
+
+
+@pytest.mark.parametrize("kind", ONE_OF_EACH_KIND)
+def test_out_none_is_pure_and_out_grad_writes_grad_in_place(kind):
+    """``out=None`` writes nothing (θ and ``.grad`` untouched); ``out="grad"`` writes the same estimate into
+    every parameter's ``.grad``, replacing (not adding to) what was there, in the existing buffers."""
+    rule = ONE_OF_EACH_KIND[kind]
+    if kind in READOUT_KINDS:
+        net, x, y = SMALL_SYSTEMS["2h-boxed-output"]()
+        cost = readout(4, 4)
+    else:
+        (net, x, y), cost = SMALL_SYSTEMS["2h"](), SquaredError()
+    params = named_parameters(net, cost)
+    theta0 = {n: p.detach().clone() for n, p in params.items()}
+    pure = rule.gradients(net, cost, SOLVER, x, y)
+    assert sorted(pure.grads) == sorted(params)
+    assert all(p.grad is None for p in params.values())  # nothing written
+    assert all(torch.equal(p, theta0[n]) for n, p in params.items())
+    # the first call creates the .grad tensors
+    est = rule.gradients(net, cost, SOLVER, x, y, out="grad")
+    for name, p in params.items():
+        assert p.grad is not None and p.grad.dtype == p.dtype and p.grad.shape == p.shape
+        torch.testing.assert_close(p.grad, pure.grads[name], rtol=0, atol=1e-14)
+        torch.testing.assert_close(p.grad, est.grads[name], rtol=0, atol=0)
+    assert all(torch.equal(p, theta0[n]) for n, p in params.items())  # θ itself is left to the optimizer
+    # a second call overwrites whatever the buffers hold, in place
+    buffers = {}
+    for name, p in params.items():
+        assert p.grad is not None
+        p.grad.fill_(float("nan"))
+        buffers[name] = p.grad
+    est = rule.gradients(net, cost, SOLVER, x, y, out="grad")
+    for name, p in params.items():
+        assert p.grad is buffers[name]
+        torch.testing.assert_close(p.grad, pure.grads[name], rtol=0, atol=1e-14)
+        torch.testing.assert_close(p.grad, est.grads[name], rtol=0, atol=0)
+    # ... and a pure call after that leaves them alone
+    for p in params.values():
+        assert p.grad is not None
+        p.grad.fill_(7.0)
+    rule.gradients(net, cost, SOLVER, x, y, out=None)
+    assert all(bool((p.grad == 7.0).all()) for p in params.values() if p.grad is not None)

@@ -186,7 +186,7 @@ def test_training_keeps_conductances_non_negative():
     opt = torch.optim.SGD(circuit.parameters(), lr=5.0)
     rule, solver = EqProp(beta=0.1), BlockCoordinate(300, order="forward", tol=1e-9, check_every=10)
     for _ in range(5):
-        rule.compute_gradients(circuit, SquaredError(), solver, x, y)
+        rule.gradients(circuit, SquaredError(), solver, x, y, out="grad")
         opt.step()
         circuit.constrain_parameters()
         assert bool((circuit.conductances >= 0).all())

@@ -1,4 +1,4 @@
-"""SPICE export and cross-check (eqprop.spice): the deck says what the netlist says (R = 1/g, current-source
+"""SPICE export and cross-check (eqprop.analysis.spice): the deck says what the netlist says (R = 1/g, current-source
 sign, diode orientation), and ngspice's steady state agrees with ours within the tolerance the module states
 (forward drop and leakage of its near-ideal diodes): on hand-solved circuits, on a random DeepResistive and on a
 random non-layered ResistiveCircuit; a deck with a deliberate mistake does not. The tests that run ngspice
@@ -14,8 +14,7 @@ import pytest
 import torch
 
 from eqprop import BlockCoordinate, ConfigError, DeepResistive, solve
-from eqprop.cli import main
-from eqprop.spice import (
+from eqprop.analysis.spice import (
     DiodeModel,
     NgspiceNotFoundError,
     SpiceError,
@@ -25,6 +24,7 @@ from eqprop.spice import (
     spice_tolerance,
     to_spice,
 )
+from eqprop.cli import main
 from eqprop.systems.netlist import Netlist, ResistiveCircuit
 
 needs_ngspice = pytest.mark.skipif(
@@ -340,7 +340,9 @@ def test_cli_spice_check_random(capsys, tmp_path):
 
 def test_cli_spice_check_rejects_a_non_resistive_preset(capsys):
     assert main(["spice-check", "--preset", "fmnist-quick"]) == 2
-    assert "deep_resistive" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "'fmnist-quick' is a DeepHopfield, which has no netlist" in err
+    assert "resistive-network preset" in err
 
 
 def test_random_deep_resistive_has_about_the_nodes_asked_for():
@@ -373,7 +375,7 @@ def test_cli_spice_check_a_trained_checkpoint(capsys, tmp_path, fake_data):
 
 
 def test_sparse_and_dense_conductance_solves_agree(monkeypatch):
-    import eqprop.spice as spice
+    import eqprop.analysis.spice as spice
 
     circuit, x = random_netlist(90, 7)
     net = circuit.to_netlist(x)

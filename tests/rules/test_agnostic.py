@@ -30,6 +30,7 @@ from eqprop import (
     BlockCoordinate,
     ConfigError,
     ConvergenceError,
+    CoupledLearning,
     CrossEntropyReadout,
     DeepHopfield,
     DivergenceError,
@@ -44,18 +45,13 @@ from eqprop import (
     solve,
 )
 from eqprop.cli import main
-from eqprop.physical import has_homeostat
-from eqprop.rules import agnostic_step
-from eqprop.rules.agnostic import MODES
-from eqprop.train.config import apply_overrides, build, config_to_dict, load_preset
-from eqprop.train.loop import make_optimizer
+from eqprop.rules import VARIANTS, agnostic_step, phase_betas
+from eqprop.rules.physical import has_homeostat
+from eqprop.train import apply_overrides, build, config_to_dict, load_preset
 from helpers import BOXED_SYSTEMS, SMALL_SYSTEMS, cosine, kkt_violation, make_hopfield, rel_err
 
 SOLVER = BlockCoordinate(300)
 """Odd-even sweeps, no tolerance: every phase of the tiny float64 nets converges to rounding."""
-
-TWIN = {"centered": ("centered", 0.5), "optimistic": ("positive", 1.0), "pessimistic": ("negative", 1.0)}
-"""AEqprop mode -> (EqProp variant, factor on β) with the same pair of nudgings (β₁, β₂)."""
 
 PROTOCOL = ("set_nudging", "relax", "read_knobs", "set_knobs", "read_parameters", "read_output")
 HOMEOSTAT = ("hold_parameters", "read_displacement")
@@ -68,8 +64,8 @@ def per_tensor_epsilon(net: DeepHopfield, scale: float = 1.0) -> dict[str, float
 
 
 def twin(rule: AgnosticEqProp) -> EqProp:
-    variant, factor = TWIN[rule.mode]
-    return EqProp(beta=rule.beta * factor, variant=variant)  # type: ignore[arg-type]
+    """The EqProp rule with the same pair of nudgings (β₁, β₂): one β convention, so the same beta and variant."""
+    return EqProp(beta=rule.beta, variant=rule.variant)
 
 
 def max_abs_diff(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
@@ -92,13 +88,13 @@ def spring(net: DeepHopfield, x: Tensor, y: Tensor, eps: Mapping[str, float], **
 
 
 # -- 1. the displacement is the EqProp step --------------------------------------------------------------------
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("name", SMALL_SYSTEMS)
-def test_one_exact_round_is_exactly_the_eqprop_contrast(name, mode):
+def test_one_exact_round_is_exactly_the_eqprop_contrast(name, variant):
     """Closed-form parameter relaxation, one round: θ' − θ = −ε[∂E/∂θ(s₂) − ∂E/∂θ(s₁)] whatever ε, so the
-    equivalent gradient is EqProp's with the same nudgings (centered β ≡ EqProp centered β/2)."""
+    equivalent gradient is EqProp's with the same nudgings (the same beta and variant)."""
     net, x, y = SMALL_SYSTEMS[name]()
-    rule = AgnosticEqProp(beta=0.3, mode=mode, epsilon=per_tensor_epsilon(net))
+    rule = AgnosticEqProp(beta=0.3, variant=variant, epsilon=per_tensor_epsilon(net))
     a = rule.gradients(net, SquaredError(), SOLVER, x, y)
     e = twin(rule).gradients(net, SquaredError(), SOLVER, x, y)
     assert max_abs_diff(a.grads, e.grads) < 1e-12
@@ -115,7 +111,7 @@ def test_joint_relaxation_departs_from_eqprop_at_first_order_in_epsilon(relaxati
     epsilons = [4e-3, 2e-3, 1e-3]
     diffs = []
     for eps in epsilons:
-        rule = AgnosticEqProp(beta=0.2, epsilon=eps, parameter_iterations=3, parameter_relaxation=relaxation)
+        rule = AgnosticEqProp(beta=0.1, epsilon=eps, parameter_iterations=3, parameter_relaxation=relaxation)
         diffs.append(rel_err(rule.gradients(net, SquaredError(), SOLVER, x, y).grads, ref))
     assert diffs[-1] < 1e-2
     assert slope(epsilons, diffs) == pytest.approx(1.0, abs=0.1)  # measured 1.00 (exact and flow)
@@ -130,7 +126,7 @@ def test_unsettled_parameter_flow_shrinks_the_step_by_its_unsettled_fraction(ste
     fraction = 1 - (1 - step_size) ** steps
     for eps in (0.3, 0.01):
         rule = AgnosticEqProp(
-            beta=0.2,
+            beta=0.1,
             epsilon=eps,
             parameter_relaxation="flow",
             flow_steps=steps,
@@ -154,38 +150,97 @@ def test_epsilon_scale_is_a_factor_on_every_epsilon():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-# -- 2. the estimate converges to the true gradient at the mode's order -------------------------------------------
+# -- 2. the estimate converges to the true gradient at the variant's order ----------------------------------------
 BETAS = np.geomspace(1e-4, 3e-3, 5)
 """Small enough that no nudged phase moves a unit across a bound (checked below)."""
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("name", ["1h", "2h", "2h-boxed-output"])
-def test_bias_against_implicit_differentiation_shrinks_at_the_modes_order(name, mode):
+def test_bias_against_implicit_differentiation_shrinks_at_the_variants_order(name, variant):
     net, x, y = SMALL_SYSTEMS[name]()
     cost = SquaredError()
     exact = ImplicitDiff().gradients(net, cost, SOLVER, x, y)
     free_set = net.active_mask(exact.phases[0].state)
     errors = []
     for beta in BETAS:
-        rule = AgnosticEqProp(beta=float(beta), mode=mode, epsilon=per_tensor_epsilon(net))
-        for b in rule.nudgings:  # the active set is the free one at both nudgings
+        rule = AgnosticEqProp(beta=float(beta), variant=variant, epsilon=per_tensor_epsilon(net))
+        for b in rule.betas:  # the active set is the free one at both nudgings
             eq = solve(net, x, SOLVER, cost=cost, y=y, beta=b, init=exact.phases[0].state)
             assert all(torch.equal(m, f) for m, f in zip(net.active_mask(eq.state), free_set, strict=True))
         est = rule.gradients(net, cost, SOLVER, x, y).grads
         assert cosine(est, exact.grads) >= 0.999
         errors.append(rel_err(est, exact.grads))
     # measured: slopes 1.00 (one-sided) and 2.00 (centered); cosine ≥ 1 − 1e-6 at β = 3e-3
-    assert slope(BETAS, errors) == pytest.approx(AgnosticEqProp(mode=mode).bias_order, abs=0.2)
+    assert slope(BETAS, errors) == pytest.approx(AgnosticEqProp(variant=variant).bias_order, abs=0.2)
 
 
 def test_bias_orders_are_declared():
-    assert [AgnosticEqProp(mode=m).bias_order for m in ("optimistic", "pessimistic", "centered")] == [1, 1, 2]
-    assert [AgnosticEqProp(beta=0.4, mode=m).nudgings for m in MODES] == [
+    assert [AgnosticEqProp(variant=v).bias_order for v in ("positive", "negative", "centered")] == [1, 1, 2]
+    # the library's one convention: centered nudges at (−β, +β), a spread of 2β (the paper's β is the spread)
+    assert [AgnosticEqProp(beta=0.4, variant=v).betas for v in VARIANTS] == [
         (0.0, 0.4),
         (-0.4, 0.0),
-        (-0.2, 0.2),
+        (-0.4, 0.4),
     ]
+    assert (AgnosticEqProp().beta, AgnosticEqProp().variant, AgnosticEqProp().betas) == (
+        0.25,
+        "centered",
+        (-0.25, 0.25),
+    )
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("beta", [0.05, 0.25, 1.0])
+def test_the_two_phase_rules_share_one_beta_convention(beta, variant):
+    """The same ``beta`` and ``variant`` give the same (β₁, β₂) for EqProp, coupled learning and AEqprop."""
+    expected = {"positive": (0.0, beta), "negative": (-beta, 0.0), "centered": (-beta, beta)}[variant]
+    rules = (
+        EqProp(beta=beta, variant=variant),
+        CoupledLearning(beta=beta, variant=variant),
+        AgnosticEqProp(beta=beta, variant=variant),
+    )
+    assert [r.betas for r in rules] == [expected] * 3
+    assert phase_betas(variant, beta) == expected
+    assert rules[0].bias_order == rules[2].bias_order  # the two estimators of ∂L/∂θ: the same order
+
+
+def test_learning_rates_are_eps_times_the_spread_and_the_schedule_scales_the_epsilons():
+    """``learning_rates`` is ε·(β₂ − β₁) per tensor (what SGD needs to apply the physical step), and
+    ``follow_schedule(f)`` is the rule with every ε scaled by f (relative to the start of training)."""
+    net, x, y = SMALL_SYSTEMS["2h"]()  # 3 layers
+    eps = per_tensor_epsilon(net)
+    for variant, spread in (("positive", 0.3), ("negative", 0.3), ("centered", 0.6)):
+        rule = AgnosticEqProp(beta=0.3, variant=variant, epsilon=eps)
+        assert rule.learning_rates(net) == pytest.approx({n: e * spread for n, e in eps.items()}, rel=1e-15)
+    # per-layer lists: layer k holds weights.k and biases.k
+    rule = AgnosticEqProp(beta=0.25, epsilon=[0.1, 0.05, 0.02], epsilon_biases=[0.01, 0.005, 0.002])
+    layered = {
+        "weights.0": 0.1,
+        "weights.1": 0.05,
+        "weights.2": 0.02,
+        "biases.0": 0.01,
+        "biases.1": 0.005,
+        "biases.2": 0.002,
+    }
+    assert rule.epsilons(net) == pytest.approx(layered, rel=1e-15)
+    assert sorted(rule.epsilons(net)) == sorted(n for n, _ in net.named_parameters())
+    assert rule.learning_rates(net) == pytest.approx({n: e * 0.5 for n, e in layered.items()}, rel=1e-15)
+    # the schedule: the springs' compliances decay; the rates stay the ones the optimizer was built with
+    decayed = rule.follow_schedule(0.37)
+    assert isinstance(decayed, AgnosticEqProp) and decayed.epsilon_scale == 0.37
+    assert rule.epsilon_scale == 1.0  # a new rule, the old one unchanged
+    assert decayed.epsilons(net) == pytest.approx({n: 0.37 * e for n, e in layered.items()}, rel=1e-15)
+    assert decayed.learning_rates(net) == rule.learning_rates(net)
+    assert dataclasses.replace(decayed, epsilon_scale=1.0) == rule
+    assert decayed.follow_schedule(0.5).epsilon_scale == 0.5  # relative to the start, not compounded
+    # and the decayed rule's step is that of springs 0.37 times as compliant
+    scaled = AgnosticEqProp(beta=0.25, epsilon={n: 0.37 * e for n, e in layered.items()})
+    a = decayed.gradients(net, SquaredError(), SOLVER, x, y).grads
+    b = scaled.gradients(net, SquaredError(), SOLVER, x, y).grads
+    assert max_abs_diff(a, b) < 1e-12
+    # rules that imply no rates of their own leave them to the run's optimizer settings
+    assert EqProp().learning_rates(net) is None and EqProp().follow_schedule(0.37) == EqProp()
 
 
 # -- 3. homeostasis: phase 1 holds θ still and sets the knobs to θ + ε∂E/∂θ(s₁) ----------------------------------
@@ -253,13 +308,13 @@ class Recorder:
         return self.inner.read_output()
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_agnostic_step_enters_phase_2_with_theta_unmoved_and_the_knobs_set(mode):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_agnostic_step_enters_phase_2_with_theta_unmoved_and_the_knobs_set(variant):
     """Spy on :func:`agnostic_step` itself: when it switches to β₂, θ is θ₀ and u = θ₀ + ε∂E/∂θ(s₁)."""
     net, x, y = SMALL_SYSTEMS["3h"]()
     eps = per_tensor_epsilon(net)
     rec = Recorder(SpringCoupled(net, SquaredError(), SOLVER, x, y, eps))
-    b1, b2 = AgnosticEqProp(beta=0.3, mode=mode).nudgings
+    b1, b2 = AgnosticEqProp(beta=0.3, variant=variant).betas
     step = agnostic_step(rec, b1, b2)
     assert [b for b, *_ in rec.seen] == [0.0, b1, b2]
     _, theta0, _, _ = rec.seen[1]  # when phase 1 starts: θ₀
@@ -300,7 +355,7 @@ def test_an_unsettled_controller_is_not_silently_accepted(steps, step_size):
     net, x, y = SMALL_SYSTEMS["2h"]()
     ref = EqProp(beta=0.1, variant="centered").gradients(net, SquaredError(), SOLVER, x, y).grads
     rule = AgnosticEqProp(
-        beta=0.2, epsilon=0.05, parameter_relaxation="flow", flow_steps=steps, flow_step_size=step_size
+        beta=0.1, epsilon=0.05, parameter_relaxation="flow", flow_steps=steps, flow_step_size=step_size
     )
     try:
         got = rule.gradients(net, SquaredError(), SOLVER, x, y).grads
@@ -371,26 +426,26 @@ def secant(net: DeepHopfield, x: Tensor, y: Tensor, b1: float, b2: float) -> flo
     return (phi(b2) - phi(b1)) / (b2 - b1)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("beta", [0.5, 0.1])
-def test_secant_lyapunov_function_does_not_increase(beta, mode):
+def test_secant_lyapunov_function_does_not_increase(beta, variant):
     """Phase 1 is a joint minimum of U + F_β₁, phase 2 (iterated to convergence) one of U + F_β₂ with the same
     knobs: adding the two optimality inequalities cancels U, so the secant function of (β₁, β₂) cannot go up,
     for finite β and ε (research/aeqprop.md §4). Small weights keep F convex in the state, and a stiff spring
     (1/ε above the states' curvature) keeps the joint energy bounded below."""
     net, x, y = make_hopfield([5, 9, 3], 3, gains=0.5)
     eps = 0.1
-    rule = AgnosticEqProp(beta=beta, mode=mode, epsilon=eps, parameter_iterations=60)
-    b1, b2 = rule.nudgings
+    rule = AgnosticEqProp(beta=beta, variant=variant, epsilon=eps, parameter_iterations=60)
+    b1, b2 = rule.betas
     before = secant(net, x, y, b1, b2)
-    est = rule.compute_gradients(net, SquaredError(), SOLVER, x, y)
+    est = rule.gradients(net, SquaredError(), SOLVER, x, y)
     longer = dataclasses.replace(rule, parameter_iterations=120).gradients(net, SquaredError(), SOLVER, x, y)
     assert max_abs_diff(est.grads, longer.grads) < 1e-9  # phase 2 reached the joint equilibrium
     with torch.no_grad():
-        for n, p in net.named_parameters():  # apply the physical step θ' = θ − ε·β·ĝ
-            p.sub_(eps * beta * est.grads[f"system.{n}"])
+        for n, p in net.named_parameters():  # apply the physical step θ' = θ − ε(β₂ − β₁)·ĝ
+            p.sub_(eps * (b2 - b1) * est.grads[f"system.{n}"])
     after = secant(net, x, y, b1, b2)
-    assert after < before  # measured: decreases of 0.9 % (β 0.1, optimistic) to 22 % (β 0.5, pessimistic)
+    assert after < before  # measured: decreases of 2.1 % (β 0.1, positive) to 25 % (β 0.5, centered)
 
 
 # -- 5. agnosticism ------------------------------------------------------------------------------------------------
@@ -461,11 +516,11 @@ def test_the_protocol_is_six_methods_and_a_homeostat_two_more():
 
 
 @pytest.mark.parametrize("parameter_iterations", [1, 2])
-@pytest.mark.parametrize("mode", MODES)
-def test_agnostic_step_works_through_the_bare_protocol(mode, parameter_iterations):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_agnostic_step_works_through_the_bare_protocol(variant, parameter_iterations):
     """Through the six basic methods (the step builds its own controller from them), through those plus a
     built-in controller, and on the simulation itself (whose controller is exact and lazy): the same step."""
-    b1, b2 = AgnosticEqProp(beta=0.3, mode=mode).nudgings
+    b1, b2 = AgnosticEqProp(beta=0.3, variant=variant).betas
     steps = []
     for proxy_type in (None, Slim, SlimHomeostatic):
         net, x, y = SMALL_SYSTEMS["2h"]()
@@ -589,8 +644,8 @@ class Balance:
         return self.o[:, None].clone()
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_agnostic_step_trains_a_black_box_it_knows_nothing_about(f64, gen, mode):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_agnostic_step_trains_a_black_box_it_knows_nothing_about(f64, gen, variant):
     x = torch.rand(8, 3, generator=gen)
     y = torch.randn(8, generator=gen)
     theta0 = torch.randn(3, generator=gen)
@@ -600,24 +655,25 @@ def test_agnostic_step_trains_a_black_box_it_knows_nothing_about(f64, gen, mode)
     for eps, beta in ((0.02, 0.02), (0.002, 0.002)):
         box = Balance(x, y, theta0, eps)
         assert isinstance(box, PhysicalSystem)
-        b1, b2 = AgnosticEqProp(beta=beta, mode=mode).nudgings
+        b1, b2 = AgnosticEqProp(beta=beta, variant=variant).betas
         step = agnostic_step(box, b1, b2, controller_iterations=30, controller_rtol=1e-10)["theta"]
         # exact: Δθ = −ε·c·(I + εΣ)⁻¹∇L with c = β₂/(1+β₂) − β₁/(1+β₁)
         c = b2 / (1 + b2) - b1 / (1 + b1)
         exact = -eps * c * torch.linalg.solve(torch.eye(3) + eps * sigma, grad_loss)
         assert torch.allclose(step, exact, rtol=1e-9, atol=1e-15)
-        errors.append(float((step / (-eps * beta) - grad_loss).norm() / grad_loss.norm()))
-    # first order: Δθ = −εβ∇L (1 + O(ε) + O(β)); the error falls 10× when ε and β do
+        errors.append(float((step / (-eps * (b2 - b1)) - grad_loss).norm() / grad_loss.norm()))
+    # first order: Δθ = −ε(β₂ − β₁)∇L (1 + O(ε) + O(β)); the error falls 10× when ε and β do
     assert errors[1] < 0.01
     assert errors[1] / errors[0] == pytest.approx(0.1, abs=0.02)
 
 
-# -- 6. the rule is pure; SGD at lr = ε·β applies exactly the physical step ----------------------------------------
+# -- 6. the rule is pure; SGD at lr = ε·(β₂ − β₁) applies exactly the physical step ---------------------------------
 @pytest.mark.parametrize("parameter_iterations", [1, 3])
-def test_rule_is_pure_and_sgd_at_eps_beta_lands_on_the_physical_step(parameter_iterations):
+def test_rule_is_pure_and_sgd_at_eps_spread_lands_on_the_physical_step(parameter_iterations):
     net, x, y = SMALL_SYSTEMS["2h"]()
     eps = per_tensor_epsilon(net)
-    rule = AgnosticEqProp(beta=0.4, epsilon=eps, parameter_iterations=parameter_iterations)
+    rule = AgnosticEqProp(beta=0.2, epsilon=eps, parameter_iterations=parameter_iterations)
+    b1, b2 = rule.betas
     theta0 = params_of(net)
     est = rule.gradients(net, SquaredError(), SOLVER, x, y)
     assert all(torch.equal(p, theta0[n]) for n, p in net.named_parameters())  # θ went back, bit for bit
@@ -626,14 +682,16 @@ def test_rule_is_pure_and_sgd_at_eps_beta_lands_on_the_physical_step(parameter_i
     assert int(est.metrics["state_sweeps"]) > 0
     # the physical step, measured independently on the same simulation
     step = agnostic_step(
-        spring(net, x, y, eps), *rule.nudgings, parameter_iterations=parameter_iterations, free_phase=False
+        spring(net, x, y, eps), b1, b2, parameter_iterations=parameter_iterations, free_phase=False
     )
     with torch.no_grad():
         for n, p in net.named_parameters():
             p.copy_(theta0[n])
-    groups = [{"params": [p], "lr": eps[n] * rule.beta} for n, p in net.named_parameters()]
+    lrs = {n: eps[n] * (b2 - b1) for n in eps}
+    assert rule.learning_rates(net) == pytest.approx(lrs, rel=1e-15)  # the rates the training run builds
+    groups = [{"params": [p], "lr": lrs[n]} for n, p in net.named_parameters()]
     optimizer = torch.optim.SGD(groups, lr=1.0)
-    rule.compute_gradients(net, SquaredError(), SOLVER, x, y)
+    rule.gradients(net, SquaredError(), SOLVER, x, y, out="grad")
     optimizer.step()
     for n, p in net.named_parameters():
         assert torch.allclose(p.detach(), theta0[n] + step[n], rtol=0, atol=1e-12), n
@@ -664,8 +722,8 @@ SHORT = BlockCoordinate(4, order="backward")
 """Nudged phases far from converged, so that where phase 2 starts shows in the step."""
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_phase2_from_free_is_the_contrast_of_two_relaxations_from_the_free_state(mode):
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_phase2_from_free_is_the_contrast_of_two_relaxations_from_the_free_state(variant):
     """``phase2_start="free"``: θ' − θ = −ε[∂E/∂θ(s₂) − ∂E/∂θ(s₁)] with s₁ and s₂ both relaxed from the free
     state s₀ (s₁ at β₁, s₂ at β₂), i.e. the equivalent gradient is EqProp's with the same two phases, even
     unconverged; ``"phase1"`` relaxes s₂ from s₁ instead (research/aeqprop.md §3, step 4)."""
@@ -681,10 +739,10 @@ def test_phase2_from_free_is_the_contrast_of_two_relaxations_from_the_free_state
 
     def formula(s1, s2) -> dict[str, Tensor]:
         f1, f2 = net.param_grads(x, s1), net.param_grads(x, s2)
-        return {f"system.{n}": (f2[n] - f1[n]) / rule.beta for n in f1}
+        return {f"system.{n}": (f2[n] - f1[n]) / (b2 - b1) for n in f1}
 
-    rule = AgnosticEqProp(beta=0.3, mode=mode, epsilon=eps, phase2_start="free")
-    b1, b2 = rule.nudgings
+    rule = AgnosticEqProp(beta=0.3, variant=variant, epsilon=eps, phase2_start="free")
+    b1, b2 = rule.betas
     s1 = relax(b1, free.state)
     got = rule.gradients(net, cost, SOLVER, x, y, nudged_solver=SHORT).grads
     assert max_abs_diff(got, formula(s1, relax(b2, free.state))) < 1e-12
@@ -693,8 +751,8 @@ def test_phase2_from_free_is_the_contrast_of_two_relaxations_from_the_free_state
         net, cost, SOLVER, x, y, nudged_solver=SHORT
     )
     assert max_abs_diff(physical.grads, formula(s1, relax(b2, s1))) < 1e-12
-    if mode == "centered":  # from s₁ ≠ s₀ the unconverged phase 2 ends elsewhere (one-sided modes have a
-        assert max_abs_diff(physical.grads, got) > 1e-4  # phase at β = 0, which is the free state itself)
+    if variant == "centered":  # from s₁ ≠ s₀ the unconverged phase 2 ends elsewhere (one-sided variants have
+        assert max_abs_diff(physical.grads, got) > 1e-4  # a phase at β = 0, which is the free state itself)
 
 
 def test_phase2_from_free_through_the_bare_protocol_passes_through_the_free_equilibrium():
@@ -781,8 +839,8 @@ def test_the_default_step_leaves_theta_untouched_and_reads_one_contrast(monkeypa
     net, x, y = SMALL_SYSTEMS["2h"]()
     versions = {n: p._version for n, p in net.named_parameters()}
     for start in ("phase1", "free"):
-        AgnosticEqProp(beta=0.3, epsilon=per_tensor_epsilon(net), phase2_start=start).compute_gradients(
-            net, SquaredError(), SOLVER, x, y
+        AgnosticEqProp(beta=0.3, epsilon=per_tensor_epsilon(net), phase2_start=start).gradients(
+            net, SquaredError(), SOLVER, x, y, out="grad"
         )
     assert calls == ["param_grad_difference"] * 2
     assert {n: p._version for n, p in net.named_parameters()} == versions
@@ -794,10 +852,13 @@ PRESET_EPS = {"weights.0": 0.1, "weights.1": 0.05, "biases.0": 0.02, "biases.1":
 
 def test_preset_builds_the_official_aeqprop_rule():
     config = load_preset("fmnist-aeqprop-1h")
-    system, cost, solver, nudged, rule = build(config, generator=torch.Generator().manual_seed(0))
+    run = build(config)
+    system, cost, solver, nudged, rule = run.system, run.cost, run.solver, run.nudged_solver, run.rule
     assert isinstance(rule, AgnosticEqProp)
-    assert (rule.beta, rule.mode, rule.nudgings) == (0.5, "centered", (-0.25, 0.25))
-    assert dict(rule.epsilon) == PRESET_EPS and rule.epsilons(system) == PRESET_EPS
+    # the official centered --nudging 0.5 is the spread β₂ − β₁: nudgings ±0.25, i.e. beta = 0.25
+    assert (rule.beta, rule.variant, rule.betas) == (0.25, "centered", (-0.25, 0.25))
+    assert (rule.epsilon, rule.epsilon_biases) == ([0.1, 0.05], [0.02, 0.01])  # per layer
+    assert rule.epsilons(system) == PRESET_EPS
     assert (rule.parameter_iterations, rule.parameter_relaxation) == (1, "exact")
     # the official trainer: phase 2 restarts from the free state, and each free phase from the last batch's state
     assert rule.phase2_start == "free" and config.train.warm_start
@@ -807,38 +868,37 @@ def test_preset_builds_the_official_aeqprop_rule():
     assert (solver.order, solver.iterations, solver.tol, solver.norm) == ("forward", 100, 1e-3, "layer-l1")
     assert (nudged.order, nudged.iterations, nudged.tol, nudged.norm) == ("backward", 100, 1e-3, "layer-l1")
     assert (config.train.batch_size, config.schedule.kind, config.schedule.gamma) == (32, "exponential", 0.99)
-    lrs = {g["name"]: g["lr"] for g in make_optimizer(config, system, cost).param_groups}
-    assert lrs == pytest.approx({n: e * 0.5 for n, e in PRESET_EPS.items()}, rel=1e-15)
-    optimizer = make_optimizer(config, system, cost)
+    lrs = {g["name"]: g["lr"] for g in run.optimizer.param_groups}
+    assert lrs == pytest.approx({n: e * 0.5 for n, e in PRESET_EPS.items()}, rel=1e-15)  # ε·(β₂ − β₁)
+    assert lrs == rule.learning_rates(system)
+    optimizer = run.optimizer
     assert isinstance(optimizer, torch.optim.SGD)
     assert all(g["momentum"] == 0 and g["weight_decay"] == 0 for g in optimizer.param_groups)
 
 
 def test_eqprop_twin_preset_uses_the_same_network_and_step_sizes():
-    """fmnist-aeqprop-1h-eqprop: centered EqProp at β/2 with lr = ε·β — AEqprop's first-order equivalent."""
+    """fmnist-aeqprop-1h-eqprop: centered EqProp at the same β with lr = ε·2β — AEqprop's first-order
+    equivalent."""
     a, e = load_preset("fmnist-aeqprop-1h"), load_preset("fmnist-aeqprop-1h-eqprop")
     da, de = config_to_dict(a), config_to_dict(e)
     for section in ("data", "system", "cost", "solver", "nudged_solver", "schedule", "train"):
         assert da[section] == de[section], section
-    sa, ca, _, _, ra = build(a)
-    se, ce, _, _, re_ = build(e)
-    assert re_ == twin(ra)
-    lra = {g["name"]: g["lr"] for g in make_optimizer(a, sa, ca).param_groups}
-    lre = {g["name"]: g["lr"] for g in make_optimizer(e, se, ce).param_groups}
+    ra, re_ = build(a), build(e)
+    assert re_.rule == twin(ra.rule)
+    lra = {g["name"]: g["lr"] for g in ra.optimizer.param_groups}
+    lre = {g["name"]: g["lr"] for g in re_.optimizer.param_groups}
     assert lra == pytest.approx(lre, rel=1e-15)
 
 
 @pytest.mark.parametrize(
     ("sets", "fragment"),
     [
-        (["optimizer.momentum=0.9"], "plain SGD"),
-        (["optimizer.kind=adam"], "plain SGD"),
-        (["optimizer.weight_decay=0.001"], "plain SGD"),
-        (["cost.kind=cross_entropy_readout"], "squared_error"),
         (["rule.epsilon=[0.1]"], "one per layer"),
         (["rule.epsilon_biases=[0.02, 0.0]"], "> 0"),
         (["rule.epsilon=0"], "> 0"),
-        (["rule.mode=sideways"], "rule.mode"),
+        (["rule.variant=sideways"], "rule.variant"),
+        (["rule.variant=optimistic"], "rule.variant"),  # the paper's name: the library says positive
+        (["rule.mode=centered"], "unknown setting 'mode'"),  # mode= became variant=
         (["rule.parameter_relaxation=bogus"], "rule.parameter_relaxation"),
         (["rule.phase2_start=middle"], "rule.phase2_start"),
         (["train.warm_start=1"], "train.warm_start"),
@@ -850,13 +910,33 @@ def test_config_rejects_what_aeqprop_cannot_do(sets, fragment):
 
 
 @pytest.mark.parametrize(
+    ("sets", "fragment", "hint"),
+    [
+        (["optimizer.momentum=0.9"], "plain SGD", "optimizer.momentum=0"),
+        (["optimizer.kind=adam"], "plain SGD", "optimizer.kind=sgd"),
+        (["optimizer.weight_decay=0.001"], "plain SGD", "optimizer.weight_decay=0"),
+        (["cost.kind=cross_entropy_readout"], "readout", "squared_error"),
+    ],
+)
+def test_build_rejects_what_aeqprop_cannot_train(sets, fragment, hint):
+    """What needs the built optimizer or cost is refused by ``build`` (the rule's ``check``)."""
+    config = apply_overrides(load_preset("fmnist-aeqprop-1h"), [*sets, "system.sizes=[784,8,10]"])
+    with pytest.raises(ConfigError, match=fragment) as info:
+        build(config)
+    assert hint in info.value.hint
+
+
+@pytest.mark.parametrize(
     "kwargs",
     [
         {"beta": 0.0},
         {"beta": -0.5},
         {"beta": math.nan},
         {"beta": math.inf},
-        {"mode": "sideways"},
+        {"variant": "sideways"},
+        {"variant": "optimistic"},
+        {"epsilon": [0.1, 0.0]},
+        {"epsilon_biases": [0.02, -0.01]},
         {"controller_iterations": 2},
         {"parameter_iterations": 0},
         {"epsilon": 0.0},
@@ -871,6 +951,11 @@ def test_rule_rejects_bad_settings(kwargs):
         AgnosticEqProp(**kwargs)
 
 
+def test_the_mode_keyword_is_gone():
+    with pytest.raises(TypeError, match="mode"):
+        AgnosticEqProp(mode="centered")  # type: ignore[call-arg]
+
+
 def test_rule_rejects_what_is_not_a_physical_system():
     net, x, y = SMALL_SYSTEMS["1h"]()
     with pytest.raises(ConfigError, match=r"no epsilon for \['weights.1'"):
@@ -880,8 +965,14 @@ def test_rule_rejects_what_is_not_a_physical_system():
     readout = CrossEntropyReadout(3, 3, generator=torch.Generator().manual_seed(0)).double()
     with pytest.raises(ConfigError, match="readout"):
         AgnosticEqProp().gradients(net, readout, SOLVER, x, y)
-    with pytest.raises(ConfigError, match="beta > 0"):  # pessimistic β₁ = −1: no output minimiser
-        AgnosticEqProp(beta=1.0, mode="pessimistic").gradients(net, SquaredError(), SOLVER, x, y)
+    with pytest.raises(ConfigError, match="beta > 0"):  # negative β₁ = −1: no output minimiser
+        AgnosticEqProp(beta=1.0, variant="negative").gradients(net, SquaredError(), SOLVER, x, y)
+    with pytest.raises(ConfigError, match=r"one per layer \(2 for this system\)"):
+        AgnosticEqProp(epsilon=[0.1, 0.05, 0.02]).gradients(net, SquaredError(), SOLVER, x, y)
+    with pytest.raises(ConfigError, match="plain SGD"):
+        AgnosticEqProp().check(net, SquaredError(), torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9))
+    plain = torch.optim.SGD(net.parameters(), lr=0.1)
+    AgnosticEqProp().check(net, SquaredError(), plain)  # plain SGD is fine
     assert all(torch.isfinite(p).all() for p in net.parameters())
 
 
@@ -913,14 +1004,14 @@ def run_cli(argv: list[str]) -> tuple[int, str]:
 
 @pytest.mark.usefixtures("quiet_torch")
 def test_cli_trains_the_aeqprop_preset(fake_data: Path, tmp_path: Path, monkeypatch):
-    scales: list[float] = []  # the springs' ε decays with the schedule, like the SGD step ε·β
-    original = AgnosticEqProp.compute_gradients
+    scales: list[float] = []  # the springs' ε decays with the schedule, like the SGD step ε·(β₂ − β₁)
+    original = AgnosticEqProp.gradients
 
     def spied(self, *args, **kwargs):
         scales.append(self.epsilon_scale)
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(AgnosticEqProp, "compute_gradients", spied)
+    monkeypatch.setattr(AgnosticEqProp, "gradients", spied)
     run = tmp_path / "run"
     argv = ["train", "--preset", "fmnist-aeqprop-1h", "--data-dir", str(fake_data)]
     argv += ["--set", "system.sizes=[784,32,10]", "--set", "train.epochs=2", "--set", "train.batch_size=16"]
@@ -932,7 +1023,7 @@ def test_cli_trains_the_aeqprop_preset(fake_data: Path, tmp_path: Path, monkeypa
     assert summary["test_accuracy"] >= 0.3  # chance is 0.1; measured 0.44 after 2 epochs
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert epochs[1]["train_loss"] < epochs[0]["train_loss"]
-    lr = {n: e * 0.5 * 0.99 for n, e in PRESET_EPS.items()}  # ε·β, decayed once after epoch 1
+    lr = {n: e * 0.5 * 0.99 for n, e in PRESET_EPS.items()}  # ε·(β₂ − β₁) = ε·2β, decayed once after epoch 1
     assert epochs[0]["lr"] == pytest.approx(
         [lr[n] for n in ("weights.0", "weights.1", "biases.0", "biases.1")]
     )
@@ -942,7 +1033,7 @@ def test_cli_trains_the_aeqprop_preset(fake_data: Path, tmp_path: Path, monkeypa
 
 
 @pytest.mark.usefixtures("quiet_torch")
-def test_cli_gradcheck_reports_the_three_modes(fake_data: Path):
+def test_cli_gradcheck_reports_the_three_variants(fake_data: Path):
     """Seed 3: at seed 0 an output unit of the batch sits 7e-5 from its box bound, so β ≥ 1e-3 crosses the
     kink for a negative nudging (the EqProp twin shows the same flat slopes there)."""
     betas = [0.004, 0.002, 0.001]
@@ -954,12 +1045,12 @@ def test_cli_gradcheck_reports_the_three_modes(fake_data: Path):
     assert result["rule"] == "aeqprop"
     assert result["reference"]["free_residual"] < 1e-10
     rows = {(r["variant"], r["beta"]): r for r in result["eqprop"]}
-    assert set(rows) == {(m, b) for m in ("optimistic", "pessimistic", "centered") for b in betas}
-    assert result["expected_slopes"] == {"optimistic": 1, "pessimistic": 1, "centered": 2}
+    assert set(rows) == {(v, b) for v in ("positive", "negative", "centered") for b in betas}
+    assert result["expected_slopes"] == {"positive": 1, "negative": 1, "centered": 2}
     # measured: slopes 0.996 / 1.004 / 2.000; centered error 1e-6 at β = 1e-3
-    for mode, order in result["expected_slopes"].items():
-        assert result["slopes"][mode] == pytest.approx(order, abs=0.2), mode
-        assert all(rows[mode, b]["cosine"] > 0.9999 for b in betas)
+    for variant, order in result["expected_slopes"].items():
+        assert result["slopes"][variant] == pytest.approx(order, abs=0.2), variant
+        assert all(rows[variant, b]["cosine"] > 0.9999 for b in betas)
     assert rows["centered", 0.001]["relative_error"] < 1e-4
 
 
@@ -976,8 +1067,8 @@ def test_cli_trains_the_conv_aeqprop_preset(fake_data: Path, tmp_path: Path):
     assert summary["epochs"] == 2
     assert summary["test_accuracy"] >= 0.3
     config = load_preset("fmnist-aeqprop-conv")
-    rule = build(config)[4]
-    assert rule.epsilons(build(config)[0]) == pytest.approx(
+    run = build(config)
+    assert run.rule.epsilons(run.system) == pytest.approx(
         {
             "weights.0": 2.048,
             "weights.1": 0.016,

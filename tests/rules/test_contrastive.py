@@ -139,12 +139,13 @@ def test_phases_and_free_phase_outputs():
 @pytest.mark.parametrize(
     "rule", [ContrastiveLearning(), CoupledLearning(beta=0.3, variant="negative")], ids=repr
 )
-def test_compute_gradients_writes_the_estimate_into_grad(rule):
+def test_out_grad_writes_the_estimate_into_grad(rule):
     net, x, y = SMALL_SYSTEMS["2h"]()
-    first = {k: v.clone() for k, v in rule.compute_gradients(net, SquaredError(), SOLVER, x, y).grads.items()}
+    est = rule.gradients(net, SquaredError(), SOLVER, x, y, out="grad")
+    first = {k: v.clone() for k, v in est.grads.items()}
     with torch.no_grad():
         net.weights[1].mul_(0.5)  # a second step at other weights reuses the buffers
-    est = rule.compute_gradients(net, SquaredError(), SOLVER, x, y)
+    est = rule.gradients(net, SquaredError(), SOLVER, x, y, out="grad")
     fresh = rule.gradients(net, SquaredError(), SOLVER, x, y).grads
     for name, p in named_parameters(net, None).items():
         torch.testing.assert_close(p.grad, fresh[name], rtol=0, atol=1e-15)

@@ -12,10 +12,10 @@ from eqprop import (
     EqProp,
     ImplicitDiff,
 )
-from eqprop.cli import RULES_HELP
-from eqprop.rules import RULE_NAMES, by_name
+from eqprop.cli._common import rules_help
+from eqprop.rules import RULE_NAMES, RULES, by_name
 from eqprop.rules.names import lookup
-from eqprop.train.config import apply_overrides, apply_rule_name, build, load_preset
+from eqprop.train import apply_overrides, apply_rule_name, build, load_preset
 
 # Written out by hand from the comparative study's Table 1 (not derived from RULE_NAMES).
 EXPECTED = {
@@ -45,23 +45,33 @@ def test_by_name_builds_the_rule(name):
 
 @pytest.mark.parametrize("name", EXPECTED)
 def test_a_name_sets_the_config_kind_and_variant_and_keeps_beta(name):
-    config = apply_overrides(load_preset("fmnist-quick"), ["rule.beta=0.3", "rule.cg_iterations=50"])
+    config = apply_overrides(load_preset("fmnist-quick"), ["rule.beta=0.3"])  # an EqProp rule
     named = apply_rule_name(config, name)
     _, kind, variant = EXPECTED[name]
     assert named.rule.kind == kind
     if variant is not None:
         assert named.rule.variant == variant
-    assert named.rule.beta == 0.3
-    *_, rule = build(named)
+        assert named.rule.beta == 0.3  # every kind with a variant has a beta: it is kept
+    rule = build(named).rule
     if name == "TBP":  # truncated at the nudged phase's sweeps (15 in the preset)
         assert rule == BackpropThroughSolver(steps=15)
+    elif name == "RBP":  # EqProp has no cg_iterations to keep: the new kind's default
+        assert rule == ImplicitDiff()
     else:
         assert rule == EXPECTED[name][0]
 
 
+def test_a_name_keeps_the_settings_the_new_kind_shares():
+    config = apply_overrides(load_preset("fmnist-quick"), ["rule.kind=implicit", "rule.cg_iterations=50"])
+    assert build(apply_rule_name(config, "RBP")).rule == EXPECTED["RBP"][0]
+    # ... and drops those it does not: the EqProp of CEP takes its own defaults
+    assert apply_rule_name(config, "CEP").rule == EqProp(variant="centered")
+
+
 def test_tbp_keeps_explicit_steps_and_counts_the_nudged_solver():
     config = load_preset("fmnist-quick")
-    assert apply_rule_name(apply_overrides(config, ["rule.steps=4"]), "TBP").rule.steps == 4
+    backprop = apply_overrides(config, ["rule.kind=backprop", "rule.steps=4"])
+    assert apply_rule_name(backprop, "TBP").rule.steps == 4
     config = apply_overrides(config, ["nudged_solver.iterations=9"])
     assert apply_rule_name(config, "TBP").rule.steps == 9
 
@@ -81,15 +91,21 @@ def test_close_names_get_a_suggestion():
 
 
 def test_the_help_text_documents_every_name():
+    text = rules_help()
     for name, (_, kind, variant) in EXPECTED.items():
-        line = next(line for line in RULES_HELP.splitlines() if line.split()[:1] == [name])
+        line = next(line for line in text.splitlines() if line.split()[:1] == [name])
         expected = [kind, variant] if variant else [kind]
         assert line.split()[1 : 1 + len(expected)] == expected
-    assert "continual" in RULES_HELP and "NOT the continual" in RULES_HELP
+    assert "continual" in text and "not the continual" in text
+    for kind, cls in RULES.items():  # every kind, with its class and settings
+        line = next(line for line in text.splitlines() if line.split()[:1] == [kind])
+        assert line.split()[1].startswith(f"{cls.__name__}(")
 
 
 @pytest.mark.parametrize("kind", ["contrastive", "coupled"])
 def test_clamping_rules_need_the_squared_error_in_the_config(kind):
-    config = load_preset("fmnist-quick")
-    with pytest.raises(ConfigError, match="squared_error"):
-        apply_overrides(config, [f"rule.kind={kind}", "cost.kind=cross_entropy_readout"])
+    sets = [f"rule.kind={kind}", "cost.kind=cross_entropy_readout"]
+    config = apply_overrides(load_preset("fmnist-quick"), sets)
+    with pytest.raises(ConfigError, match="needs a cost without parameters") as info:
+        build(config)  # the rule refuses the cost once both are built
+    assert "squared_error" in info.value.hint

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from eqprop.train.config import RunConfig, apply_overrides, load_preset
+from eqprop.train import RunConfig, apply_overrides, load_preset
 
 TINY_SETS = ["system.sizes=[784,32,10]", "optimizer.lr=0.05", "train.batch_size=16"]
 """Overrides that shrink the default preset to a net that trains on the fake data in well under a second."""

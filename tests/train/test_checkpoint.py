@@ -177,11 +177,21 @@ def test_set_rng_state_rejects_malformed_state_without_changing_anything() -> No
     torch.set_rng_state(state["torch"])
     broken = dict(state)
     broken["python"] = {"version": 3, "state": torch.zeros(7, dtype=torch.int64), "gauss_next": None}
+    random.seed(5)
+    np.random.seed(5)
+    python_before, numpy_before = random.getstate(), np.random.get_state(legacy=True)
     with pytest.raises(CheckpointError, match="RNG state is malformed"):
         set_rng_state(broken)
     assert torch.equal(torch.rand(3), expected)
+    assert random.getstate() == python_before
+    np.testing.assert_array_equal(np.random.get_state(legacy=True)[1], numpy_before[1])
+    with pytest.raises(CheckpointError, match="RNG state is malformed"):
+        set_rng_state({**state, "numpy": {**state["numpy"], "key": "not ints"}})
+    assert random.getstate() == python_before
     with pytest.raises(CheckpointError, match="lacks key"):
         set_rng_state({"torch": state["torch"]})
+    with pytest.raises(CheckpointError, match="lacks key"):
+        set_rng_state([state])  # type: ignore[arg-type]
     with pytest.raises(CheckpointError, match="uint8"):
         set_rng_state({**state, "torch": torch.zeros(3)})
 
@@ -276,6 +286,37 @@ def test_garbage_file_raises(tmp_path: Path, content: bytes) -> None:
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "the file is empty"),
+        (b"\x80\x02garbage", "no zip header"),
+        (b"PK\x03\x04broken", "truncated or damaged"),
+    ],
+)
+def test_unreadable_file_says_why(tmp_path: Path, content: bytes, reason: str) -> None:
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=reason) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+    assert "refusing" not in str(info.value)
+
+
+def test_unreadable_permissions_raise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"epoch": 1})
+
+    def denied(file: Any, *args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(13, "Permission denied", str(file))
+
+    monkeypatch.setattr(ckpt, "open", denied, raising=False)  # works even as root, unlike chmod 0
+    with pytest.raises(
+        CheckpointError, match=r"cannot read checkpoint .*: PermissionError: Permission denied$"
+    ):
+        load_checkpoint(path)
+
+
 def test_missing_file_mentions_path(tmp_path: Path) -> None:
     path = tmp_path / "run" / "checkpoint.pt"
     with pytest.raises(CheckpointError) as info:
@@ -311,6 +352,8 @@ def test_bad_map_location_raises_config_error(tmp_path: Path) -> None:
     save_checkpoint(path, {"epoch": 1})
     with pytest.raises(ConfigError, match="not a device"):
         load_checkpoint(path, map_location="gpu-please")
+    with pytest.raises(ConfigError, match="not a device"):
+        load_checkpoint(path, map_location=3)  # type: ignore[arg-type]
     assert load_checkpoint(path, map_location=torch.device("cpu"))["epoch"] == 1
 
 
@@ -334,6 +377,22 @@ def test_pickled_object_is_refused_without_running_it(tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
     assert info.value.hint is not None
     assert "weights_only=False" not in str(info.value) + info.value.hint
+
+
+@pytest.mark.parametrize(
+    "value", [Malicious, _record_execution, np.zeros(2)], ids=["class", "function", "ndarray"]
+)
+def test_pickled_globals_are_refused(tmp_path: Path, value: object) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"format": FORMAT, "x": value}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(info.value) == (
+        f"refusing to load checkpoint {str(path)!r}: it holds pickled Python objects other than "
+        "tensors and plain data"
+    )
+    assert info.value.hint is not None
+    assert "never runs code" in info.value.hint
 
 
 def test_pickled_file_creator_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

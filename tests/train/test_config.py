@@ -21,18 +21,17 @@ from eqprop import (
     SquaredError,
 )
 from eqprop.errors import ConfigError
-from eqprop.rules import BackpropThroughSolver, ImplicitDiff
-from eqprop.train.config import (
+from eqprop.rules import AgnosticEqProp, BackpropThroughSolver, ContrastiveLearning, ImplicitDiff
+from eqprop.train import (
     RunConfig,
-    SolverConfig,
     apply_overrides,
     build,
     config_from_dict,
     config_to_dict,
-    layer_count,
     list_presets,
     load_preset,
 )
+from eqprop.train.optim import AdamConfig
 
 SHIPPED = ["fmnist-dhn1h", "fmnist-dhn2h", "fmnist-dhn3h", "fmnist-quick", "mnist-dhn1h"]
 
@@ -53,12 +52,20 @@ def test_every_preset_loads_and_validates(name: str) -> None:
     config = load_preset(name)
     assert config.name == name
     assert config.description
-    assert config.system.sizes[0] == 784 and config.system.sizes[-1] == 10
+    # the system reads the dataset's images and predicts its classes
+    assert config.system.output_width == (100 if config.data.dataset == "cifar100" else 10)
+    if len(config.system.input_shape) == 1:  # dense: flattened 28x28 images
+        assert tuple(config.system.input_shape) == (784,)
+    else:  # convolutional: (channels, height, width) of the (padded) images
+        channels = 3 if config.data.dataset.startswith("cifar") else 1
+        side = config.data.pad_to or (32 if channels == 3 else 28)
+        assert tuple(config.system.input_shape) == (channels, side, side)
     lr = config.optimizer.lr
-    assert not isinstance(lr, list) or len(lr) == layer_count(config)
+    assert not isinstance(lr, list) or len(lr) == config.system.layers
     assert config_from_dict(config_to_dict(config)) == config
-    # the objects build (weights of up to 784-1024x3-10 are cheap to allocate)
-    system, cost, solver, _, rule = build(config)
+    # the objects build (weights of up to 784-1024x3-10 or 128-256-512-512 convs are cheap to allocate)
+    run = build(config)
+    system, cost, solver, rule = run.system, run.cost, run.solver, run.rule
     assert isinstance(system, DeepHopfield | ConvHopfield | DeepResistive)
     assert isinstance(solver, BlockCoordinate | GradientFlow)
     if name in SHIPPED:  # the DHN recipes of the issue
@@ -87,10 +94,10 @@ def test_fmnist_dhn1h_has_the_issue_settings() -> None:
 def test_deeper_presets_use_their_own_nudged_solver_and_per_layer_rates() -> None:
     two, three = load_preset("fmnist-dhn2h"), load_preset("fmnist-dhn3h")
     assert two.system.sizes == [784, 1024, 1024, 10]
-    assert (two.solver.iterations, two.nudged_solver) == (50, SolverConfig(iterations=20))
+    assert (two.solver.iterations, two.nudged_solver) == (50, BlockCoordinate(iterations=20))
     assert two.optimizer.lr == [0.2, 0.05, 0.01]
     assert three.system.sizes == [784, 1024, 1024, 1024, 10]
-    assert (three.solver.iterations, three.nudged_solver) == (100, SolverConfig(iterations=10))
+    assert (three.solver.iterations, three.nudged_solver) == (100, BlockCoordinate(iterations=10))
     assert three.optimizer.lr == [0.2, 0.05, 0.01, 0.002]
 
 
@@ -138,15 +145,15 @@ def test_unknown_preset_suggests_the_close_name() -> None:
         ("rule.variant=negative", lambda c: c.rule.variant, "negative"),  # a bare word
         ("rule.variant='positive'", lambda c: c.rule.variant, "positive"),  # a TOML literal string
         ("solver.tol=1e-4", lambda c: c.solver.tol, 1e-4),
-        ("rule.steps=5", lambda c: c.rule.steps, 5),
+        (["rule.kind=backprop", "rule.steps=5"], lambda c: c.rule.steps, 5),  # a setting of another kind
         ("train.dtype=float64", lambda c: c.train.dtype, "float64"),
         (" train.seed = 7 ", lambda c: c.train.seed, 7),  # whitespace around key and value
         ("name=mine", lambda c: c.name, "mine"),
         ('measured.note="hi"', lambda c: c.measured["note"], "hi"),  # free-form table
     ],
 )
-def test_apply_overrides_parses_toml_literals(item: str, get, expected) -> None:
-    config = apply_overrides(_dhn1h(), [item])
+def test_apply_overrides_parses_toml_literals(item: str | list[str], get, expected) -> None:
+    config = apply_overrides(_dhn1h(), item if isinstance(item, list) else [item])
     value = get(config)
     assert value == expected
     assert type(value) is type(expected)
@@ -223,11 +230,100 @@ def test_nudged_solver_override_starts_from_the_free_solver() -> None:
     config = apply_overrides(base, ["nudged_solver.iterations=7"])
     assert config.nudged_solver == dataclasses.replace(base.solver, iterations=7)
     assert config.solver == base.solver
-    _, _, solver, nudged, _ = build(apply_overrides(config, ["system.sizes=[6,5,3]"]))
-    assert (solver.iterations, nudged.iterations) == (15, 7)
+    run = build(apply_overrides(config, ["system.sizes=[6,5,3]"]))
+    assert (run.solver.iterations, run.nudged_solver.iterations) == (15, 7)
     # a preset with its own nudged solver keeps its other fields
     two = apply_overrides(load_preset("fmnist-dhn2h"), ["nudged_solver.order=forward"])
-    assert two.nudged_solver == SolverConfig(iterations=20, order="forward")
+    assert two.nudged_solver == BlockCoordinate(iterations=20, order="forward")
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("schedule.gamma=nan", "schedule.gamma = nan: expected a finite number"),
+        ("schedule.gamma=inf", "schedule.gamma = inf: expected a finite number"),
+        ("schedule.gamma=-1", r"schedule.gamma = -1.0: must be > 0"),
+        ("schedule.gamma=0", r"schedule.gamma = 0.0: must be > 0"),
+        ("optimizer.momentum=-1", r"optimizer.momentum = -1.0: must be >= 0"),
+        ("optimizer.weight_decay=-1", r"optimizer.weight_decay = -1.0: must be >= 0"),
+        ("solver.iterations=0", "solver.iterations = 0: a training run needs at least one sweep per phase"),
+        (
+            "nudged_solver.iterations=0",
+            "nudged_solver.iterations = 0: a training run needs at least one sweep",
+        ),
+        ("rule.beta=nan", "rule.beta = nan: expected a finite number"),
+    ],
+)
+def test_values_no_run_can_use_are_one_config_error(item: str, message: str) -> None:
+    """Each is refused when the config is read, as one ConfigError naming the setting and the value (not later, as
+    a NaN learning rate or a run that never moves)."""
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(_dhn1h(), [item])
+
+
+def test_changing_a_sections_kind_keeps_only_the_shared_settings() -> None:
+    quick = load_preset("fmnist-quick")
+    assert quick.rule == EqProp(beta=0.2, variant="centered")
+    # EqProp -> AEqprop: AEqprop's defaults, with the beta and variant both kinds have
+    aeq = apply_overrides(quick, ["rule.kind=aeqprop"])
+    assert aeq.rule == AgnosticEqProp(beta=0.2, variant="centered")
+    assert aeq.rule.epsilon == AgnosticEqProp().epsilon and AgnosticEqProp().beta == 0.25
+    # the order of the items does not matter: the kind is applied first
+    assert apply_overrides(quick, ["rule.beta=0.1", "rule.kind=aeqprop"]).rule == AgnosticEqProp(beta=0.1)
+    # EqProp -> contrastive learning, which has neither beta nor variant: both dropped
+    cl = apply_overrides(quick, ["rule.kind=contrastive"])
+    assert cl.rule == ContrastiveLearning()
+    assert config_to_dict(cl)["rule"] == {"kind": "contrastive"}
+    with pytest.raises(ConfigError, match="unknown setting 'beta' in 'rule'"):
+        apply_overrides(cl, ["rule.beta=0.1"])
+    # SGD -> Adam: the rates are kept, the momentum (SGD's own) is dropped
+    adam = apply_overrides(quick, ["optimizer.kind=adam"])
+    assert adam.optimizer == AdamConfig(lr=[0.05, 0.05])
+    assert "momentum" not in config_to_dict(adam)["optimizer"] and not hasattr(adam.optimizer, "momentum")
+    with pytest.raises(ConfigError, match="unknown setting 'momentum' in 'optimizer'"):
+        apply_overrides(adam, ["optimizer.momentum=0.9"])
+    # and back: SGD's defaults for what Adam lacks
+    assert apply_overrides(adam, ["optimizer.kind=sgd"]).optimizer == quick.optimizer
+
+
+@pytest.mark.parametrize(
+    ("sets", "message", "hint"),
+    [
+        (
+            ["rule.kind=contrastive", "cost.kind=cross_entropy_readout"],
+            "ContrastiveLearning clamps the output layer at the target.*got CrossEntropyReadout",
+            "cost.kind = squared_error",
+        ),
+        (
+            ["rule.kind=coupled", "cost.kind=cross_entropy_readout"],
+            "CoupledLearning clamps the output layer at the target.*got CrossEntropyReadout",
+            "cost.kind = squared_error",
+        ),
+        (
+            ["rule.kind=aeqprop", "cost.kind=cross_entropy_readout"],
+            "AgnosticEqProp trains the system's own parameters; a cost with parameters",
+            "squared_error",
+        ),
+        (
+            ["rule.kind=aeqprop", "optimizer.momentum=0.9"],
+            r"rule.kind = aeqprop .* must be plain SGD \(got SGD with momentum 0.9",
+            "optimizer.momentum=0",
+        ),
+        (
+            ["rule.kind=aeqprop", "optimizer.kind=adam"],
+            r"rule.kind = aeqprop .* must be plain SGD \(got Adam",
+            "optimizer.kind=sgd",
+        ),
+    ],
+)
+def test_pieces_that_do_not_fit_together_are_refused_by_build(
+    sets: list[str], message: str, hint: str
+) -> None:
+    """The rule's and the system's checks need the built objects: the config reads, build() refuses it."""
+    config = apply_overrides(_dhn1h(), ["system.sizes=[12,8,10]", *sets])
+    with pytest.raises(ConfigError, match=message) as info:
+        build(config)
+    assert info.value.hint is not None and hint in info.value.hint
 
 
 @pytest.mark.parametrize("lr", ["[0.1]", "[0.1, 0.2, 0.3]"])
@@ -237,7 +333,9 @@ def test_per_layer_rates_of_the_wrong_length_are_errors(lr: str) -> None:
 
 
 def test_changing_the_depth_needs_matching_per_layer_rates() -> None:
-    with pytest.raises(ConfigError, match=r"one per layer \(3 for sizes \[784, 64, 32, 10\]\)"):
+    with pytest.raises(
+        ConfigError, match=r"optimizer\.lr = \[0\.05, 0\.05\]: .*one per layer \(3 for 784-64-32-10 "
+    ):
         apply_overrides(_dhn1h(), ["system.sizes=[784,64,32,10]"])
     config = apply_overrides(_dhn1h(), ["system.sizes=[784,64,32,10]", "optimizer.lr=[0.1,0.05,0.01]"])
     assert config.optimizer.lr == [0.1, 0.05, 0.01]
@@ -320,28 +418,29 @@ def test_overrides_round_trip_through_their_own_text() -> None:
         (["rule.variant=positive", "solver.kind=gradient_flow"], EqProp, SquaredError, GradientFlow),
         (["rule.kind=implicit", "solver.iterations=60"], ImplicitDiff, SquaredError, BlockCoordinate),
         (["rule.kind=backprop", "rule.steps=3"], BackpropThroughSolver, SquaredError, BlockCoordinate),
-        (["cost.kind=cross_entropy_readout"], EqProp, CrossEntropyReadout, BlockCoordinate),
+        (["cost.kind=cross_entropy_readout", "cost.classes=3"], EqProp, CrossEntropyReadout, BlockCoordinate),
         (["system.sizes=[12,8,6,3]", "optimizer.lr=[0.1,0.1,0.1]"], EqProp, SquaredError, BlockCoordinate),
     ],
 )
 def test_build_returns_working_objects(sets: list[str], rule_type, cost_type, solver_type) -> None:
-    config = apply_overrides(_dhn1h(), ["system.sizes=[12,8,3]", "cost.classes=3", *sets])
+    config = apply_overrides(_dhn1h(), ["system.sizes=[12,8,3]", *sets])
     gen = torch.Generator().manual_seed(0)
-    system, cost, solver, nudged, rule = build(config, generator=gen)
+    run = build(config)
+    system, cost, solver, nudged, rule = run.system, run.cost, run.solver, run.nudged_solver, run.rule
     assert isinstance(rule, rule_type) and isinstance(cost, cost_type) and isinstance(solver, solver_type)
     assert nudged is None
     assert [w.shape[1] for w in system.weights] == config.system.sizes[:-1]
-    # the same seed gives the same initial weights
-    again, *_ = build(config, generator=torch.Generator().manual_seed(0))
+    # the same seed (train.seed) gives the same initial weights; another seed, others
+    again = build(config).system
     assert all(torch.equal(a, b) for a, b in zip(system.parameters(), again.parameters(), strict=True))
+    other = build(apply_overrides(config, ["train.seed=1"])).system
+    assert any(not torch.equal(a, b) for a, b in zip(system.parameters(), other.parameters(), strict=True))
 
-    from eqprop.train.loop import make_optimizer
-
-    optimizer = make_optimizer(config, system, cost)
+    optimizer = run.optimizer
     x = torch.rand(4, config.system.sizes[0], generator=gen)
     y = torch.randint(0, 3, (4,), generator=gen)
     before = [p.detach().clone() for p in system.parameters()]
-    est = rule.compute_gradients(system, cost, solver, x, y)
+    est = rule.gradients(system, cost, solver, x, y, out="grad")
     assert torch.isfinite(est.loss) and est.scores.shape == (4, 3)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in system.parameters())
     optimizer.step()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,19 +16,20 @@ import eqprop.train.loop as loop
 from eqprop import BlockCoordinate, ConvHopfield, EqProp, SquaredError, solve
 from eqprop.data import Augment
 from eqprop.errors import ConfigError
-from eqprop.train.checkpoint import load_checkpoint
-from eqprop.train.config import (
+from eqprop.train import (
     RunConfig,
     apply_overrides,
     build,
     config_from_dict,
     config_to_dict,
-    data_options,
-    layer_count,
+    fit,
+    load_data,
     load_preset,
+    resume,
 )
-from eqprop.train.loop import fit
-from helpers import make_fake_cifar
+from eqprop.train.checkpoint import load_checkpoint
+from eqprop.train.config import data_options
+from helpers import make_fake_cifar, write_idx
 
 pytestmark = pytest.mark.usefixtures("quiet_torch")
 
@@ -176,9 +179,10 @@ def test_dchn_preset_has_the_reference_settings(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_dchn_preset_builds_and_relaxes(name: str) -> None:
     config = load_preset(name)
-    system, cost, solver, nudged, rule = build(config, generator=torch.Generator().manual_seed(0))
+    run = build(config)
+    system, cost, solver, nudged, rule = run.system, run.cost, run.solver, run.nudged_solver, run.rule
     assert isinstance(system, ConvHopfield) and isinstance(cost, SquaredError) and isinstance(rule, EqProp)
-    assert len(list(system.weights)) == layer_count(config) == 5
+    assert len(list(system.weights)) == config.system.layers == 5
     assert solver.iterations == 60 and nudged.iterations == REFERENCE[name][4]
     x = torch.rand(2, *config.system.input_shape, generator=torch.Generator().manual_seed(1))
     eq = solve(system, x, BlockCoordinate(iterations=2))  # a tiny relaxation of the full-size network
@@ -207,7 +211,7 @@ def test_resume_with_augmentation_is_bit_exact(tiny_config: Callable[..., RunCon
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     fit(tiny_config(*AUGMENT, "train.epochs=2"), straight, progress=False)
     fit(tiny_config(*AUGMENT, "train.epochs=1"), resumed, progress=False)
-    fit(tiny_config(*AUGMENT, "train.epochs=2"), resumed, resume=True, progress=False)
+    resume(resumed, epochs=2, progress=False)
     _same_checkpoints(straight, resumed)
 
 
@@ -230,6 +234,22 @@ def test_augmentation_changes_training_and_touches_only_training_batches(
     b = load_checkpoint(tmp_path / "plain" / "checkpoint.pt")["system"]["weights.0"]
     assert not torch.equal(a, b)
     assert augmented["test_accuracy"] is not None and plain["test_accuracy"] is not None
+
+
+def test_an_empty_test_split_is_a_config_error_naming_it(
+    tiny_config: Callable[..., RunConfig], fake_data: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(fake_data, data)
+    write_idx(data / "t10k-images-idx3-ubyte", np.zeros((0, 28, 28), dtype=np.uint8))
+    write_idx(data / "t10k-labels-idx1-ubyte", np.zeros((0,), dtype=np.uint8))
+    config = tiny_config(f"data.data_dir={json.dumps(str(data))}")
+    with pytest.raises(ConfigError, match="the test split of fashion-mnist holds no examples") as info:
+        load_data(config, torch.device("cpu"), torch.float32)
+    assert info.value.hint is not None and "dataset files" in info.value.hint
+    with pytest.raises(ConfigError, match="the test split of fashion-mnist holds no examples"):
+        fit(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
 def test_fit_trains_a_conv_net_on_cifar10_files(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -18,10 +19,25 @@ import pytest
 import torch
 
 from eqprop.cli import main
-from eqprop.errors import ConfigError
-from eqprop.train.checkpoint import load_checkpoint
-from eqprop.train.config import RunConfig, config_from_dict, config_to_dict
-from eqprop.train.loop import fit, load_run
+from eqprop.data import Augment, Batches
+from eqprop.errors import CheckpointError, ConfigError
+from eqprop.rules import AgnosticEqProp, EqProp
+from eqprop.train import (
+    RunConfig,
+    apply_overrides,
+    build,
+    config_from_dict,
+    config_to_dict,
+    fit,
+    list_presets,
+    load_data,
+    load_preset,
+    read_checkpoint,
+    resume,
+)
+from eqprop.train.checkpoint import load_checkpoint, rng_state, save_checkpoint
+from eqprop.train.optim import AdamConfig, SGDConfig
+from helpers import make_fake_cifar, make_fake_fashion_mnist
 
 pytestmark = pytest.mark.usefixtures("quiet_torch")
 
@@ -135,7 +151,7 @@ def test_fit_writes_the_run_directory_and_learns(
     ckpt = load_checkpoint(run / "checkpoint.pt")
     assert ckpt["epoch"] == 2 and ckpt["config"] == config_to_dict(config)
     assert len(ckpt["history"]) == 2
-    saved, _ = load_run(run)
+    saved, _ = read_checkpoint(run)
     assert saved == config
 
 
@@ -174,7 +190,7 @@ def test_data_dir_from_the_environment(
     summary = _last_json(capsys.readouterr().out)
     assert Path(summary["out"]) == Path("runs/fmnist-quick-seed3")
     assert (tmp_path / "runs" / "fmnist-quick-seed3" / "checkpoint.pt").is_file()
-    assert load_run(tmp_path / "runs" / "fmnist-quick-seed3")[0].train.seed == 3
+    assert read_checkpoint(tmp_path / "runs" / "fmnist-quick-seed3")[0].train.seed == 3
 
 
 def test_validation_split_adds_validation_accuracy(
@@ -225,7 +241,7 @@ def test_resume_is_bit_exact(fake_data: Path, tmp_path: Path, capsys: pytest.Cap
     _assert_same_run(a, b)
     assert summary["test_accuracy"] == _metrics(a)[-1]["test_accuracy"]
     # the resumed run records the new epoch budget and nothing else changes
-    assert load_run(b)[0] == load_run(a)[0]
+    assert read_checkpoint(b)[0] == read_checkpoint(a)[0]
 
 
 def test_resume_of_a_finished_run_with_the_same_budget_changes_nothing(
@@ -234,7 +250,7 @@ def test_resume_of_a_finished_run_with_the_same_budget_changes_nothing(
     run = tmp_path / "run"
     fit(tiny_config("train.epochs=2"), run, progress=False)
     before = load_checkpoint(run / "checkpoint.pt")
-    summary = fit(tiny_config("train.epochs=2"), run, resume=True, progress=False)
+    summary = resume(run, epochs=2, progress=False)
     assert summary["epochs"] == 2
     _assert_same(before, load_checkpoint(run / "checkpoint.pt"))
     assert len(_metrics(run)) == 2
@@ -244,14 +260,18 @@ def test_resume_keeps_the_saved_settings_except_the_epoch_budget(
     tiny_config: Callable[..., RunConfig], tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
-    fit(tiny_config(), run, progress=False)
-    # fit(resume=True) takes everything but train.epochs from the checkpoint
-    summary = fit(
-        tiny_config("train.epochs=2", "rule.beta=0.5", "train.seed=9"), run, resume=True, progress=False
-    )
+    config = tiny_config()
+    fit(config, run, progress=False)
+    # resume() takes everything but where the run runs (here: the epoch budget) from the checkpoint
+    summary = resume(run, epochs=2, progress=False)
     assert summary["epochs"] == 2
-    saved, _ = load_run(run)
+    saved, _ = read_checkpoint(run)
     assert (saved.train.epochs, saved.rule.beta, saved.train.seed) == (2, 0.2, 0)
+    assert saved == dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=2))
+    assert config_from_dict(json.loads((run / "config.json").read_text())) == saved
+    # without an epoch budget, resume() keeps the stored one: a finished run trains no further
+    assert resume(run, progress=False)["epochs"] == 2
+    assert read_checkpoint(run)[0] == saved
 
 
 def _kill_env() -> dict[str, str]:
@@ -341,6 +361,13 @@ def test_resume_without_a_checkpoint_is_refused(
         (["--seed", "2"], "only --epochs, --device, --threads and --data-dir may be given"),
         (["--batch-size", "8"], "only --epochs, --device, --threads and --data-dir may be given"),
         (["--out", "elsewhere"], "do not also pass a different --out"),
+        (["--preset", "fmnist-dhn1h"], "--preset cannot change them"),
+        (["--rule", "CL"], "--rule cannot change them"),
+        # every refused flag is named in the one error
+        (
+            ["--preset", "fmnist-quick", "--seed", "2", "--set", "train.seed=2"],
+            "--preset, --set, --seed cannot",
+        ),
     ],
 )
 def test_resume_refuses_other_settings(
@@ -356,6 +383,187 @@ def test_resume_refuses_other_settings(
     assert main(["train", "--resume", str(run), "--epochs", "2", *extra, "--no-progress"]) == 2
     _clean_error(capsys.readouterr().err, message)
     assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1
+
+
+def test_resume_refuses_an_epoch_budget_below_the_epochs_done(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    fit(tiny_config("train.epochs=2"), run, progress=False)
+    files = {name: (run / name).read_bytes() for name in ("config.json", "metrics.jsonl", "checkpoint.pt")}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "1", "--no-progress"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    _clean_error(err, "--epochs 1", "already trained 2 epochs", "give --epochs 2 or more")
+    # nothing was written: the stored budget, the log and the checkpoint are as they were
+    assert {name: (run / name).read_bytes() for name in files} == files
+    with pytest.raises(ConfigError, match="already trained 2 epochs"):
+        resume(run, epochs=1, progress=False)
+    assert (run / "config.json").read_bytes() == files["config.json"]
+
+
+def test_a_checkpoint_without_its_optimizer_state_is_refused_by_name(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    summary = fit(tiny_config(), run, progress=False)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    del ckpt["optimizer"]
+    save_checkpoint(run / "checkpoint.pt", ckpt)
+    files = {name: (run / name).read_bytes() for name in ("config.json", "metrics.jsonl", "checkpoint.pt")}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--no-progress"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    _clean_error(err, "'optimizer'")
+    with pytest.raises(CheckpointError, match="'optimizer'"):
+        resume(run, epochs=2, progress=False)
+    assert {name: (run / name).read_bytes() for name in files} == files  # the run is left as it was
+    # evaluation needs no optimizer: it either works or says what is missing, without a traceback
+    code = main(["eval", str(run)])
+    out, err = capsys.readouterr()
+    if code == 0:
+        assert _last_json(out)["test_accuracy"] == summary["test_accuracy"]
+    else:
+        assert code == 2 and out == ""
+        _clean_error(err, "'optimizer'")
+
+
+# -- runs written by the previous version (config version 1) -------------------------------------------------------
+V1_RUNS = Path(__file__).resolve().parent / "data" / "v1"
+"""Run folders written before issue 10 (see fingerprint.py): config without "config_version", flat sections with
+every kind's fields, AEqprop's beta as the spread and its `mode`. Resuming them is checked by test_fingerprints.py."""
+
+
+@pytest.fixture(scope="module")
+def v1_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fake data the version-1 runs were trained and evaluated on."""
+    return make_fake_fashion_mnist(tmp_path_factory.mktemp("v1-data"), n_train=64, n_test=16)
+
+
+@pytest.mark.parametrize("name", ["dhn", "aeqprop", "conv"])
+def test_eval_of_a_version_1_run(
+    name: str, v1_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / name
+    shutil.copytree(V1_RUNS / name, run)
+    stored = load_checkpoint(run / "checkpoint.pt")
+    assert "config_version" not in stored  # really a version-1 checkpoint
+    summary = json.loads((run / "summary.json").read_text())
+    assert main(["eval", str(run), "--data-dir", str(v1_data)]) == 0
+    result = _last_json(capsys.readouterr().out)
+    assert (result["epoch"], result["examples"], result["preset"]) == (1, 16, summary["preset"])
+    # the free phase and the weights are the old run's: the same test figures as at the end of its epoch
+    assert result["test_accuracy"] == summary["test_accuracy"]
+    assert result["test_loss"] == pytest.approx(summary["test_loss"], rel=1e-5)
+    # evaluation reads the run and leaves it as it was
+    assert (run / "checkpoint.pt").read_bytes() == (V1_RUNS / name / "checkpoint.pt").read_bytes()
+
+
+def test_version_1_configs_are_read_as_todays() -> None:
+    dhn, _ = read_checkpoint(V1_RUNS / "dhn")
+    assert dhn.rule == EqProp(beta=0.2, variant="centered")  # its unused AEqprop settings are dropped
+    # the run used Adam: today's Adam has no momentum (version 1 stored momentum 0.0 beside it)
+    assert dhn.optimizer == AdamConfig(lr=0.001)
+    assert not hasattr(dhn.optimizer, "momentum")
+    assert not hasattr(dhn.system, "channels")  # the conv fields of a dense system are gone
+    aeq, _ = read_checkpoint(V1_RUNS / "aeqprop")
+    # mode "optimistic" nudged at (0, +0.5): today's positive variant with beta unchanged
+    assert aeq.rule == AgnosticEqProp(
+        beta=0.5,
+        variant="positive",
+        epsilon=[0.1, 0.05],
+        epsilon_biases=[0.02, 0.01],
+        phase2_start="free",
+    )
+    assert aeq.optimizer == SGDConfig(lr=0.05)
+    conv, _ = read_checkpoint(V1_RUNS / "conv")
+    # mode "centered" with beta 0.5 nudged at ±0.25: today's centered variant with beta 0.25
+    assert (conv.rule.kind, conv.rule.beta, conv.rule.variant) == ("aeqprop", 0.25, "centered")
+    assert conv.system.kind == "conv_hopfield" and not hasattr(conv.system, "sizes")
+    assert conv.rule.betas == (-0.25, 0.25)
+
+
+# -- the run's state --------------------------------------------------------------------------------------------------
+def _shrunk(name: str, fake_data: Path, tmp_path: Path) -> RunConfig:
+    """Preset ``name`` small enough to build and step in a fraction of a second, on fake data of its dataset;
+    every per-layer list keeps its length (the depth is kept, the widths shrink)."""
+    config = load_preset(name)
+    system = config.system
+    sets = ["train.batch_size=8", "solver.iterations=3"]
+    if config.nudged_solver is not None:
+        sets.append("nudged_solver.iterations=2")
+    if system.kind == "conv_hopfield":
+        sets.append(f"system.channels={[2] * len(system.channels)}")
+    else:  # a resistive net's output curvature grows with the conductances feeding it: beta up to 2 needs width
+        width = 256 if system.kind == "deep_resistive" else 16
+        sets.append(f"system.sizes={[784, *[width] * (system.layers - 1), system.output_width]}")
+    dataset = config.data.dataset
+    data = make_fake_cifar(tmp_path / "data", dataset, n=4) if dataset.startswith("cifar") else fake_data
+    sets.append(f"data.data_dir={json.dumps(str(data))}")
+    return apply_overrides(config, sets)
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_a_runs_state_round_trips_through_a_checkpoint(name: str, fake_data: Path, tmp_path: Path) -> None:
+    """build -> a few training steps -> state() -> checkpoint -> build + restore() gives the same run, bit for bit."""
+    config = _shrunk(name, fake_data, tmp_path)
+    run = build(config)
+    data = load_data(config, run.device, run.dtype)
+    augment = Augment(
+        crop_padding=config.data.crop_padding,
+        flip=config.data.flip,
+        fill=config.data.crop_fill,
+        image_shape=data.image_shape,
+    )
+    for step, (x, y) in enumerate(
+        Batches(data.train, config.train.batch_size, shuffle=True, generator=run.order)
+    ):
+        if step == 2:
+            break
+        if augment.enabled:
+            x = augment(x, run.augment)
+        run.rule.gradients(
+            run.system, run.cost, run.solver, x, y, nudged_solver=run.nudged_solver, out="grad"
+        )
+        run.optimizer.step()
+        run.system.constrain_parameters()
+    if not augment.enabled:
+        torch.rand(3, generator=run.augment)  # so that the restored augment generator is not a fresh one's
+    run.scheduler.step()
+    run.epoch = 1
+    run.history.append(
+        {"epoch": 1, "test_accuracy": 0.5, "lr": [g["lr"] for g in run.optimizer.param_groups]}
+    )
+    state = run.state()
+    assert state["config"] == config_to_dict(config) and state["config_version"] == 2
+    save_checkpoint(tmp_path / "checkpoint.pt", state)
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+
+    other = build(config)
+    # a fresh build starts elsewhere: the restore below is what makes them equal
+    assert any(
+        not torch.equal(a, b) for a, b in zip(run.system.parameters(), other.system.parameters(), strict=True)
+    )
+    assert not torch.equal(run.order.get_state(), other.order.get_state())
+    assert not torch.equal(run.augment.get_state(), other.augment.get_state())
+    other.restore(ckpt)
+    _assert_same(rng_state(), ckpt["rng"], "global RNGs after restore")  # the RNGs are set back too
+
+    _assert_same(other.system.state_dict(), run.system.state_dict(), "system")
+    _assert_same(other.cost.state_dict(), run.cost.state_dict(), "cost")
+    _assert_same(other.optimizer.state_dict(), run.optimizer.state_dict(), "optimizer")
+    _assert_same(other.scheduler.state_dict(), run.scheduler.state_dict(), "scheduler")
+    assert torch.equal(other.order.get_state(), run.order.get_state())
+    assert torch.equal(other.augment.get_state(), run.augment.get_state())
+    assert (other.epoch, other.history) == (1, run.history)
+    assert [g["lr"] for g in other.optimizer.param_groups] == [g["lr"] for g in run.optimizer.param_groups]
+    again = other.state()
+    assert again.keys() == state.keys()
+    _assert_same(
+        {k: v for k, v in again.items() if k != "rng"}, {k: v for k, v in state.items() if k != "rng"}
+    )
 
 
 def test_diverging_run_exits_2_with_one_line(

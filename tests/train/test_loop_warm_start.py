@@ -10,23 +10,23 @@ from pathlib import Path
 import pytest
 
 from eqprop.rules import AgnosticEqProp, EqProp
-from eqprop.train.config import RunConfig
-from eqprop.train.loop import fit
+from eqprop.train import RunConfig, fit
 
 pytestmark = pytest.mark.usefixtures("quiet_torch")
 
 
 def record_inits(monkeypatch: pytest.MonkeyPatch, rule_class: type) -> list[tuple[object, object]]:
-    """(init passed, last_state returned) of every compute_gradients call of ``rule_class``."""
+    """(init passed, last_state returned) of every ``gradients`` call of ``rule_class`` (the loop's one entry
+    point into the rule)."""
     seen: list[tuple[object, object]] = []
-    original = rule_class.compute_gradients
+    original = rule_class.gradients
 
     def spied(self, *args, init=None, **kwargs):
         est = original(self, *args, init=init, **kwargs)
         seen.append((init, est.last_state))
         return est
 
-    monkeypatch.setattr(rule_class, "compute_gradients", spied)
+    monkeypatch.setattr(rule_class, "gradients", spied)
     return seen
 
 
@@ -56,7 +56,7 @@ def test_aeqprop_preset_warm_starts_from_the_phase_2_state(
     fake_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The AEqprop preset keeps the official trainer's warm start: the state after phase 2."""
-    from eqprop.train.config import apply_overrides, load_preset
+    from eqprop.train import apply_overrides, load_preset
 
     seen = record_inits(monkeypatch, AgnosticEqProp)
     sets = [

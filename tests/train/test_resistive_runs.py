@@ -11,8 +11,9 @@ import torch
 
 from eqprop.cli import main
 from eqprop.errors import ConfigError
+from eqprop.train import apply_overrides, build, load_preset
 from eqprop.train.checkpoint import load_checkpoint
-from eqprop.train.config import apply_overrides, build, load_preset, validate
+from eqprop.train.config import validate
 
 pytestmark = pytest.mark.usefixtures("quiet_torch")
 
@@ -23,7 +24,8 @@ SMALL = ["system.sizes=[784,16,10]", "system.input_gain=4.0", "train.batch_size=
 def test_drn_presets_build_the_papers_networks(name):
     config = load_preset(name)
     validate(config)
-    system, _, solver, _, rule = build(config)
+    run = build(config)
+    system, solver, rule = run.system, run.solver, run.rule
     assert type(system).__name__ == "DeepResistive"
     assert system.sizes[0] == 784 and system.sizes[-1] == 10
     assert config.train.batch_size == 4 and config.rule.variant == "centered"
@@ -40,8 +42,13 @@ def test_drn_presets_build_the_papers_networks(name):
 
 
 def test_resistive_needs_the_squared_error():
-    with pytest.raises(ConfigError, match="squared_error"):
-        apply_overrides(load_preset("drn-xs"), ["cost.kind=cross_entropy_readout"])
+    # the system refuses the cost when the run is built (DeepResistive.check_cost), not when the config is read
+    config = apply_overrides(load_preset("drn-xs"), ["cost.kind=cross_entropy_readout"])
+    with pytest.raises(
+        ConfigError, match=r"DeepResistive needs .*squared error.*got CrossEntropyReadout"
+    ) as info:
+        build(config)
+    assert info.value.hint is not None and "cost.kind = squared_error" in info.value.hint
 
 
 def test_training_a_drn_learns_and_keeps_conductances_non_negative(fake_data: Path, tmp_path: Path, capsys):
@@ -78,14 +85,22 @@ def test_aeqprop_trains_a_drn(fake_data: Path, tmp_path: Path, capsys):
     """Agnostic EqProp runs on resistive networks too (issue 6): the conductances move physically, stay >= 0."""
     run = tmp_path / "aeq"
     argv = ["train", "--preset", "drn-xs", "--data-dir", str(fake_data), "--epochs", "2", "--out", str(run)]
-    argv += ["--no-progress", "--set", "rule.kind=aeqprop", "--set", "rule.mode=centered"]
-    argv += ["--set", "rule.epsilon=0.5"]  # steps at lr ε·β = 0.05, as the EqProp test above
+    argv += ["--no-progress", "--set", "rule.kind=aeqprop", "--set", "rule.variant=centered"]
+    argv += ["--set", "rule.epsilon=0.5"]
     for s in SMALL:
         argv += ["--set", s]
+    # nudging at ±0.05 (what the old centered mode did with SMALL's beta 0.1): steps at lr ε·2β = 0.05,
+    # as the EqProp test above
+    argv += ["--set", "rule.beta=0.05"]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["test_accuracy"] > 0.5  # chance is 0.1
-    state = load_checkpoint(run / "checkpoint.pt")["system"]
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    assert ckpt["config"]["rule"]["kind"] == "aeqprop"
+    assert (ckpt["config"]["rule"]["beta"], ckpt["config"]["rule"]["variant"]) == (0.05, "centered")
+    # the rule sets the step ε·(β₂ − β₁) = 0.5·0.1 for every tensor, decayed by the schedule after each epoch
+    assert ckpt["history"][0]["lr"] == pytest.approx([0.05 * 0.99] * len(ckpt["history"][0]["lr"]))
+    state = ckpt["system"]
     assert all(bool((t >= 0).all()) for k, t in state.items() if k.startswith("conductances."))
 
 
@@ -99,7 +114,7 @@ def test_a_drn_checkpoint_round_trips_bit_exactly(fake_data: Path, tmp_path: Pat
     capsys.readouterr()
     state = load_checkpoint(run / "checkpoint.pt")["system"]
     config = apply_overrides(load_preset("drn-xs"), SMALL)
-    system = build(config)[0]
+    system = build(config).system
     system.load_state_dict(state)
     for k, t in system.state_dict().items():
         assert torch.equal(t, state[k])

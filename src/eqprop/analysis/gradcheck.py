@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -11,12 +12,11 @@ from torch import Tensor
 
 from eqprop.costs import Cost
 from eqprop.errors import ConfigError
-from eqprop.rules import BackpropThroughSolver, EqProp, ImplicitDiff, Rule
-from eqprop.rules.eqprop import VARIANTS
+from eqprop.rules import VARIANTS, BackpropThroughSolver, EqProp, ImplicitDiff, Rule
 from eqprop.solvers.base import Solver
 from eqprop.systems.base import EnergySystem
 
-__all__ = ["compare", "gradcheck", "loglog_slope"]
+__all__ = ["compare", "gradcheck", "loglog_slope", "sweeps_beta"]
 
 
 def _flat(grads: dict[str, Tensor]) -> Tensor:
@@ -42,6 +42,12 @@ def loglog_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx if sxx > 0 else float("nan")
 
 
+def sweeps_beta(rule: Rule) -> bool:
+    """Whether ``rule`` is a two-phase rule whose ``beta`` and ``variant`` :func:`gradcheck` can sweep."""
+    names = {f.name for f in dataclasses.fields(rule)} if dataclasses.is_dataclass(rule) else set()
+    return {"beta", "variant"} <= names
+
+
 def gradcheck(
     system: EnergySystem,
     cost: Cost,
@@ -49,46 +55,51 @@ def gradcheck(
     x: Tensor,
     y: Tensor,
     *,
+    rule: Rule | None = None,
     betas: Sequence[float] = (0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002, 0.001),
     variants: Sequence[str] = VARIANTS,
     backprop_steps: int | None = None,
-    estimator: Callable[[str, float], Rule] | None = None,
 ) -> dict[str, Any]:
-    """Compare EqProp-type estimators (each variant, each β) and truncated backprop with implicit differentiation.
+    """Compare a two-phase estimator (each variant, each β) and truncated backprop with implicit differentiation.
 
     Args:
         system, cost: the model (use float64 for a clean β-scaling).
         solver: relaxes every phase; it should reach the equilibrium (check ``free_residual``).
         x, y: one batch.
+        rule: the estimator whose ``beta`` and ``variant`` are swept, with its other settings kept (default
+            ``EqProp()``; e.g. ``CoupledLearning()`` or an ``AgnosticEqProp(epsilon=...)``).
         betas: nudging strengths to test.
-        variants: EqProp variants ("positive", "negative", "centered"), or the estimator's own names.
+        variants: ``"positive"``, ``"negative"``, ``"centered"`` (the β convention of :mod:`eqprop.rules.base`).
         backprop_steps: sweeps of truncated backprop from the free equilibrium (default: ``solver.iterations``).
-        estimator: ``(variant, beta) -> Rule`` for another family of estimators, e.g.
-            ``lambda mode, b: AgnosticEqProp(beta=b, mode=mode, epsilon=...)``; default EqProp.
 
     Returns:
         ``{"reference": {...}, "eqprop": [{variant, beta, cosine, relative_error}, ...],
         "slopes": {variant: fitted log-log slope of error vs beta}, "expected_slopes": {...},
         "backprop": {...}}``.
+
+    Raises:
+        ConfigError: no β, an unknown variant, or a rule without ``beta`` and ``variant``.
     """
     if not betas:
         raise ConfigError("gradcheck needs at least one beta")
-    if estimator is None:
-        unknown = [v for v in variants if v not in VARIANTS]
-        if unknown:
-            raise ConfigError(f"unknown EqProp variant(s) {unknown}: choose from {', '.join(VARIANTS)}")
-
-        def estimator(variant: str, beta: float) -> Rule:
-            return EqProp(beta=beta, variant=variant)  # type: ignore[arg-type]
+    rule = EqProp() if rule is None else rule
+    if not sweeps_beta(rule):
+        raise ConfigError(
+            f"gradcheck sweeps beta and the variant, and {type(rule).__name__} has neither",
+            hint="check EqProp, CoupledLearning or AgnosticEqProp (e.g. --rule CEP)",
+        )
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"unknown variant(s) {unknown}: choose from {', '.join(VARIANTS)}")
 
     ref = ImplicitDiff().gradients(system, cost, solver, x, y)
     rows = []
     orders = {}
     for variant in variants:
         for beta in betas:
-            rule = estimator(variant, float(beta))
-            orders[variant] = rule.bias_order
-            est = rule.gradients(system, cost, solver, x, y)
+            swept = dataclasses.replace(rule, beta=float(beta), variant=variant)  # type: ignore[type-var]
+            orders[variant] = swept.bias_order
+            est = swept.gradients(system, cost, solver, x, y)
             rows.append({"variant": variant, "beta": float(beta), **compare(est.grads, ref.grads)})
     slopes = {
         v: loglog_slope(

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from eqprop.analysis import thermo
-from eqprop.analysis._thermo_report import clean_json
-from eqprop.analysis._thermo_train import BackpropSettings, EqPropSettings
+from eqprop.analysis.thermo.report import clean_json
+from eqprop.analysis.thermo.train import BackpropSettings, EqPropSettings
 from eqprop.errors import ConfigError
 
 __all__ = ["MEASURES", "METHODS", "PRESETS", "StudyConfig", "analyze_results", "family", "run_study"]
@@ -240,7 +240,7 @@ def run_study(
     import torch
     from tqdm import tqdm
 
-    from eqprop.analysis._thermo_train import load_study_data, train_backprop, train_eqprop
+    from eqprop.analysis.thermo.train import load_study_data, train_backprop, train_eqprop
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -307,7 +307,7 @@ def run_study(
         bar.close()
     records = _read_results(out / RESULTS)
     summary = analyze_results(config, members, records)
-    from eqprop.analysis._thermo_report import write_study_files
+    from eqprop.analysis.thermo.report import write_study_files
 
     files = write_study_files(out, summary, records)
     return summary | {"new_runs": len(todo), "files": files}

@@ -1,4 +1,4 @@
-"""``eqprop spice-check``: one example's steady state, ours vs ngspice's (see :mod:`eqprop.spice`)."""
+"""``eqprop spice-check``: one example's steady state, ours vs ngspice's (see :mod:`eqprop.analysis.spice`)."""
 
 from __future__ import annotations
 
@@ -7,52 +7,81 @@ import json
 import sys
 from typing import Any
 
-import torch
-
 from eqprop.errors import ConfigError
 
+__all__ = ["register", "spice_check"]
 
-def _from_preset(args: argparse.Namespace) -> tuple[Any, torch.Tensor, dict[str, Any]]:
-    from eqprop.data import load_idx_dataset
-    from eqprop.train.checkpoint import check_compatible
-    from eqprop.train.config import apply_overrides, build, flat_input, load_preset
-    from eqprop.train.loop import load_run
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "spice-check",
+        help="one example's steady state vs ngspice",
+        description="Export one example's circuit to SPICE, run ngspice -b on it, and compare every node "
+        "potential with our steady state, against a tolerance derived from the near-ideal SPICE diodes (forward "
+        "drop, leakage), SPICE's tolerances and our solver's residual (see eqprop.analysis.spice). Either a "
+        "preset of a circuit (fresh initialisation, or --checkpoint) and a test example, or --random N. "
+        "Exit status 0 when within the tolerance, 1 when not. Needs ngspice (apt-get install ngspice).",
+    )
+    p.add_argument(
+        "--preset", help="a preset of a resistive circuit (default drn-xs unless --random is given)"
+    )
+    p.add_argument("--checkpoint", metavar="RUN_DIR", help="use the weights (and preset) of this run")
+    p.add_argument("--example", type=int, default=0, help="index into the test set (default %(default)s)")
+    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument(
+        "--random", type=int, metavar="N", help="a seeded random layered network of about N nodes instead"
+    )
+    p.add_argument("--seed", type=int, default=0, help="of --random, or of the preset's initialisation")
+    p.add_argument(
+        "--iterations", type=int, default=5000, help="our solver's sweeps at most (default %(default)s)"
+    )
+    p.add_argument("--diode-is", type=float, default=1e-9, help="SPICE diode IS in A (default %(default)g)")
+    p.add_argument("--diode-n", type=float, default=1e-4, help="SPICE diode N (default %(default)g)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds for ngspice (default %(default)g)")
+    p.add_argument("--netlist-out", metavar="FILE", help="also write the SPICE deck to FILE")
+    p.set_defaults(run=spice_check)
+
+
+def _from_run(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
+    """The circuit of a checkpoint (its own settings) or of a preset's fresh initialisation, and the example."""
+    from eqprop.train import apply_overrides, build, load_data, load_preset, load_run
 
     if args.checkpoint:
-        config, ckpt = load_run(args.checkpoint)
-        if args.preset and args.preset != config.name:
+        if args.preset:
             raise ConfigError(
-                f"--checkpoint {args.checkpoint} is a {config.name!r} run, not --preset {args.preset!r}",
-                hint="leave out --preset: the checkpoint names its own",
+                f"--checkpoint {args.checkpoint} names its own preset: do not also give --preset {args.preset}",
+                hint="leave out --preset",
             )
+        run = load_run(args.checkpoint, device="cpu", data_dir=args.data_dir)
     else:
-        config, ckpt = load_preset(args.preset), None
-    if config.system.kind != "deep_resistive":
+        sets = [f"train.seed={args.seed}", 'train.device="cpu"']
+        if args.data_dir:
+            sets.append(f"data.data_dir={json.dumps(args.data_dir)}")
+        run = build(apply_overrides(load_preset(args.preset or "drn-xs"), sets))
+    if not callable(getattr(run.system, "to_netlist", None)):
         raise ConfigError(
-            f"spice-check exports resistive networks; {config.name!r} is a {config.system.kind} system",
-            hint="use a deep_resistive preset (drn-xs, drn-1h, ...) or --random N",
+            f"spice-check exports circuits; {run.config.name!r} is a {type(run.system).__name__}, which has no "
+            "netlist",
+            hint="use a resistive-network preset (drn-xs, drn-1h, ...) or --random N",
         )
-    if args.data_dir:
-        config = apply_overrides(config, [f"data.data_dir={json.dumps(args.data_dir)}"])
-    system, *_ = build(config, generator=torch.Generator().manual_seed(args.seed))
-    if ckpt is not None:
-        check_compatible(ckpt["system"], system, what="system")
-        system.load_state_dict(ckpt["system"])
-    data = load_idx_dataset(config.data.dataset, data_dir=config.data.data_dir, flatten=flat_input(config))
-    if not 0 <= args.example < len(data.test):
-        raise ConfigError(f"--example {args.example}: the test set has {len(data.test)} examples (0-based)")
-    where = {"preset": config.name, "example": args.example, "dataset": config.data.dataset}
+    test = load_data(run.config, run.device, run.dtype, validation=False).test
+    if not 0 <= args.example < len(test):
+        raise ConfigError(f"--example {args.example}: the test set has {len(test)} examples (0-based)")
+    where: dict[str, Any] = {
+        "preset": run.config.name,
+        "example": args.example,
+        "dataset": run.config.data.dataset,
+    }
     if args.checkpoint:
-        where["checkpoint"] = str(args.checkpoint)
-        where["epoch"] = int(ckpt["epoch"]) if ckpt is not None and "epoch" in ckpt else None
+        where.update(checkpoint=str(args.checkpoint), epoch=run.epoch)
     else:
         where["seed"] = args.seed
-    return system, data.test.x[args.example], where
+    return run.system, test.x[args.example], where
 
 
 def spice_check(args: argparse.Namespace) -> int:
-    from eqprop.spice import DiodeModel, random_deep_resistive
-    from eqprop.spice import spice_check as check
+    from eqprop.analysis.spice import DiodeModel, random_deep_resistive
+    from eqprop.analysis.spice import spice_check as check
 
     if args.random is not None and (args.preset or args.checkpoint):
         raise ConfigError("give either --random N or --preset/--checkpoint, not both")
@@ -62,8 +91,7 @@ def spice_check(args: argparse.Namespace) -> int:
         system, x = random_deep_resistive(args.random, seed=args.seed)
         where: dict[str, Any] = {"random": args.random, "seed": args.seed}
     else:
-        args.preset = args.preset or "drn-xs"
-        system, x, where = _from_preset(args)
+        system, x, where = _from_run(args)
     model = DiodeModel(saturation_current=args.diode_is, emission=args.diode_n)
     result = check(
         system,

@@ -1,24 +1,79 @@
-"""``eqprop arch-thermo`` and ``eqprop arch-study`` (imported lazily by :mod:`eqprop.cli`)."""
+"""``eqprop arch-thermo``: the statistical-mechanics analysis of an iso-energetic family of architectures."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
-import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
+from eqprop.cli._common import emit
 from eqprop.errors import ConfigError
 
-__all__ = ["arch_study", "arch_thermo", "parse_depths"]
+__all__ = ["arch_thermo", "parse_depths", "register"]
 
 
-def _emit(result: dict[str, Any]) -> None:
-    """The last stdout line: one JSON object."""
-    print(json.dumps(result), flush=True)
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "arch-thermo",
+        help="statistical-mechanics analysis of an iso-energetic family of architectures",
+        description="Enumerate the architectures n_in -> hidden -> n_out whose parameter count solves U = "
+        "budget (exactly, or within --tol), score each (energy, permutation / linear-region / Gaussian "
+        "entropies, effectiveness, efficiency, stability, ensemble temperature), rank them by maximum "
+        "entropy subject to rho <= rho_max, print the top rows, and write family.csv and plots to "
+        "--out-dir. The definitions reconstruct Chinea (2020/2023); see docs/architecture-thermodynamics.md.",
+    )
+    p.add_argument("--in", dest="n_in", type=int, default=784, help="input width (default %(default)s)")
+    p.add_argument("--out", dest="n_out", type=int, default=10, help="output width (default %(default)s)")
+    p.add_argument("--budget", type=int, default=60000, help="energy U: parameters (default %(default)s)")
+    p.add_argument(
+        "--depths", default="1-8", help="hidden-layer counts: 1-8, 1,2,4 or 1-3,6 (default %(default)s)"
+    )
+    p.add_argument(
+        "--tol", type=float, default=0.02, help="relative band |U - budget| <= tol*budget; 0 = exact"
+    )
+    p.add_argument("--top", type=int, default=10, help="rows to print (default %(default)s)")
+    p.add_argument("--n-min", type=int, default=1, help="narrowest hidden layer (default %(default)s)")
+    p.add_argument("--n-max", type=int, default=1024, help="widest hidden layer (default %(default)s)")
+    p.add_argument("--no-bias", action="store_true", help="count interactions only (no biases) in U")
+    p.add_argument(
+        "--entropy",
+        choices=["gauss", "regions", "perm"],
+        default="gauss",
+        help="ranking entropy (default %(default)s)",
+    )
+    p.add_argument(
+        "--rho-max",
+        type=float,
+        default=0.02,
+        help="effectiveness constraint rho = L/geo-mean width <= rho_max; inf = none (default %(default)s)",
+    )
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=float("inf"),
+        help="design temperature of F = U - T*S (default inf)",
+    )
+    p.add_argument(
+        "--family",
+        choices=["band", "shapes"],
+        default="band",
+        help="band: every solution (sampled above --max-per-depth); shapes: scaled width profiles",
+    )
+    p.add_argument(
+        "--max-per-depth", type=int, default=500, help="enumerate up to this many per depth, else sample"
+    )
+    p.add_argument(
+        "--random-shapes", type=int, default=0, help="extra random profiles per depth (--family shapes)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling")
+    p.add_argument(
+        "--out-dir", help="folder for family.csv and the plots (default runs/arch-thermo-IN-OUT-BUDGET)"
+    )
+    p.add_argument("--no-plots", action="store_true", help="write no PNG")
+    p.add_argument("--json", action="store_true", help="print only the JSON result")
+    p.set_defaults(run=arch_thermo)
 
 
 def parse_depths(text: str) -> list[int]:
@@ -103,7 +158,7 @@ def _family(args: argparse.Namespace, depths: list[int]) -> tuple[list[Any], dic
     return archs, per_depth
 
 
-def _fmt(value: float | None, spec: str) -> str:
+def fmt(value: float | None, spec: str) -> str:
     """``format(value, spec)``, or a dash as wide as ``spec`` asks for a missing or NaN value."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
@@ -113,7 +168,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def arch_thermo(args: argparse.Namespace) -> int:
     from eqprop.analysis import thermo
-    from eqprop.analysis._thermo_report import clean_json, plot_family, write_csv
+    from eqprop.analysis.thermo.report import clean_json, plot_family, write_csv
 
     for name, value, low in (
         ("--in", args.n_in, 1),
@@ -171,8 +226,8 @@ def arch_thermo(args: argparse.Namespace) -> int:
                 f"{r['rank']:>3} {r['hidden'] or '(none)':<28} {r['depth']:>2} {r['energy']:>8.0f} "
                 f"{r['perm_entropy']:>8.1f} {r['region_entropy']:>7.1f} {r['gaussian_entropy']:>7.2f} "
                 f"{r['effectiveness']:>6.3f} {'y' if r['feasible'] else 'n':>2} {r['relative_efficiency']:>7.4f} "
-                f"{_fmt(r['stability_margin'], '>8.3f')} {r['worst_move'] or '-':<14} "
-                f"{_fmt(r['ensemble_temperature'], '>9.3g')}"
+                f"{fmt(r['stability_margin'], '>8.3f')} {r['worst_move'] or '-':<14} "
+                f"{fmt(r['ensemble_temperature'], '>9.3g')}"
             )
 
     out = Path(args.out_dir or f"runs/arch-thermo-{args.n_in}-{args.n_out}-{args.budget}")
@@ -213,7 +268,7 @@ def arch_thermo(args: argparse.Namespace) -> int:
         "worst_move",
         "ensemble_temperature",
     )
-    _emit(
+    emit(
         clean_json(
             {
                 "command": "arch-thermo",
@@ -234,83 +289,5 @@ def arch_thermo(args: argparse.Namespace) -> int:
                 "files": files,
             }
         )
-    )
-    return 0
-
-
-def arch_study(args: argparse.Namespace) -> int:
-    from eqprop.analysis.study import PRESETS, run_study
-
-    if args.list:
-        for name, preset in PRESETS.items():
-            print(f"{name}: {preset.description}")
-        _emit({"presets": {n: dataclasses.asdict(p) for n, p in PRESETS.items()}})
-        return 0
-    if args.preset not in PRESETS:
-        import difflib
-
-        close = difflib.get_close_matches(args.preset, list(PRESETS), n=1)
-        raise ConfigError(
-            f"unknown study preset {args.preset!r}; known: {', '.join(PRESETS)}",
-            hint=f"did you mean {close[0]!r}?" if close else "see `eqprop arch-study --list`",
-        )
-    config = PRESETS[args.preset]
-    changes: dict[str, Any] = {}
-    if args.seeds is not None:
-        changes["seeds"] = args.seeds
-    if args.methods:
-        changes["methods"] = tuple(args.methods)
-    if changes:
-        config = dataclasses.replace(config, **changes)
-    out = args.out or f"runs/arch-study-{config.name}"
-    summary = run_study(
-        config, out, data_dir=args.data_dir, device=args.device, progress=not args.no_progress
-    )
-
-    print(f"study {config.name}: {out}", file=sys.stderr)
-    for method, res in summary["methods"].items():
-        best = res["best"]
-        print(
-            f"{method}: {res['runs']} runs, seed sd of test accuracy {_fmt(res['mean_seed_sd_test_accuracy'], '.4f')}, "
-            + (f"best {best['arch']} ({best['test_accuracy']:.4f})" if best else "no results"),
-            file=sys.stderr,
-        )
-        print(
-            f"  {'measure':<22} {'tau':>6} {'rho':>6} {'rho|L':>6} {'rho sd':>6} {'top-k acc':>9}   (vs test accuracy)",
-            file=sys.stderr,
-        )
-        for c in res["correlations"]:
-            if c["target"] == "test_accuracy":
-                print(
-                    f"  {c['measure']:<22} {_fmt(c['tau'], '>+6.2f')} {_fmt(c['rho'], '>+6.2f')} "
-                    f"{_fmt(c['rho_partial'], '>+6.2f')} {_fmt(c['rho_sd'], '>6.2f')} {_fmt(c['top_k_mean'], '>9.4f')}",
-                    file=sys.stderr,
-                )
-        picks = ", ".join(
-            f"ρ₀={'∞' if s['rho_max'] is None else s['rho_max']} → {s['arch'] or 'none feasible'}"
-            + (f" ({s['test_accuracy']:.4f})" if s["test_accuracy"] is not None else "")
-            for s in res["selection"]
-        )
-        print(f"  the analyzer's pick (max H s.t. ρ ≤ ρ₀): {picks}", file=sys.stderr)
-    headline = {
-        m: {
-            c["measure"]: {"tau": c["tau"], "rho": c["rho"], "rho_partial": c["rho_partial"]}
-            for c in res["correlations"]
-            if c["target"] == "test_accuracy"
-        }
-        for m, res in summary["methods"].items()
-    }
-    _emit(
-        {
-            "command": "arch-study",
-            "preset": config.name,
-            "out": str(out),
-            "archs": len(summary["family"]),
-            "runs": {m: res["runs"] for m, res in summary["methods"].items()},
-            "new_runs": summary["new_runs"],
-            "best": {m: res["best"] for m, res in summary["methods"].items()},
-            "test_accuracy_correlations": headline,
-            "files": summary["files"],
-        }
     )
     return 0

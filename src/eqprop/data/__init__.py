@@ -7,13 +7,11 @@ from eqprop.data.idx import (
     DATASET_NAMES,
     ENV_DATA_DIR,
     IDX_FILES,
-    Batches,
-    Dataset,
-    Split,
     find_dataset_dir,
     load_idx_dataset,
     read_idx,
 )
+from eqprop.data.split import Batches, Dataset, Split
 from eqprop.data.svhn import SVHN_FILES, load_svhn, read_svhn_mat
 
 __all__ = [

@@ -140,4 +140,4 @@ class Augment:
             x = random_flip(x, generator=generator)
         if self.crop_padding:
             x = random_crop(x, self.crop_padding, generator=generator, fill=self.fill)
-        return x.reshape(x.shape[0], -1) if flat else x
+        return x.flatten(1) if flat else x

@@ -82,6 +82,19 @@ def _hint(name: str) -> str:
     )
 
 
+_NOT_A_PICKLE = (
+    pickle.UnpicklingError,
+    EOFError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    ImportError,
+    LookupError,  # a damaged encoding name
+    MemoryError,  # a damaged length field asks for an impossible allocation
+    OverflowError,
+)
+
+
 def read_cifar_batch(
     path: str | os.PathLike[str], *, label_key: bytes = b"labels", classes: int = 10
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +123,7 @@ def read_cifar_batch(
             batch = _BatchUnpickler(f, encoding="bytes").load()
     except OSError as exc:
         raise DataError(f"cannot read CIFAR batch file {path}: {exc.strerror or exc}") from exc
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as exc:
+    except _NOT_A_PICKLE as exc:  # a damaged file can make the unpickler fail in many ways
         raise DataError(
             f"{path} is not a CIFAR batch ({type(exc).__name__}: {exc})",
             hint=f"the file is damaged or not from the official archive; replace it ({_hint(name)})",

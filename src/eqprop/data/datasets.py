@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eqprop.data.idx import DATASET_NAMES, Dataset, Split, _validation_count, load_idx_dataset
+from eqprop.data.idx import DATASET_NAMES, load_idx_dataset
+from eqprop.data.split import Dataset, Split, _validation_count
 from eqprop.errors import ConfigError, DataError
 
 __all__ = ["DATASETS", "load_dataset"]
@@ -200,7 +201,7 @@ def load_dataset(
             x = F.pad(x, pad)  # zeros: black borders, before normalisation
         if mean_t is not None and std_t is not None:
             x = (x - mean_t.to(x.dtype)) / std_t.to(x.dtype)
-        x = x.reshape(x.shape[0], -1) if flatten else x.contiguous()
+        x = x.flatten(1) if flatten else x.contiguous()
         return Split(x=x, y=split.y)
 
     train, test = prepare(data.train), prepare(data.test)

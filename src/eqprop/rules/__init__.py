@@ -1,27 +1,37 @@
 """Learning rules: EqProp, contrastive and coupled learning, AEqprop, and the exact references.
 
-``by_name("CEP")`` builds a rule from its name in the literature (see :mod:`eqprop.rules.names`).
+``RULES`` maps a run configuration's ``rule.kind`` to the rule class (each class is a frozen dataclass whose
+fields are that kind's settings); ``by_name("CEP")`` builds a rule from its name in the literature (see
+:mod:`eqprop.rules.names`).
 """
 
 from eqprop.rules.agnostic import AgnosticEqProp, agnostic_step
-from eqprop.rules.base import Estimate, Rule, named_parameters
+from eqprop.rules.base import VARIANTS, Estimate, Rule, named_parameters, phase_betas
 from eqprop.rules.contrastive import ContrastiveLearning, CoupledLearning
 from eqprop.rules.eqprop import EqProp
 from eqprop.rules.implicit import ImplicitDiff
-from eqprop.rules.names import RULE_NAMES, by_name
+from eqprop.rules.names import RULE_NAMES, RULES, by_name
+from eqprop.rules.physical import Homeostat, HomeostaticSystem, PhysicalSystem, SpringCoupled
 from eqprop.rules.unrolled import BackpropThroughSolver
 
 __all__ = [
+    "RULES",
     "RULE_NAMES",
+    "VARIANTS",
     "AgnosticEqProp",
     "BackpropThroughSolver",
     "ContrastiveLearning",
     "CoupledLearning",
     "EqProp",
     "Estimate",
+    "Homeostat",
+    "HomeostaticSystem",
     "ImplicitDiff",
+    "PhysicalSystem",
     "Rule",
+    "SpringCoupled",
     "agnostic_step",
     "by_name",
     "named_parameters",
+    "phase_betas",
 ]

@@ -1,20 +1,54 @@
-"""What every learning rule shares: the :class:`Rule` contract and the :class:`Estimate` it returns."""
+"""What every learning rule shares: the :class:`Rule` contract, the :class:`Estimate` it returns, and the one
+β convention of the two-phase rules.
+
+**The β convention.** A two-phase rule (EqProp, coupled learning, AEqprop) contrasts two phases nudged (or
+clamped) at ``β₁ < β₂``, chosen by its ``variant`` from one ``beta > 0``: ``"positive"`` (0, +β),
+``"negative"`` (−β, 0) or ``"centered"`` (−β, +β). The estimate is divided by ``β₂ − β₁``: β for the one-sided
+variants, 2β for the centered one. This is the convention of Laborieux et al. (2021) and of Scellier, Ernoult,
+Kendall & Kumar (2023); the AEqprop paper's β is the spread ``β₂ − β₁`` (its centered mode nudges at ±β/2).
+"""
 
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
 from eqprop._types import State
 from eqprop.costs import Cost
-from eqprop.errors import DivergenceError
+from eqprop.errors import ConfigError
 from eqprop.solvers.base import Equilibrium, Solver
+from eqprop.solvers.phases import Phases
 from eqprop.systems.base import EnergySystem
 
-__all__ = ["ContrastRule", "Estimate", "Rule", "named_parameters"]
+if TYPE_CHECKING:
+    from typing import Self
+
+__all__ = ["VARIANTS", "Estimate", "Rule", "Variant", "named_parameters", "phase_betas"]
+
+Variant = Literal["positive", "negative", "centered"]
+VARIANTS: tuple[str, ...] = ("positive", "negative", "centered")
+
+
+def phase_betas(variant: str, beta: float) -> tuple[float, float]:
+    """``(β₁, β₂)`` of a two-phase rule: (0, β), (−β, 0) or (−β, +β) (see the module docstring)."""
+    b = float(beta)
+    return {"positive": (0.0, b), "negative": (-b, 0.0), "centered": (-b, b)}[variant]
+
+
+def check_beta_and_variant(owner: str, beta: object, variant: object) -> None:
+    """Raise :class:`ConfigError` unless ``beta`` is a finite number > 0 and ``variant`` one of :data:`VARIANTS`."""
+    if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0 < beta < float("inf"):
+        raise ConfigError(
+            f"{owner}(beta={beta!r}): beta must be a finite number > 0; the sign of each phase comes from "
+            "`variant`"
+        )
+    if variant not in VARIANTS:
+        raise ConfigError(f"{owner}(variant={variant!r}): choose 'positive', 'negative' or 'centered'")
 
 
 def named_parameters(system: EnergySystem, cost: Cost | None) -> dict[str, nn.Parameter]:
@@ -57,7 +91,7 @@ class Estimate:
         """Store the estimate in each parameter's ``.grad`` (replacing it), ready for ``optimizer.step()``."""
         for name, p in named_parameters(system, cost).items():
             g = self.grads.get(name)
-            if g is None or g is p.grad:  # already computed in place (see EqProp.compute_gradients)
+            if g is None or g is p.grad:  # already written in place (`gradients(..., out="grad")`)
                 continue
             if p.grad is None or p.grad.shape != p.shape or p.grad.dtype != p.dtype:
                 p.grad = g.detach().to(dtype=p.dtype).clone()
@@ -68,14 +102,22 @@ class Estimate:
 class Rule(metaclass=ABCMeta):
     """A learning rule: relaxes the system as it needs and returns an :class:`Estimate` of ∂L/∂θ.
 
-    ``gradients`` is pure (it writes no ``.grad``); :meth:`compute_gradients` also writes ``.grad``.
-    ``bias_order`` is the order of the estimator's bias in β (1 one-sided, 2 centered); ``None`` for the exact
-    references, and for rules that do not tend to ∂L/∂θ as β → 0 (contrastive and coupled learning).
+    :meth:`gradients` is the one entry point. Subclasses implement :meth:`_estimate`, which receives the
+    batch's :class:`~eqprop.solvers.Phases` (the free phase and the nudged ones, sharing the input drive and
+    the target) and, when the caller asked for ``.grad``, the parameters' existing gradient buffers to write
+    into. ``bias_order`` is the order of the estimator's bias in β (1 one-sided, 2 centered); ``None`` for the
+    exact references, and for rules that do not tend to ∂L/∂θ as β → 0 (contrastive and coupled learning).
+
+    A rule says what it needs from a training run through three hooks that do nothing by default (the
+    training loop never names a rule): :meth:`check` refuses a system, cost or optimizer it cannot train,
+    :meth:`learning_rates` gives the per-tensor rates it implies, and :meth:`follow_schedule` says how it
+    follows the learning-rate schedule.
     """
 
+    kind: ClassVar[str]
+    """The rule's name in a run configuration (``rule.kind``)."""
     bias_order: int | None = None
 
-    @abstractmethod
     def gradients(
         self,
         system: EnergySystem,
@@ -86,94 +128,62 @@ class Rule(metaclass=ABCMeta):
         *,
         nudged_solver: Solver | None = None,
         init: State | None = None,
+        out: Literal["grad"] | None = None,
     ) -> Estimate:
-        """Estimate ∂L/∂θ for the batch ``(x, y)``. ``nudged_solver`` (default ``solver``) relaxes the
-        nudged phases, which start from the free equilibrium. ``init`` (default: the system's zero state)
-        is where the free phase starts, e.g. the previous batch's :attr:`Estimate.last_state` (warm start)."""
+        """Estimate ∂L/∂θ for the batch ``(x, y)``.
 
-    def compute_gradients(
-        self,
-        system: EnergySystem,
-        cost: Cost,
-        solver: Solver,
-        x: Tensor,
-        y: Tensor,
-        *,
-        nudged_solver: Solver | None = None,
-        init: State | None = None,
-    ) -> Estimate:
-        """:meth:`gradients`, then write them into ``.grad``: call ``optimizer.step()`` next."""
-        est = self.gradients(system, cost, solver, x, y, nudged_solver=nudged_solver, init=init)
-        est.write_grad(system, cost)
+        Main arguments:
+            system, cost: the model; solver: relaxes the free phase; x, y: the batch.
+
+        Other arguments:
+            nudged_solver: relaxes the nudged phases (default ``solver``); they start from the free equilibrium.
+            init: where the free phase starts (default: the system's zero state), e.g. the previous batch's
+                :attr:`Estimate.last_state` (warm start).
+            out: ``None`` (pure: nothing is written) or ``"grad"``: the estimate is also written into each
+                parameter's ``.grad`` (reusing the buffers; then call ``optimizer.step()``). With ``"grad"``
+                the estimate's system gradients may be the ``.grad`` tensors themselves, which the next call
+                overwrites: clone them to keep them.
+
+        Raises:
+            ConfigError: bad shapes, dtypes, β, or a system or cost this rule cannot train.
+            DivergenceError: a relaxation became non-finite.
+        """
+        if out not in (None, "grad"):
+            raise ConfigError(f"gradients(out={out!r}): choose None (return the estimate) or 'grad'")
+        self.check(system, cost)
+        phases = Phases(system, cost, solver, x, y, nudged_solver=nudged_solver, init=init)
+        buffers = None
+        if out == "grad":
+            buffers = {
+                n: p.grad
+                for n, p in system.named_parameters()
+                if p.grad is not None and p.grad.shape == p.shape and p.grad.dtype == p.dtype
+            }
+        est = self._estimate(phases, buffers or None)
+        if out == "grad":
+            est.write_grad(system, cost)
         return est
-
-
-class ContrastRule(Rule):
-    """A rule whose estimate is a contrast the system computes in place: :meth:`compute_gradients` hands
-    the existing ``.grad`` buffers to :meth:`_estimate`, which writes the contrasts straight into them (no
-    copy of θ-sized tensors); parameters without a buffer yet get theirs from ``write_grad``. The estimate's
-    system gradients are then the ``.grad`` tensors themselves (the next call overwrites them): clone them
-    to keep them."""
 
     @abstractmethod
-    def _estimate(
-        self,
-        system: EnergySystem,
-        cost: Cost,
-        solver: Solver,
-        x: Tensor,
-        y: Tensor,
-        nudged_solver: Solver | None,
-        init: State | None,
-        out: dict[str, Tensor] | None,
-    ) -> Estimate:
-        """The estimate; with ``out`` (name → buffer), the system's contrasts are written into the buffers."""
+    def _estimate(self, phases: Phases, out: Mapping[str, Tensor] | None) -> Estimate:
+        """The estimate for ``phases``' batch. ``out`` (name → buffer, names as ``system.named_parameters()``):
+        where the system's gradients may be written in place (a rule free to ignore it)."""
 
-    def gradients(
-        self,
-        system: EnergySystem,
-        cost: Cost,
-        solver: Solver,
-        x: Tensor,
-        y: Tensor,
-        *,
-        nudged_solver: Solver | None = None,
-        init: State | None = None,
-    ) -> Estimate:
-        return self._estimate(system, cost, solver, x, y, nudged_solver, init, out=None)
+    # -- hooks for the training run (defaults: nothing) -----------------------------------------------------
+    def check(self, system: EnergySystem, cost: Cost, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Raise :class:`ConfigError` if this rule cannot train ``system`` with ``cost`` (and ``optimizer``).
+        Default: any will do."""
+        return
 
-    def compute_gradients(
-        self,
-        system: EnergySystem,
-        cost: Cost,
-        solver: Solver,
-        x: Tensor,
-        y: Tensor,
-        *,
-        nudged_solver: Solver | None = None,
-        init: State | None = None,
-    ) -> Estimate:
-        out = {
-            n: p.grad
-            for n, p in system.named_parameters()
-            if p.grad is not None and p.grad.shape == p.shape and p.grad.dtype == p.dtype
-        }
-        est = self._estimate(system, cost, solver, x, y, nudged_solver, init, out=out)
-        est.write_grad(system, cost)
-        return est
+    def learning_rates(self, system: EnergySystem) -> dict[str, float] | None:
+        """The learning rate of each parameter tensor of ``system`` that this rule implies, or ``None`` (the
+        default): the run's optimizer settings choose them."""
+        return None
 
-
-def raise_if_diverged(phases: tuple[Equilibrium, ...]) -> None:
-    """One host sync per batch: a non-finite phase means the run is diverging."""
-    finite = phases[0].stats.finite
-    for eq in phases[1:]:
-        finite = finite & eq.stats.finite
-    if not bool(finite.all()):  # host sync, once per batch
-        betas = ", ".join(f"{eq.beta:g}" for eq in phases if not bool(eq.stats.finite.all()))
-        raise DivergenceError(
-            f"non-finite state during relaxation (phases with beta = {betas}); the run is diverging",
-            hint="lower the learning rate or beta, or check the inputs for NaN/inf",
-        )
+    def follow_schedule(self, factor: float) -> Self:
+        """This rule after the learning-rate schedule has scaled the rates by ``factor`` (relative to the
+        start of training); default: unchanged."""
+        return self
 
 
 def cost_param_grads(cost: Cost, objective: Tensor) -> dict[str, Tensor]:
@@ -186,3 +196,8 @@ def cost_param_grads(cost: Cost, objective: Tensor) -> dict[str, Tensor]:
         f"cost.{n}": torch.zeros_like(p) if g is None else g
         for (n, p), g in zip(params.items(), grads, strict=True)
     }
+
+
+def has_parameters(cost: Cost) -> bool:
+    """Whether ``cost`` carries trainable parameters (a readout)."""
+    return any(True for _ in cost.parameters())

@@ -12,28 +12,25 @@ Write ``G(θ, o) = min_h E(θ, x, h, o)`` for the energy with the output held at
 
 from __future__ import annotations
 
-import math
 from abc import abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from eqprop._types import State
 from eqprop.costs import Cost
 from eqprop.errors import ConfigError
-from eqprop.rules.base import ContrastRule, Estimate, raise_if_diverged
-from eqprop.solvers.base import Equilibrium, Solver, solve
+from eqprop.rules.base import Estimate, Rule, Variant, check_beta_and_variant, has_parameters, phase_betas
+from eqprop.solvers.base import Equilibrium
+from eqprop.solvers.phases import Phases, raise_if_diverged
 from eqprop.systems.base import EnergySystem
 
 __all__ = ["ContrastiveLearning", "CoupledLearning"]
 
-Variant = Literal["positive", "negative", "centered"]
-VARIANTS: tuple[str, ...] = ("positive", "negative", "centered")
 
-
-class _OutputClamping(ContrastRule):
+class _OutputClamping(Rule):
     """What CL and CpL share: clamp the output at ``o* + β_i·(y − o*)`` for two ``β_i``, contrast ``∂E/∂θ``.
 
     Subclasses give :attr:`betas`, the pair ``(β₁, β₂)`` of clamping fractions (0 = the free output,
@@ -47,38 +44,26 @@ class _OutputClamping(ContrastRule):
     def betas(self) -> tuple[float, float]:
         """``(β₁, β₂)``: where each phase clamps the output, as a fraction of the way from ``o*`` to ``y``."""
 
-    def _estimate(
-        self,
-        system: EnergySystem,
-        cost: Cost,
-        solver: Solver,
-        x: Tensor,
-        y: Tensor,
-        nudged_solver: Solver | None,
-        init: State | None,
-        out: dict[str, Tensor] | None,
-    ) -> Estimate:
-        name = type(self).__name__
-        if any(True for _ in cost.parameters()):
+    def check(self, system: EnergySystem, cost: Cost, optimizer: torch.optim.Optimizer | None = None) -> None:
+        if has_parameters(cost):
             raise ConfigError(
-                f"{name} clamps the output layer at the target, so it needs a cost without parameters whose "
-                f"target lives in the output variable (SquaredError); got {type(cost).__name__}",
+                f"{type(self).__name__} clamps the output layer at the target, so it needs a cost without "
+                f"parameters whose target lives in the output variable (SquaredError); got {type(cost).__name__}",
                 hint="use cost.kind = squared_error, or EqProp, which nudges through any cost",
             )
+
+    def _estimate(self, phases: Phases, out: Mapping[str, Tensor] | None) -> Estimate:
         b1, b2 = self.betas
-        nudged_solver = solver if nudged_solver is None else nudged_solver
+        system, cost = phases.system, phases.cost
         with torch.no_grad():
-            drive = system.prepare(x)  # shared by every phase: θ does not change within a step
-            free = solve(system, x, solver, drive=drive, throw=False, init=init)
-            if y.shape[0] != x.shape[0]:
-                raise ConfigError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
+            free = phases.free
             k = cost.target_index % len(system.variables)
             output = free.state[k]  # o*, (batch, *output shape)
-            target = cost.prepare_target(y, output)
+            target = phases.target
             if target.shape != output.shape:
                 raise ConfigError(
-                    f"{name} clamps variable {system.variables[k].name} at the target, but the target has "
-                    f"shape {tuple(target.shape)} and the variable {tuple(output.shape)}",
+                    f"{type(self).__name__} clamps variable {system.variables[k].name} at the target, but the "
+                    f"target has shape {tuple(target.shape)} and the variable {tuple(output.shape)}",
                     hint="use a cost whose target lives in the output variable (SquaredError)",
                 )
             error = target - output  # y − o*
@@ -88,27 +73,19 @@ class _OutputClamping(ContrastRule):
                     # Clamped at o* the free state is already the hidden layers' equilibrium: reuse it (as
                     # EqProp reuses its β = 0 phase) instead of relaxing to the same state again.
                     return free
-                return solve(
-                    system,
-                    x,
-                    nudged_solver,
-                    init=free.state,
-                    drive=drive,
-                    clamp={k: torch.add(output, error, alpha=b)},  # o* + β·(y − o*)
-                    throw=False,
-                )
+                return phases.clamped({k: torch.add(output, error, alpha=b)})  # o* + β·(y − o*)
 
             lo, hi = phase(b1), phase(b2)
-            phases = (free, lo, hi) if b1 != 0.0 and b2 != 0.0 else (free, hi if b1 == 0.0 else lo)
-            raise_if_diverged(phases)
+            used = (free, lo, hi) if b1 != 0.0 and b2 != 0.0 else (free, hi if b1 == 0.0 else lo)
+            raise_if_diverged(*used)
             contrast = system.param_grad_difference(
-                x, lo.state, hi.state, scale=1.0 / (b2 - b1), out=out or None
+                phases.x, lo.state, hi.state, scale=1.0 / (b2 - b1), out=out
             )
             grads = {f"system.{n}": g for n, g in contrast.items()}
             loss = cost(free.state, target).mean()
             scores = cost.predict(free.state)
-        residuals = torch.stack([eq.stats.residual for eq in phases]).amax(1)
-        return Estimate(grads=grads, loss=loss, scores=scores, phases=phases, metrics={"residual": residuals})
+        residuals = torch.stack([eq.stats.residual for eq in used]).amax(1)
+        return Estimate(grads=grads, loss=loss, scores=scores, phases=used, metrics={"residual": residuals})
 
 
 @dataclass(frozen=True)
@@ -130,13 +107,15 @@ class ContrastiveLearning(_OutputClamping):
 
     Example:
         >>> rule = ContrastiveLearning()
-        >>> est = rule.compute_gradients(net, SquaredError(), BlockCoordinate(iterations=15), x, y)
+        >>> est = rule.gradients(net, SquaredError(), BlockCoordinate(iterations=15), x, y, out="grad")
         >>> optimizer.step()
 
     References:
         Scellier, Ernoult, Kendall & Kumar, "Energy-based learning algorithms for analog computing: a
         comparative study", NeurIPS 2023.
     """
+
+    kind: ClassVar[str] = "contrastive"
 
     @property
     def betas(self) -> tuple[float, float]:
@@ -170,7 +149,7 @@ class CoupledLearning(_OutputClamping):
 
     Example:
         >>> rule = CoupledLearning(beta=0.25, variant="centered")
-        >>> est = rule.compute_gradients(net, SquaredError(), BlockCoordinate(iterations=15), x, y)
+        >>> est = rule.gradients(net, SquaredError(), BlockCoordinate(iterations=15), x, y, out="grad")
         >>> optimizer.step()
 
     References:
@@ -178,26 +157,14 @@ class CoupledLearning(_OutputClamping):
         learning machines", Phys. Rev. X 11, 021045 (2021). Scellier et al., NeurIPS 2023 (as above).
     """
 
+    kind: ClassVar[str] = "coupled"
+
     beta: float = 0.2
     variant: Variant = "centered"
 
     def __post_init__(self) -> None:
-        if not (
-            isinstance(self.beta, int | float)
-            and not isinstance(self.beta, bool)
-            and math.isfinite(self.beta)
-            and self.beta > 0
-        ):
-            raise ConfigError(
-                f"CoupledLearning(beta={self.beta!r}): beta must be a finite number > 0; the sign comes "
-                "from `variant`"
-            )
-        if self.variant not in VARIANTS:
-            raise ConfigError(
-                f"CoupledLearning(variant={self.variant!r}): choose 'positive', 'negative' or 'centered'"
-            )
+        check_beta_and_variant("CoupledLearning", self.beta, self.variant)
 
     @property
     def betas(self) -> tuple[float, float]:
-        b = float(self.beta)
-        return {"positive": (0.0, b), "negative": (-b, 0.0), "centered": (-b, b)}[self.variant]
+        return phase_betas(self.variant, self.beta)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from eqprop._types import State
-from eqprop.costs import Cost
 from eqprop.errors import ConfigError
-from eqprop.rules.base import Estimate, Rule, cost_param_grads, raise_if_diverged
-from eqprop.solvers.base import Solver, TotalEnergy, solve
-from eqprop.systems.base import EnergySystem
+from eqprop.rules.base import Estimate, Rule, cost_param_grads
+from eqprop.solvers.phases import Phases, raise_if_diverged
 
 __all__ = ["ImplicitDiff"]
 
@@ -52,6 +52,8 @@ class ImplicitDiff(Rule):
         >>> ref = ImplicitDiff().gradients(net, SquaredError(), BlockCoordinate(iterations=200), x, y)
     """
 
+    kind: ClassVar[str] = "implicit"
+
     cg_iterations: int = 500
     cg_tol: float = 1e-10
 
@@ -63,22 +65,11 @@ class ImplicitDiff(Rule):
         if not self.cg_tol > 0:
             raise ConfigError(f"ImplicitDiff(cg_tol={self.cg_tol}): need > 0")
 
-    def gradients(
-        self,
-        system: EnergySystem,
-        cost: Cost,
-        solver: Solver,
-        x: Tensor,
-        y: Tensor,
-        *,
-        nudged_solver: Solver | None = None,
-        init: State | None = None,
-    ) -> Estimate:
-        problem = TotalEnergy(system, x, cost=cost, y=y)  # checks shapes and prepares the target
-        target = problem.target
-        assert target is not None
-        free = solve(system, x, solver, throw=False, drive=problem.drive, init=init)
-        raise_if_diverged((free,))
+    def _estimate(self, phases: Phases, out: Mapping[str, Tensor] | None) -> Estimate:
+        system, cost, x = phases.system, phases.cost, phases.x
+        target = phases.target
+        free = phases.free
+        raise_if_diverged(free)
         masks = system.active_mask(free.state)
         batch = x.shape[0]
         params = dict(system.named_parameters())

@@ -1,9 +1,9 @@
 """The literature's names of the energy-based learning rules, in one table.
 
 The names are those of the comparative study of Scellier, Ernoult, Kendall & Kumar (NeurIPS 2023,
-"Energy-based learning algorithms for analog computing: a comparative study", Table 1). Each maps onto the
-run configuration's ``rule.kind`` and ``rule.variant`` (``eqprop train --rule NAME``), and :func:`by_name`
-builds the rule object through the same path as a preset (:func:`eqprop.train.config.build_rule`).
+"Energy-based learning algorithms for analog computing: a comparative study", Table 1). Each maps onto a
+rule class (:data:`RULES`, keyed by the run configuration's ``rule.kind``) and a ``variant``
+(``eqprop train --rule NAME`` sets both), and :func:`by_name` builds the rule.
 
 Name clash: ``CEP`` here is *centered* EqProp (β₁ = −β, β₂ = +β; Laborieux et al. 2021 call it "symmetric
 nudging"). In Laborieux et al.'s code (``Laborieux-Axel/Equilibrium-Propagation``) ``CEP`` means *continual*
@@ -12,13 +12,32 @@ EqProp (parameters updated during the nudged phase), which this library does not
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from dataclasses import dataclass
-from typing import Any
 
 from eqprop.errors import ConfigError
+from eqprop.rules.agnostic import AgnosticEqProp
+from eqprop.rules.base import Rule
+from eqprop.rules.contrastive import ContrastiveLearning, CoupledLearning
+from eqprop.rules.eqprop import EqProp
+from eqprop.rules.implicit import ImplicitDiff
+from eqprop.rules.unrolled import BackpropThroughSolver
 
-__all__ = ["RULE_NAMES", "RuleName", "by_name", "lookup"]
+__all__ = ["RULES", "RULE_NAMES", "RuleName", "by_name", "lookup"]
+
+RULES: dict[str, type[Rule]] = {
+    cls.kind: cls
+    for cls in (
+        EqProp,
+        AgnosticEqProp,
+        ContrastiveLearning,
+        CoupledLearning,
+        ImplicitDiff,
+        BackpropThroughSolver,
+    )
+}
+"""``rule.kind`` → rule class: the one table from a configuration's strings to the rules."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +51,8 @@ class RuleName:
         variant: the ``rule.variant`` (``positive``, ``negative``, ``centered``) or ``None``.
         title: the algorithm's full name.
         computes: what its parameter update is, in one line.
+        steps_of_nudged_phase: truncated backprop: unless ``rule.steps`` is set, differentiate as many sweeps
+            as the nudged phase has (the study's setting).
     """
 
     name: str
@@ -39,6 +60,7 @@ class RuleName:
     variant: str | None
     title: str
     computes: str
+    steps_of_nudged_phase: bool = False
 
 
 RULE_NAMES: dict[str, RuleName] = {
@@ -102,6 +124,7 @@ RULE_NAMES: dict[str, RuleName] = {
             "truncated backpropagation",
             "backprop through rule.steps sweeps from the free equilibrium (default: the nudged phase's "
             "sweeps)",
+            steps_of_nudged_phase=True,
         ),
         RuleName(
             "RBP",
@@ -135,7 +158,7 @@ def lookup(name: str) -> RuleName:
     )
 
 
-def by_name(name: str, *, beta: float = 0.2, steps: int = 15, cg_iterations: int = 500) -> Any:
+def by_name(name: str, *, beta: float = 0.2, steps: int = 15, cg_iterations: int = 500) -> Rule:
     """The rule the literature calls ``name``, e.g. ``by_name("CEP", beta=0.25)`` is
     ``EqProp(beta=0.25, variant="centered")``.
 
@@ -152,10 +175,8 @@ def by_name(name: str, *, beta: float = 0.2, steps: int = 15, cg_iterations: int
     Raises:
         ConfigError: an unknown name (the message lists the valid ones) or a bad ``beta`` / ``steps``.
     """
-    from eqprop.train.config import RuleConfig, build_rule
-
     row = lookup(name)
-    fields: dict[str, Any] = {"kind": row.kind, "beta": beta, "steps": steps, "cg_iterations": cg_iterations}
-    if row.variant is not None:
-        fields["variant"] = row.variant
-    return build_rule(RuleConfig(**fields))
+    cls = RULES[row.kind]
+    given = {"beta": beta, "variant": row.variant, "steps": steps, "cg_iterations": cg_iterations}
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in given.items() if k in fields and v is not None})

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from eqprop._types import State
-from eqprop.costs import Cost
 from eqprop.errors import ConfigError
-from eqprop.rules.base import Estimate, Rule, named_parameters, raise_if_diverged
-from eqprop.solvers.base import Solver, TotalEnergy, solve
-from eqprop.systems.base import EnergySystem
+from eqprop.rules.base import Estimate, Rule, named_parameters
+from eqprop.solvers.base import Equilibrium, TotalEnergy
+from eqprop.solvers.phases import Phases, raise_if_diverged
 
 __all__ = ["BackpropThroughSolver"]
 
@@ -33,6 +33,8 @@ class BackpropThroughSolver(Rule):
         >>> est = BackpropThroughSolver(steps=20).gradients(net, SquaredError(), BlockCoordinate(30), x, y)
     """
 
+    kind: ClassVar[str] = "backprop"
+
     steps: int | None = None
 
     bias_order = None
@@ -41,30 +43,23 @@ class BackpropThroughSolver(Rule):
         if self.steps is not None and (isinstance(self.steps, bool) or self.steps < 1):
             raise ConfigError(f"BackpropThroughSolver(steps={self.steps!r}): need an integer >= 1 or None")
 
-    def gradients(
-        self,
-        system: EnergySystem,
-        cost: Cost,
-        solver: Solver,
-        x: Tensor,
-        y: Tensor,
-        *,
-        nudged_solver: Solver | None = None,
-        init: State | None = None,
-    ) -> Estimate:
+    def _estimate(self, phases: Phases, out: Mapping[str, Tensor] | None) -> Estimate:
+        system, cost, solver, x = phases.system, phases.cost, phases.solver, phases.x
         params = named_parameters(system, cost)
-        phases = ()
+        used: tuple[Equilibrium, ...] = ()
         with torch.enable_grad():
-            problem = TotalEnergy(system, x, cost=cost, y=y, beta=0.0)  # drive built with the graph on
+            # A total energy of its own, built with the graph on: the drive depends on θ.
+            problem = TotalEnergy(system, x, cost=cost, y=phases.y)
             if self.steps is None:
+                init = phases.init
+                state = system.init_state(x) if init is None else tuple(s.detach() for s in init)
                 if init is not None:
                     system.check_state(init, x.shape[0])
-                state = system.init_state(x) if init is None else tuple(s.detach() for s in init)
                 sweeps = solver.iterations
             else:
-                free = solve(system, x, solver, throw=False, init=init)
-                raise_if_diverged((free,))
-                phases = (free,)
+                free = phases.free
+                raise_if_diverged(free)
+                used = (free,)
                 state = free.state
                 sweeps = self.steps
             for _ in range(sweeps):
@@ -81,7 +76,7 @@ class BackpropThroughSolver(Rule):
             },
             loss=loss.detach(),
             scores=scores.detach(),
-            phases=phases,
+            phases=used,
             metrics={},
             final_state=tuple(s.detach() for s in state),
         )

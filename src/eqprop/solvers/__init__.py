@@ -1,7 +1,27 @@
-"""Relaxation algorithms: how the state reaches equilibrium, s* = argmin_s E + βC."""
+"""Relaxation algorithms: how the state reaches equilibrium, s* = argmin_s E + βC.
 
-from eqprop.solvers.base import Equilibrium, Solver, SolveStats, TotalEnergy, solve
+``SOLVERS`` maps a configuration's ``solver.kind`` to the solver class; each class is a frozen dataclass whose
+fields are that kind's settings.
+"""
+
+from eqprop.solvers.base import Equilibrium, Solver, SolveStats, TotalEnergy, relax, solve
 from eqprop.solvers.block import BlockCoordinate
 from eqprop.solvers.flow import GradientFlow
+from eqprop.solvers.phases import Phases, raise_if_diverged
 
-__all__ = ["BlockCoordinate", "Equilibrium", "GradientFlow", "SolveStats", "Solver", "TotalEnergy", "solve"]
+SOLVERS: dict[str, type[Solver]] = {cls.kind: cls for cls in (BlockCoordinate, GradientFlow)}
+"""``solver.kind`` → solver class."""
+
+__all__ = [
+    "SOLVERS",
+    "BlockCoordinate",
+    "Equilibrium",
+    "GradientFlow",
+    "Phases",
+    "SolveStats",
+    "Solver",
+    "TotalEnergy",
+    "raise_if_diverged",
+    "relax",
+    "solve",
+]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -16,20 +17,26 @@ from eqprop.costs import Cost
 from eqprop.errors import ConfigError, ConvergenceError, DivergenceError
 from eqprop.systems.base import EnergySystem, kkt_residual
 
-__all__ = ["Equilibrium", "SolveStats", "Solver", "TotalEnergy", "solve"]
+__all__ = ["Equilibrium", "SolveStats", "Solver", "TotalEnergy", "relax", "solve"]
 
 
 class TotalEnergy:
     r"""The function a relaxation minimises: ``F(s) = E(θ, x, s) + β·C(s, y)``, with the system's fast paths.
 
-    Built once per (batch, β): it holds the constant input drive (``system.prepare(x)``) and the prepared
-    target, so that nothing constant is recomputed inside the relaxation loop.
+    Built once per batch: it checks the input (and the labels) once, and holds what stays constant while the
+    state relaxes, the input drive (``system.prepare(x)``) and the prepared target, so that nothing constant is
+    recomputed inside the relaxation loop. :meth:`with_nudging` gives the same batch at another β, or with
+    variables clamped, sharing both: that is how the phases of one training step reuse them.
 
     ``clamp`` (optional) holds some state variables fixed: ``{k: value}`` with ``value`` of shape
     ``(batch, *variables[k].shape)``. A clamped variable is a constant of the relaxation (as the input is):
     the solvers leave it at ``value`` exactly (not projected onto its box) and minimise ``F`` over the
     others. This is how contrastive and coupled learning hold the output layer at a target.
     :meth:`energy` and :meth:`grad` are unchanged (``grad`` still reports ``∂F/∂s_k`` of a clamped ``k``).
+
+    Raises:
+        ConfigError: ``x`` of the wrong shape or dtype, ``y`` of another batch size or not a valid target,
+            a nonzero ``beta`` without ``cost`` and ``y``, a ``beta`` the cost refuses, a bad ``clamp``.
     """
 
     def __init__(
@@ -40,38 +47,41 @@ class TotalEnergy:
         cost: Cost | None = None,
         y: Tensor | None = None,
         beta: float = 0.0,
-        drive: Any = None,
-        target: Tensor | None = None,
         clamp: Mapping[int, Tensor] | None = None,
     ) -> None:
-        beta = float(beta)
-        if beta != 0.0 and (cost is None or y is None):
-            raise ConfigError(f"solve(beta={beta}) nudges the output: pass cost=... and y=... (or beta=0.0)")
-        if cost is not None:
-            cost.check_beta(beta, system)
         system.check_input(x)
         self.system = system
         self.x = x
         self.cost = cost
-        self.beta = beta
-        self.drive = system.prepare(x) if drive is None else drive
-        self.clamp: dict[int, Tensor] = _check_clamp(system, x, clamp)
         self.target: Tensor | None = None
-        self._updates: list[Callable[[State], Tensor]] | None = None
         self.nudged_index: int | None = None
         if cost is not None and y is not None:
-            self.nudged_index = cost.target_index % len(system.variables)
-            like = (
-                torch.empty(
-                    (x.shape[0], *system.variables[self.nudged_index].shape), dtype=x.dtype, device=x.device
-                )
-                if target is None
-                else target
-            )
             if y.shape[0] != x.shape[0]:
                 raise ConfigError(f"x has {x.shape[0]} examples but y has {y.shape[0]}")
-            # A target prepared once by the caller (e.g. shared by a rule's nudged phases) is used as is.
-            self.target = cost.prepare_target(y, like) if target is None else target
+            self.nudged_index = cost.target_index % len(system.variables)
+            like = torch.empty(
+                (x.shape[0], *system.variables[self.nudged_index].shape), dtype=x.dtype, device=x.device
+            )
+            self.target = cost.prepare_target(y, like)
+        self.drive = system.prepare(x)
+        self._set_nudging(beta, clamp)
+
+    def with_nudging(self, beta: float = 0.0, *, clamp: Mapping[int, Tensor] | None = None) -> TotalEnergy:
+        """The same batch at nudging ``beta`` (and with ``clamp``), sharing this one's input drive and target:
+        only ``beta`` and ``clamp`` are checked."""
+        other = copy.copy(self)
+        other._set_nudging(beta, clamp)
+        return other
+
+    def _set_nudging(self, beta: float, clamp: Mapping[int, Tensor] | None) -> None:
+        beta = float(beta)
+        if beta != 0.0 and self.target is None:
+            raise ConfigError(f"solve(beta={beta}) nudges the output: pass cost=... and y=... (or beta=0.0)")
+        if self.cost is not None:
+            self.cost.check_beta(beta, self.system)
+        self.beta = beta
+        self.clamp: dict[int, Tensor] = _check_clamp(self.system, self.x, clamp)
+        self._updates: list[Callable[[State], Tensor]] | None = None
 
     @property
     def nudged(self) -> bool:
@@ -235,6 +245,8 @@ class Solver(metaclass=ABCMeta):
     tol: float | None
     check_every: int
     norm: str
+    kind: ClassVar[str]
+    """The solver's name in a run configuration (``solver.kind``)."""
     supports_clamp: ClassVar[bool] = False
     """Whether :meth:`step` holds the variables of ``problem.clamp`` fixed (``solve`` refuses a clamp otherwise)."""
 
@@ -373,8 +385,6 @@ def solve(
     beta: float = 0.0,
     init: State | None = None,
     throw: bool = True,
-    drive: Any = None,
-    target: Tensor | None = None,
     clamp: Mapping[int, Tensor] | None = None,
 ) -> Equilibrium:
     r"""Relax ``system`` with input ``x`` to an equilibrium of ``F = E + β·C``.
@@ -388,8 +398,6 @@ def solve(
         cost, y, beta: the nudging (``beta = 0`` is the free phase; a nonzero ``beta`` needs ``cost`` and ``y``).
         init: starting state (warm start, e.g. ``init=free.state`` for a nudged phase); default zeros.
         throw: raise at the end if the state is non-finite, or above the solver's tolerance.
-        drive: a precomputed ``system.prepare(x)`` (rules pass it to share it between phases).
-        target: ``cost.prepare_target(y, ...)`` computed once by the caller (shared between phases).
         clamp: ``{k: value}``: hold variable ``k`` at ``value`` ``(batch, *shape)`` and relax the others
             (e.g. ``clamp={-1: y_onehot}`` clamps the output, as contrastive learning does). The starting
             state takes the clamp values; they are used as given (not projected onto the box).
@@ -400,17 +408,29 @@ def solve(
     Raises:
         ConfigError: bad shapes, ``beta`` or ``clamp``. DivergenceError: non-finite state (``throw=True``).
         ConvergenceError: examples above ``solver.tol`` (``throw=True``).
+
+    Several relaxations of one batch (a free phase, then nudged ones) share the input drive and the target:
+    :class:`~eqprop.solvers.Phases` relaxes them without computing those twice.
     """
-    problem = TotalEnergy(system, x, cost=cost, y=y, beta=beta, drive=drive, target=target, clamp=clamp)
+    problem = TotalEnergy(system, x, cost=cost, y=y, beta=beta, clamp=clamp)
+    return relax(problem, solver, init=init, throw=throw)
+
+
+def relax(
+    problem: TotalEnergy, solver: Solver, *, init: State | None = None, throw: bool = True
+) -> Equilibrium:
+    """Relax a prepared :class:`TotalEnergy` (what :func:`solve` does once it has built one); ``init`` and
+    ``throw`` as in :func:`solve`."""
+    system = problem.system
     if problem.clamp and not solver.supports_clamp:
         raise ConfigError(
             f"{type(solver).__name__} cannot hold state variables fixed (clamp=...)",
             hint="relax with BlockCoordinate(...) or GradientFlow(...)",
         )
     if init is None:
-        init = system.init_state(x)
+        init = system.init_state(problem.x)
     else:
-        system.check_state(init, x.shape[0])
+        system.check_state(init, problem.x.shape[0])
     if problem.clamp:
         init = tuple(problem.clamp.get(k, s) for k, s in enumerate(init))
     if torch.is_grad_enabled():

@@ -68,6 +68,7 @@ class BlockCoordinate(Solver):
     tol: float | None = None
     check_every: int = 5
     norm: Literal["max", "layer-l1"] = "max"
+    kind: ClassVar[str] = "block_coordinate"
     supports_clamp: ClassVar[bool] = True  # TotalEnergy.block_updates returns the clamp value for k
 
     def __post_init__(self) -> None:

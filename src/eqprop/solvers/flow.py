@@ -38,6 +38,7 @@ class GradientFlow(Solver):
     tol: float | None = None
     check_every: int = 10
     norm: Literal["max", "layer-l1"] = "max"
+    kind: ClassVar[str] = "gradient_flow"
     supports_clamp: ClassVar[bool] = True
 
     def __post_init__(self) -> None:

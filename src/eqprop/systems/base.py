@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from eqprop._types import Bound, State, Variable
 from eqprop.errors import ConfigError
 
-__all__ = ["EnergySystem", "kkt_residual"]
+__all__ = ["EnergySystem", "kkt_residual", "layer_count", "layer_value"]
 
 
 class EnergySystem(nn.Module, metaclass=ABCMeta):
@@ -73,6 +73,13 @@ class EnergySystem(nn.Module, metaclass=ABCMeta):
             )
         if not x.is_floating_point():
             raise ConfigError(f"{self._label()} expects a floating-point x, got dtype {x.dtype}")
+        param = next(self.parameters(), None)
+        if param is not None and param.dtype != x.dtype:
+            raise ConfigError(
+                f"{self._label()} has {str(param.dtype).removeprefix('torch.')} parameters but x is "
+                f"{str(x.dtype).removeprefix('torch.')}",
+                hint=f"convert one of them: x.to({param.dtype}), or system.to({x.dtype})",
+            )
 
     def check_state(self, state: Sequence[Tensor], batch: int) -> None:
         """Raise :class:`ConfigError` unless ``state`` matches ``self.variables`` for ``batch`` examples."""
@@ -92,13 +99,13 @@ class EnergySystem(nn.Module, metaclass=ABCMeta):
         layer touches only its neighbours. Block solvers update uncoupled variables together."""
         return abs(i - j) == 1
 
+    def check_cost(self, cost: nn.Module) -> None:
+        """Raise :class:`ConfigError` if this system cannot be trained with ``cost``. Default: any cost will do."""
+        return
+
     def constrain_parameters(self) -> None:
         """Project the parameters back onto the values the physics allows, in place, after an update (e.g.
         conductances ``>= 0``). The training loop calls it after every optimizer step. Default: nothing."""
-
-    def layer_parameters(self) -> list[list[nn.Parameter]]:
-        """Parameters grouped by layer (for per-layer learning rates); default: one group of all."""
-        return [list(self.parameters())]
 
     def active_mask(self, state: State) -> tuple[Tensor, ...]:
         """Which units are free (not held at a bound) at ``state``: the set implicit differentiation moves.
@@ -239,3 +246,32 @@ def kkt_residual(state: Sequence[Tensor], grads: Sequence[Tensor], variables: Se
             viol = torch.where(s >= hi, g.clamp_min(0), viol).maximum((s - hi).clamp_min(0))
         worst = torch.maximum(worst, viol.flatten(1).amax(1))
     return worst
+
+
+_LAYER_KINDS = ("weights", "conductances", "biases")
+"""Parameter names ``<kind>.<k>`` that belong to layer ``k``: weight (or conductance) matrix ``k`` and the bias
+of the layer it feeds. Per-layer settings (learning rates, AEqprop's ε) are indexed this way."""
+
+
+def layer_count(system: nn.Module) -> int:
+    """How many layers per-layer settings have for ``system``: its weight (or conductance) tensors."""
+    return sum(1 for n, _ in system.named_parameters() if n.partition(".")[0] in ("weights", "conductances"))
+
+
+def layer_value(name: str, value: float | Sequence[float], biases: float | Sequence[float] | None = None) -> float:
+    """The value of a per-layer setting for the parameter ``name``: ``biases`` (when given) for ``biases.k``,
+    else ``value``; a number applies to every layer, a list holds one value per layer ``k``.
+
+    Raises:
+        ConfigError: a list for a parameter that is not named ``weights.k``, ``conductances.k`` or ``biases.k``.
+    """
+    kind, _, index = name.partition(".")
+    chosen = biases if kind == "biases" and biases is not None else value
+    if isinstance(chosen, int | float):
+        return float(chosen)
+    if kind not in _LAYER_KINDS or not index.isdigit():
+        raise ConfigError(
+            f"per-layer values need parameters named weights.k (or conductances.k) / biases.k, got {name!r}",
+            hint="give one value for every parameter instead of a list",
+        )
+    return float(chosen[int(index)])

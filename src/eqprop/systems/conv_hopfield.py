@@ -301,10 +301,6 @@ class ConvHopfield(EnergySystem):
             f"ConvHopfield({' → '.join(_fmt(s) for s in (self.input_shape, *self.shapes))}, {self.pool}-pool)"
         )
 
-    def layer_parameters(self) -> list[list[nn.Parameter]]:
-        """``[[W₁, b₁], [W₂, b₂], …]``: weight k with the bias of the layer it feeds (per-layer rates)."""
-        return [[w, b] for w, b in zip(self.weights, self.biases, strict=True)]
-
     def block_bounds(self, k: int) -> Bounds:
         return self._block_bounds[k]
 

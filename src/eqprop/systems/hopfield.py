@@ -134,10 +134,6 @@ class DeepHopfield(EnergySystem):
     def _label(self) -> str:
         return f"DeepHopfield({list(self.sizes)})"
 
-    def layer_parameters(self) -> list[list[nn.Parameter]]:
-        """``[[W₀, b₁], [W₁, b₂], …]``: weight k with the bias of the layer it feeds (per-layer rates)."""
-        return [[w, b] for w, b in zip(self.weights, self.biases, strict=True)]
-
     def block_bounds(self, k: int) -> Bounds:
         return self._block_bounds[k]
 

@@ -367,7 +367,7 @@ class ResistiveCircuit(EnergySystem):
 
     def to_netlist(self, x: Tensor) -> Netlist:
         """The circuit with its current parameter values and the sources set by one example ``x`` (``(n_inputs,)``
-        or ``(1, n_inputs)``): what :mod:`eqprop.spice` exports."""
+        or ``(1, n_inputs)``): what :mod:`eqprop.analysis.spice` exports."""
         x = x.reshape(1, -1)
         self.check_input(x.to(self.conductances.dtype))
         n = self.netlist

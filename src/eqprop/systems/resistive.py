@@ -154,15 +154,21 @@ class DeepResistive(EnergySystem):
             for b in self.biases:
                 b.zero_()
 
+    def check_cost(self, cost: nn.Module) -> None:
+        """A circuit is nudged by currents injected into its output nodes, against their potentials: the cost
+        must read the output potentials directly; a cost with parameters (a readout) is not part of the circuit."""
+        if any(True for _ in cost.parameters()):
+            raise ConfigError(
+                f"DeepResistive needs a cost without parameters that reads the output potentials (the squared "
+                f"error), got {type(cost).__name__}: nudging is a current injected into the output nodes",
+                hint="set cost.kind = squared_error",
+            )
+
     def constrain_parameters(self) -> None:
         """Conductances are physical: clip them at 0 after an update (``b`` is a signed current)."""
         with torch.no_grad():
             for g in self.conductances._parameters.values():  # iterating a ParameterList is slow
                 g.clamp_(min=0.0)
-
-    def layer_parameters(self) -> list[list[nn.Parameter]]:
-        """``[[g₀, b₁], [g₁, b₂], …]``: conductance k with the bias of the layer it feeds (per-layer rates)."""
-        return [[g, b] for g, b in zip(self.conductances, self.biases, strict=True)]
 
     def extra_repr(self) -> str:
         return f"sizes={list(self.sizes)}, input_gain={self.input_gain}, gains={list(self.gains)}"

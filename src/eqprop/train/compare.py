@@ -23,19 +23,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from eqprop.errors import ConfigError
-from eqprop.train.config import (
-    RunConfig,
-    apply_overrides,
-    apply_rule_name,
-    config_from_dict,
-    config_to_dict,
-)
+from eqprop.rules.names import lookup
+from eqprop.train.config import RunConfig, config_to_dict
+from eqprop.train.loop import fit, resume
+from eqprop.train.presets import apply_overrides, apply_rule_name
+from eqprop.train.rundir import CHECKPOINT, WHERE_IT_RUNS, read_checkpoint, read_history
 
 __all__ = ["compare_rules", "parse_rule_names", "summarize_runs"]
 
 CSV_NAME, MARKDOWN_NAME, JSON_NAME, PLOT_NAME = "compare.csv", "compare.md", "compare.json", "compare.png"
-_WHERE_IT_RUNS = (("train", "epochs"), ("train", "device"), ("train", "threads"), ("data", "data_dir"))
-"""Settings that may differ between a stored run and the one asked for (as for `eqprop train --resume`)."""
 
 
 def parse_rule_names(names: str | Sequence[str]) -> list[str]:
@@ -44,8 +40,6 @@ def parse_rule_names(names: str | Sequence[str]) -> list[str]:
     Raises:
         ConfigError: an unknown name (the message lists the valid ones), or no name at all.
     """
-    from eqprop.rules.names import lookup
-
     parts = names.split(",") if isinstance(names, str) else list(names)
     out: list[str] = []
     for part in (p.strip() for p in parts):
@@ -58,7 +52,8 @@ def parse_rule_names(names: str | Sequence[str]) -> list[str]:
 
 def _comparable(config: RunConfig) -> dict[str, Any]:
     d = config_to_dict(config)
-    for section, key in _WHERE_IT_RUNS:
+    for setting in WHERE_IT_RUNS:  # settings that may differ between a stored run and the one asked for
+        section, _, key = setting.partition(".")
         d[section].pop(key, None)
     d.pop("measured", None)
     d.pop("published", None)
@@ -75,40 +70,15 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _stored_config(out: Path) -> RunConfig | None:
-    from eqprop.train.loop import CONFIG
-
-    path = out / CONFIG
-    if not path.exists():
-        return None
-    try:
-        return config_from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, ConfigError) as err:
-        raise ConfigError(
-            f"{path} is not a readable run config ({err})", hint=f"delete {out} to retrain it"
-        ) from err
-
-
-def _history(out: Path) -> list[dict[str, Any]]:
-    from eqprop.train.loop import METRICS
-
-    path = out / METRICS
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def _ensure_run(config: RunConfig, out: Path, *, progress: bool, log: TextIO) -> str:
     """Train ``config`` into ``out`` unless it is already there; return what was done."""
-    from eqprop.train.loop import CHECKPOINT, fit
-
     label = f"{out.parent.name} seed {config.train.seed}"
     if not (out / CHECKPOINT).exists():
         print(f"compare: training {label} -> {out}", file=log)
         fit(config, out, progress=progress)
         return "trained"
-    stored = _stored_config(out)
-    if stored is not None and _comparable(stored) != _comparable(config):
+    stored, _ = read_checkpoint(out)
+    if _comparable(stored) != _comparable(config):
         old, new = _flatten(_comparable(stored)), _flatten(_comparable(config))
         diff = [
             f"{k} = {old.get(k)!r} there, {new.get(k)!r} here"
@@ -119,12 +89,20 @@ def _ensure_run(config: RunConfig, out: Path, *, progress: bool, log: TextIO) ->
             f"{out} holds a run with other settings than this comparison's: {'; '.join(diff[:3])}",
             hint="choose another --out-dir, or delete that folder to retrain it",
         )
-    done = len(_history(out))
+    done = len(read_history(out))
     if done >= config.train.epochs:
         print(f"compare: {label} is done ({done} epochs), skipped", file=log)
         return "skipped"
     print(f"compare: resuming {label} at epoch {done + 1}/{config.train.epochs}", file=log)
-    fit(config, out, resume=True, progress=progress)
+    t = config.train
+    resume(
+        out,
+        epochs=t.epochs,
+        device=t.device,
+        threads=t.threads,
+        data_dir=config.data.data_dir,
+        progress=progress,
+    )
     return "resumed"
 
 
@@ -143,8 +121,6 @@ def summarize_runs(name: str, histories: Sequence[Sequence[dict[str, Any]]], epo
     Raises:
         ConfigError: a run has fewer than ``epochs`` epochs.
     """
-    from eqprop.rules.names import lookup
-
     row = lookup(name)
     runs = []
     for h in histories:
@@ -306,7 +282,7 @@ def compare_rules(
             counts[_ensure_run(c, out / name / f"seed{c.train.seed}", progress=progress, log=log)] += 1
     rows = [
         summarize_runs(
-            name, [_history(out / name / f"seed{c.train.seed}") for c in configs], config.train.epochs
+            name, [read_history(out / name / f"seed{c.train.seed}") for c in configs], config.train.epochs
         )
         for name, configs in plan.items()
     ]

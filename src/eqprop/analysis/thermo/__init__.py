@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eqprop.analysis._thermo_arch import (
+from eqprop.analysis.thermo.arch import (
     ENERGY_FORMS,
     MOVE_KINDS,
     Arch,
@@ -48,7 +48,7 @@ from eqprop.analysis._thermo_arch import (
     interactions,
     neighbours,
 )
-from eqprop.analysis._thermo_dioph import (
+from eqprop.analysis.thermo.dioph import (
     SHAPES,
     compositions,
     count_compositions,
@@ -56,7 +56,7 @@ from eqprop.analysis._thermo_dioph import (
     sample_iso_energetic,
     shaped_family,
 )
-from eqprop.analysis._thermo_ensemble import (
+from eqprop.analysis.thermo.ensemble import (
     DensityOfStates,
     Stability,
     density_of_states,
@@ -65,7 +65,7 @@ from eqprop.analysis._thermo_ensemble import (
     free_energy,
     stability,
 )
-from eqprop.analysis._thermo_entropy import (
+from eqprop.analysis.thermo.entropy import (
     ENTROPY_KINDS,
     EntropyKind,
     effectiveness,
@@ -74,7 +74,7 @@ from eqprop.analysis._thermo_entropy import (
     permutation_entropy,
     region_entropy,
 )
-from eqprop.analysis._thermo_stats import (
+from eqprop.analysis.thermo.stats import (
     kendall_tau,
     partial_spearman,
     rankdata,

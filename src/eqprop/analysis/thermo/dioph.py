@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from eqprop.analysis._thermo_arch import Arch, energy
+from eqprop.analysis.thermo.arch import Arch, energy
 from eqprop.errors import ConfigError
 
 __all__ = [

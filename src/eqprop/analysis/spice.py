@@ -212,7 +212,7 @@ def to_spice(
     g = netlist.conductances.tolist()
     lines = [
         title,
-        f"* written by eqprop.spice.to_spice: {netlist.n_nodes} nodes, {len(g)} resistors, "
+        f"* written by eqprop.analysis.spice.to_spice: {netlist.n_nodes} nodes, {len(g)} resistors, "
         f"{len(netlist.diodes)} diodes, {len(netlist.sources)} voltage sources, {len(netlist.injections)} "
         "current sources",
         "* run: ngspice -b THIS_FILE   (prints 'node = volts' lines between EQPROP-BEGIN and EQPROP-END)",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -28,7 +28,7 @@ from torch import Tensor
 from eqprop._types import State
 from eqprop.costs import Cost
 from eqprop.errors import ConfigError, ConvergenceError, DivergenceError
-from eqprop.solvers.base import Solver, solve
+from eqprop.solvers.base import Solver, TotalEnergy, relax
 from eqprop.systems.base import EnergySystem
 
 __all__ = ["Homeostat", "HomeostaticSystem", "PhysicalSystem", "SpringCoupled", "has_homeostat"]
@@ -198,7 +198,8 @@ class SpringCoupled:
             ``u − ε·∂E/∂θ``) or ``"flow"`` (``flow_steps`` Euler steps of ``dθ/dt = −(θ − u)/ε − ∂E/∂θ`` with
             step ``flow_step_size·ε``: parameters that do not fully settle, the paper's ``max_iterations_params``).
         state: the starting state (default: the system's zero state).
-        drive: a precomputed ``system.prepare(x)`` for the current parameters.
+        problem: the batch's free-phase :class:`~eqprop.solvers.TotalEnergy` at the current parameters, if the
+            caller has one: its input drive and target are reused until the parameters move.
         free: ``state`` is the free equilibrium (β = 0) at the current parameters. A relaxation at β = 0 while
             the parameters have not moved then returns to it directly, with no sweep: a simulation shortcut
             (the official code restores the saved free state the same way), exact when the free
@@ -230,7 +231,7 @@ class SpringCoupled:
         flow_steps: int = 10,
         flow_step_size: float = 0.5,
         state: State | None = None,
-        drive: Any = None,
+        problem: TotalEnergy | None = None,
         free: bool = False,
     ) -> None:
         params = dict(system.named_parameters())
@@ -261,9 +262,9 @@ class SpringCoupled:
         self._setpoint: dict[str, Tensor] | None = None  # θ when last held, once θ_b has moved since
         self._backup: dict[str, Tensor] | None = None  # θ_b as built, once it has moved
         self._free: State | None = self.state if free and state is not None else None
-        self._drive = (
-            system.prepare(x) if drive is None else drive
-        )  # recomputed before the next state relaxation after θ_b moves
+        # The batch's total energy at β = 0 (input drive, target): rebuilt before the next state relaxation
+        # after θ_b moves.
+        self._problem = problem
         self._force: tuple[State, dict[str, Tensor]] | None = None  # f at a state, while it holds
         self.state_sweeps = 0
 
@@ -279,19 +280,12 @@ class SpringCoupled:
                 self.state = self._free  # the free equilibrium at these parameters is known: back to it
             else:
                 self._explicit_if_moved()  # the states feel the parameters where they are
-                if self._drive is None:
-                    self._drive = self.system.prepare(self.x)
-                eq = solve(
-                    self.system,
-                    self.x,
-                    self.solver,
-                    cost=self.cost,
-                    y=self.y,
-                    beta=self.beta,
-                    init=self.state,
-                    drive=self._drive,
-                    throw=False,
-                )  # a cap reached is not an error here
+                if self._problem is None:
+                    self._problem = TotalEnergy(self.system, self.x, cost=self.cost, y=self.y)
+                problem = self._problem.with_nudging(self.beta)
+                eq = relax(
+                    problem, self.solver, init=self.state, throw=False
+                )  # a cap reached is not an error
                 if not bool(eq.stats.finite.all()):  # host sync, once per relaxation
                     raise DivergenceError(
                         f"non-finite state while relaxing at beta={self.beta}", hint="lower epsilon or beta"
@@ -353,7 +347,7 @@ class SpringCoupled:
                 for n, p in self._params.items():
                     p.copy_(self._backup[n])
         self._knobs, self._hold, self._rest, self._setpoint, self._backup = None, None, None, None, None
-        self._drive, self._force, self._free = None, None, None
+        self._problem, self._force, self._free = None, None, None
 
     def joint_energy(self) -> Tensor:
         """``G = Σ‖θ − u‖²/(2ε) + mean F_β``: for tests and monitoring (never used by a rule)."""
@@ -413,7 +407,7 @@ class SpringCoupled:
             self._setpoint = (
                 self._backup if first else {n: p.detach().clone() for n, p in self._params.items()}
             )
-        self._drive = None
+        self._problem = None
         self._free = None
 
     def _explicit_if_moved(self) -> None:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eqprop.analysis._thermo_arch import Arch, Move, apply_move, delta_energy, energy, neighbours
-from eqprop.analysis._thermo_dioph import count_compositions
-from eqprop.analysis._thermo_entropy import EntropyKind, entropy
+from eqprop.analysis.thermo.arch import Arch, Move, apply_move, delta_energy, energy, neighbours
+from eqprop.analysis.thermo.dioph import count_compositions
+from eqprop.analysis.thermo.entropy import EntropyKind, entropy
 from eqprop.errors import ConfigError
 
 __all__ = [

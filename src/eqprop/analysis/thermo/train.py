@@ -14,7 +14,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from eqprop.analysis._thermo_arch import Arch
+from eqprop.analysis.thermo.arch import Arch
 from eqprop.data import Batches, Split, load_idx_dataset
 from eqprop.errors import ConfigError, DivergenceError
 
@@ -182,7 +182,7 @@ def train_eqprop(
     error (inputs in [0, 1], hidden units boxed to [0, 1], linear output); return its final accuracies and
     losses (at the free equilibrium). A diverging run is returned with ``diverged: true`` and no metrics."""
     from eqprop import BlockCoordinate, DeepHopfield, EqProp, SquaredError
-    from eqprop.train.loop import evaluate
+    from eqprop.train import evaluate
 
     train = _head(data.train, settings.train_examples)
     device, dtype = train.x.device, train.x.dtype
@@ -201,7 +201,7 @@ def train_eqprop(
     try:
         for _ in range(settings.epochs):
             for x, y in Batches(train, settings.batch_size, shuffle=True, generator=order):
-                rule.compute_gradients(system, cost, solver, x, y, nudged_solver=nudged_solver)
+                rule.gradients(system, cost, solver, x, y, nudged_solver=nudged_solver, out="grad")
                 optimizer.step()
         seconds = time.perf_counter() - began
         test = evaluate(system, cost, solver, data.test)

@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from eqprop.analysis._thermo_arch import Arch
+from eqprop.analysis.thermo.arch import Arch
 from eqprop.errors import ConfigError
 
 __all__ = [

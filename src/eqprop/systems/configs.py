@@ -1,0 +1,222 @@
+"""The system kinds of a run configuration: one frozen dataclass per kind, whose fields are that kind's settings.
+
+``SYSTEMS`` maps ``system.kind`` to its config class. Each class builds its system and says what the run needs
+to know before building it: the input it reads, its output width and how many layers per-layer settings
+(learning rates, AEqprop's ε) have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal, Protocol
+
+import torch
+
+from eqprop.errors import ConfigError
+from eqprop.systems.base import EnergySystem
+from eqprop.systems.conv_hopfield import ConvHopfield
+from eqprop.systems.hopfield import DeepHopfield
+from eqprop.systems.resistive import DeepResistive
+
+__all__ = ["SYSTEMS", "ConvHopfieldConfig", "DeepHopfieldConfig", "DeepResistiveConfig", "SystemConfig"]
+
+
+class SystemConfig(Protocol):
+    """What the run asks of a system kind's settings."""
+
+    kind: ClassVar[str]
+
+    @property
+    def input_shape(self) -> Sequence[int]:
+        """The shape of one input: ``(features,)`` for a dense system (images are flattened), else
+        ``(channels, height, width)``."""
+        ...
+
+    @property
+    def layers(self) -> int:
+        """Weight matrices (or kernels): the length of per-layer settings."""
+        ...
+
+    @property
+    def output_width(self) -> int:
+        """Units of the output layer."""
+        ...
+
+    def build(self, *, boxed_output: bool, generator: torch.Generator | None) -> EnergySystem:
+        """The system, initialised from ``generator``; ``boxed_output``: bound the output units like the hidden
+        ones unless ``output_bounds`` says otherwise (a readout reads them)."""
+        ...
+
+    def describe(self) -> str:
+        """The architecture in one line, e.g. ``784-1024-10 deep_hopfield``."""
+        ...
+
+
+def _widths(sizes: list[int]) -> None:
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ConfigError(f"system.sizes = {sizes}: need at least two positive widths, e.g. [784, 1024, 10]")
+
+
+def _per_layer(name: str, value: float | list[float], layers: int, what: str) -> None:
+    if isinstance(value, list) and len(value) != layers:
+        raise ConfigError(
+            f"system.{name} = {value}: give one value, or one per weight matrix ({layers} for {what})"
+        )
+
+
+def _box(bounds: list[float] | None) -> tuple[float, float] | None:
+    return None if bounds is None else (bounds[0], bounds[1])
+
+
+class _Layered:
+    """A dense layered network: ``sizes`` lists the widths, input first (images are flattened)."""
+
+    sizes: list[int]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.sizes[0],)
+
+    @property
+    def layers(self) -> int:
+        return len(self.sizes) - 1
+
+    @property
+    def output_width(self) -> int:
+        return self.sizes[-1]
+
+
+@dataclass(frozen=True)
+class DeepHopfieldConfig(_Layered):
+    """A layered Hopfield network (:class:`~eqprop.DeepHopfield`)."""
+
+    kind: ClassVar[str] = "deep_hopfield"
+
+    sizes: list[int] = field(default_factory=lambda: [784, 1024, 10])
+    """Layer widths, input first."""
+    gains: float | list[float] = 0.7
+    """Weight init U(±gain/√fan_in): one gain, or one per weight matrix."""
+    bounds: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    """Box of the hidden units (the hard sigmoid)."""
+    output_bounds: list[float] | None = None
+    """Box of the output units; None = linear output (the hidden units' box under a readout)."""
+    energy_form: Literal["boxed", "rho"] = "boxed"
+    """``boxed``: ½‖s‖² − b·s − s·Ws' on boxed units; ``rho``: the 2017 paper's form with ρ(s) = clip(s)."""
+
+    def __post_init__(self) -> None:
+        _widths(self.sizes)
+        _per_layer("gains", self.gains, self.layers, f"sizes {self.sizes}")
+
+    def build(self, *, boxed_output: bool, generator: torch.Generator | None) -> DeepHopfield:
+        out = (
+            self.output_bounds if self.output_bounds is not None else (self.bounds if boxed_output else None)
+        )
+        return DeepHopfield(
+            self.sizes,
+            bounds=_box(self.bounds),
+            output_bounds=_box(out),
+            gains=self.gains,
+            energy_form=self.energy_form,
+            generator=generator,
+        )
+
+    def describe(self) -> str:
+        return "-".join(map(str, self.sizes)) + f" {self.kind}"
+
+
+@dataclass(frozen=True)
+class ConvHopfieldConfig:
+    """A convolutional Hopfield network (:class:`~eqprop.ConvHopfield`): conv layers with 2×2 pooling, then
+    dense layers."""
+
+    kind: ClassVar[str] = "conv_hopfield"
+
+    input_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+    """(channels, height, width) of the input images."""
+    channels: list[int] = field(default_factory=lambda: [32, 64])
+    """Output channels of each conv layer (each followed by 2×2 pooling)."""
+    kernel_size: int | list[int] = 5
+    padding: int | list[int] = 0
+    pool: Literal["avg", "max"] = "avg"
+    dense: list[int] = field(default_factory=lambda: [10])
+    """Widths of the dense layers after the conv stack, output last."""
+    gains: float | list[float] = 0.7
+    """Weight init U(±gain/√fan_in): one gain, or one per weight (convs, then dense)."""
+    bounds: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    output_bounds: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.input_shape) != 3 or min(self.input_shape) < 1:
+            raise ConfigError(
+                f"system.input_shape = {list(self.input_shape)}: give (channels, height, width), e.g. [1, 28, 28]"
+            )
+        if not self.channels or not self.dense or min(*self.channels, *self.dense) < 1:
+            raise ConfigError(
+                f"system.channels = {self.channels}, system.dense = {self.dense}: need at least one conv layer "
+                "and one dense layer, all of positive width"
+            )
+        _per_layer("gains", self.gains, self.layers, f"channels {self.channels} and dense {self.dense}")
+
+    @property
+    def layers(self) -> int:
+        return len(self.channels) + len(self.dense)
+
+    @property
+    def output_width(self) -> int:
+        return self.dense[-1]
+
+    def build(self, *, boxed_output: bool, generator: torch.Generator | None) -> ConvHopfield:
+        out = (
+            self.output_bounds if self.output_bounds is not None else (self.bounds if boxed_output else None)
+        )
+        return ConvHopfield(
+            self.input_shape,
+            self.channels,
+            self.dense,
+            kernel_size=self.kernel_size,
+            padding=self.padding,
+            pool=self.pool,
+            bounds=_box(self.bounds),
+            output_bounds=_box(out),
+            gains=self.gains,
+            generator=generator,
+        )
+
+    def describe(self) -> str:
+        convs = "-".join(f"conv{c}" for c in self.channels)
+        shape = "x".join(map(str, self.input_shape))
+        dense = "-".join(map(str, self.dense))
+        return f"{shape}-{convs}-{dense} {self.kind} (k{self.kernel_size}, {self.pool}-pool)"
+
+
+@dataclass(frozen=True)
+class DeepResistiveConfig(_Layered):
+    """A deep resistive network of conductances and ideal diodes (:class:`~eqprop.DeepResistive`)."""
+
+    kind: ClassVar[str] = "deep_resistive"
+
+    sizes: list[int] = field(default_factory=lambda: [784, 1024, 10])
+    """Layer widths, input first; each input feature drives two voltage sources, +gain·x and −gain·x."""
+    input_gain: float = 1.0
+    """Amplification of the input voltage sources."""
+    gains: float | list[float] = 1.0
+    """Conductance init max(0, U(±gain/√fan_in)): one gain, or one per conductance matrix."""
+
+    def __post_init__(self) -> None:
+        _widths(self.sizes)
+        if not 0 < self.input_gain < float("inf"):
+            raise ConfigError(f"system.input_gain = {self.input_gain}: must be a finite number > 0")
+        _per_layer("gains", self.gains, self.layers, f"sizes {self.sizes}")
+
+    def build(self, *, boxed_output: bool, generator: torch.Generator | None) -> DeepResistive:
+        return DeepResistive(self.sizes, input_gain=self.input_gain, gains=self.gains, generator=generator)
+
+    def describe(self) -> str:
+        return "-".join(map(str, self.sizes)) + f" {self.kind} (input gain {self.input_gain:g})"
+
+
+SYSTEMS: dict[str, type] = {
+    cls.kind: cls for cls in (DeepHopfieldConfig, ConvHopfieldConfig, DeepResistiveConfig)
+}
+"""``system.kind`` → its config class."""

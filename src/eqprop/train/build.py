@@ -1,0 +1,234 @@
+"""The one place where a configuration becomes objects, and a checkpoint becomes a model.
+
+``build(config)`` gives a :class:`Run`: the system, cost, solvers, rule, optimizer and schedule of the config,
+on its device and dtype, with the random generators of the data order and of augmentation. ``Run.state()`` is
+everything a checkpoint holds; ``Run.restore(checkpoint)`` puts it back (bit for bit). Training, evaluation,
+gradient checks, comparisons and the SPICE check all start here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from eqprop.costs import Cost
+from eqprop.data import Dataset, Split, load_dataset
+from eqprop.errors import CheckpointError, ConfigError
+from eqprop.rules.base import Rule
+from eqprop.solvers.base import Solver
+from eqprop.systems.base import EnergySystem
+from eqprop.train.checkpoint import (
+    check_compatible,
+    generator_state,
+    rng_state,
+    set_generator_state,
+    set_rng_state,
+)
+from eqprop.train.config import RunConfig, config_to_dict, data_options
+from eqprop.train.optim import make_optimizer
+
+__all__ = ["CONFIG_VERSION", "DTYPES", "Run", "build", "device_of", "load_data"]
+
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
+"""``train.dtype`` → torch dtype."""
+
+CONFIG_VERSION = 2
+"""The schema of the config a checkpoint holds (``"config_version"``; absent = 1, before rules and solvers were
+their own config sections: see :mod:`eqprop.train.legacy`)."""
+
+_STATE_KEYS = (
+    "config",
+    "epoch",
+    "system",
+    "cost",
+    "optimizer",
+    "scheduler",
+    "order_generator",
+    "rng",
+    "history",
+)
+
+
+def device_of(name: str) -> torch.device:
+    """The device ``name`` (``cpu``, ``cuda``, ``cuda:1``), checked to exist on this machine."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"--device {name!r} is not a device name", hint="use cpu or cuda (cuda:N)") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine", hint="use --device cpu")
+    return device
+
+
+@dataclass(eq=False)
+class Run:
+    """Everything a training run is made of. Built by :func:`build`; its parameters live on ``device`` in
+    ``dtype``.
+
+    Attributes:
+        order: the generator of the training examples' order (one permutation per epoch).
+        augment: the generator of random crops and flips of training batches.
+        epoch: epochs completed; history: one record per completed epoch (``metrics.jsonl``).
+    """
+
+    config: RunConfig
+    system: EnergySystem
+    cost: Cost
+    solver: Solver
+    nudged_solver: Solver | None
+    rule: Rule
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    device: torch.device
+    dtype: torch.dtype
+    order: torch.Generator
+    augment: torch.Generator
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint holds: the config, the weights, the optimizer and schedule, every generator and
+        the history (plain data and tensors only, for :func:`~eqprop.train.checkpoint.save_checkpoint`)."""
+        return {
+            "config": config_to_dict(self.config),
+            "config_version": CONFIG_VERSION,
+            "epoch": self.epoch,
+            "system": self.system.state_dict(),
+            "cost": self.cost.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "order_generator": generator_state(self.order),
+            "augment_generator": generator_state(self.augment),
+            "rng": rng_state(),
+            "history": list(self.history),
+        }
+
+    def restore(self, checkpoint: Mapping[str, Any]) -> None:
+        """Put back what :meth:`state` saved: the run then continues exactly as it would have.
+
+        Raises:
+            CheckpointError: a key is missing, or the saved weights or optimizer do not fit this run's.
+        """
+        missing = [k for k in _STATE_KEYS if k not in checkpoint]
+        if missing:
+            raise CheckpointError(
+                f"the checkpoint lacks {', '.join(map(repr, missing))}",
+                hint="it was not written by `eqprop train` or was edited; resume from an intact checkpoint",
+            )
+        check_compatible(checkpoint["system"], self.system, what="system")
+        check_compatible(checkpoint["cost"], self.cost, what="cost")
+        self.system.load_state_dict(checkpoint["system"])
+        self.cost.load_state_dict(checkpoint["cost"])
+        try:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+        except (ValueError, KeyError, TypeError, RuntimeError) as err:
+            raise CheckpointError(
+                f"the checkpoint's optimizer or schedule state does not fit this run's ({type(err).__name__}: "
+                f"{err})",
+                hint="resume with the settings the run was started with",
+            ) from err
+        self.config.schedule.retarget(self.scheduler, self.config.train.epochs)
+        set_generator_state(self.order, checkpoint["order_generator"])
+        if "augment_generator" in checkpoint:  # absent from checkpoints written before augmentation existed
+            set_generator_state(self.augment, checkpoint["augment_generator"])
+        set_rng_state(checkpoint["rng"])
+        self.history = list(checkpoint["history"])
+        self.epoch = int(checkpoint["epoch"])
+
+
+def build(config: RunConfig) -> Run:
+    """The objects of ``config``: initial weights from ``train.seed``, on ``train.device`` in ``train.dtype``.
+
+    Raises:
+        ConfigError: no such device, or pieces that do not fit together (the rule refuses the system, the
+            cost or the optimizer; the system refuses the cost).
+    """
+    t = config.train
+    device = device_of(t.device)
+    dtype = DTYPES[t.dtype]
+    init = torch.Generator().manual_seed(t.seed)  # the initial weights: the system's, then the readout's
+    system = config.system.build(boxed_output=config.cost.boxed_output, generator=init)
+    cost = config.cost.build(in_features=config.system.output_width, generator=init)
+    system.check_cost(cost)
+    system.to(device=device, dtype=dtype)
+    cost.to(device=device, dtype=dtype)
+    optimizer = make_optimizer(config.optimizer, system, cost, config.rule)
+    config.rule.check(system, cost, optimizer)
+    return Run(
+        config=config,
+        system=system,
+        cost=cost,
+        solver=config.solver,
+        nudged_solver=config.nudged_solver,
+        rule=config.rule,
+        optimizer=optimizer,
+        scheduler=config.schedule.build(optimizer, t.epochs),
+        device=device,
+        dtype=dtype,
+        order=torch.Generator().manual_seed(t.seed + 1),
+        augment=torch.Generator().manual_seed(t.seed + 2),
+    )
+
+
+def load_data(
+    config: RunConfig, device: torch.device, dtype: torch.dtype, *, validation: bool = True
+) -> Dataset:
+    """The run's dataset, preprocessed as in training, on ``device`` in ``dtype``, checked against the system.
+
+    Args:
+        validation: hold out the validation split (evaluation of a finished run reads the test split only).
+
+    Raises:
+        ConfigError: the images do not fit the system's input, the classes its output, or a split is empty.
+        DataError: missing or corrupt files.
+    """
+    options = data_options(config)
+    if not validation:
+        options["validation"] = 0
+    data = load_dataset(**options)
+    _check_fit(config, data)
+
+    def move(split: Split | None) -> Split | None:
+        if split is None:
+            return None
+        return Split(x=split.x.to(device=device, dtype=dtype), y=split.y.to(device))
+
+    train, test = move(data.train), move(data.test)
+    assert train is not None and test is not None
+    return Dataset(
+        name=data.name,
+        train=train,
+        test=test,
+        validation=move(data.validation),
+        classes=data.classes,
+        image_shape=data.image_shape,
+    )
+
+
+def _check_fit(config: RunConfig, data: Dataset) -> None:
+    got = tuple(data.train.x.shape[1:])
+    want = tuple(config.system.input_shape)
+    if got != want:
+        field_name = "sizes[0]" if len(want) == 1 else "input_shape"
+        fix = f"[{got[0]}, ...]" if len(want) == 1 else str(list(got))
+        raise ConfigError(
+            f"system.{field_name} expects inputs of shape {list(want)} but {data.name} images have shape "
+            f"{list(got)}",
+            hint=f"use --set system.{field_name.partition('[')[0]}={fix}",
+        )
+    classes = config.cost.predicted_classes(config.system.output_width)
+    if classes != data.classes:
+        raise ConfigError(
+            f"the model predicts {classes} classes but {data.name} has {data.classes}",
+            hint=f"make the output layer {data.classes} wide",
+        )
+    for name, split in (("training", data.train), ("test", data.test)):
+        if len(split) == 0:
+            raise ConfigError(
+                f"the {name} split of {data.name} holds no examples",
+                hint="check the dataset files (and data.validation, which takes examples from training)",
+            )
