@@ -198,7 +198,7 @@ def agreement(ref: Any, batch: tuple[torch.Tensor, torch.Tensor], seed: int, var
     n = batch[0].shape[0]
     hw = [s[1] * s[2] for s in hp["layer_shapes"][1:3]]
     c_in = [hp["layer_shapes"][0][0], hp["layer_shapes"][1][0]]
-    expected = {  # official step / (official ε × our true-gradient step), from research/aeqprop.md §7.3
+    expected = {  # official step / (official ε × our true-gradient step), the official code's update rule (see the module docstring)
         "biases.0": 1 / hw[0],
         "biases.1": 1 / hw[1],
         "biases.2": 1.0,

@@ -9,7 +9,10 @@ Prints one JSON object on stdout. For each batch size, in one process, alternati
   training loss and accuracy, the progress check, the parameter constraint, the schedule). Evaluation and
   the checkpoint at the end of the epoch are not in that figure.
 
-The ratio loop / bare is the median of the per-repeat ratios, each pair measured back to back.
+The ratio loop / bare is the median of the per-repeat ratios, each pair measured back to back. On a shared
+machine those ratios scatter by ±10 %, so the script also measures the loop's own cost directly: the same
+`fit` with the rule's step and the optimizer's step replaced by no-ops (in this process only), which leaves
+exactly what the loop adds per batch; ``implied_ratio`` is bare step time / (bare step time + that cost).
 
     .venv/bin/python benchmarks/loop_overhead.py                          # batch 16 and 64, full epoch, 5 repeats
     .venv/bin/python benchmarks/loop_overhead.py --examples 8000 --repeats 3 --batch-sizes 16
@@ -87,6 +90,28 @@ def loop_rate(config: eqprop.train.RunConfig, out: Path) -> float:
     return float(summary_["examples_per_s"])
 
 
+def hollow_cost_us(config: eqprop.train.RunConfig, out: Path) -> float:
+    """Microseconds per batch that `fit`'s loop spends around the step: the loop with the rule's estimate and
+    the optimizer's step replaced by no-ops (patched here, put back after)."""
+    from eqprop.rules.base import Estimate
+
+    run = build(config)
+    rule_class, optimizer_class = type(run.rule), type(run.optimizer)
+    scores = torch.rand(config.train.batch_size, 10)
+    loss = torch.zeros(())
+
+    def no_estimate(self, system, cost, solver, x, y, **kwargs):  # type: ignore[no-untyped-def]
+        return Estimate(grads={}, loss=loss, scores=scores[: x.shape[0]])
+
+    saved = rule_class.gradients, optimizer_class.step
+    rule_class.gradients, optimizer_class.step = no_estimate, lambda self, closure=None: None  # type: ignore[method-assign]
+    try:
+        rate = float(fit(config, out, progress=False)["examples_per_s"])
+    finally:
+        rule_class.gradients, optimizer_class.step = saved  # type: ignore[method-assign]
+    return config.train.batch_size / rate * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 64])
@@ -126,6 +151,8 @@ def main() -> None:
                     file=sys.stderr,
                 )
             ratios = [lo / ba for lo, ba in zip(loop, bare, strict=True)]
+            cost = statistics.median(hollow_cost_us(config, root / f"hollow-{b}-{r}") for r in range(3))
+            step_us = b / statistics.median(bare) * 1e6
             results.append(
                 {
                     "batch_size": b,
@@ -133,6 +160,9 @@ def main() -> None:
                     "training_loop_ex_per_s": summary(loop),
                     "ratio_loop_over_bare": round(statistics.median(ratios), 3),
                     "ratio_per_repeat": [round(x, 3) for x in ratios],
+                    "loop_cost_per_batch_us": round(cost, 1),
+                    "bare_step_us": round(step_us, 1),
+                    "implied_ratio": round(step_us / (step_us + cost), 4),
                 }
             )
     print(

@@ -431,7 +431,7 @@ def secant(net: DeepHopfield, x: Tensor, y: Tensor, b1: float, b2: float) -> flo
 def test_secant_lyapunov_function_does_not_increase(beta, variant):
     """Phase 1 is a joint minimum of U + F_β₁, phase 2 (iterated to convergence) one of U + F_β₂ with the same
     knobs: adding the two optimality inequalities cancels U, so the secant function of (β₁, β₂) cannot go up,
-    for finite β and ε (research/aeqprop.md §4). Small weights keep F convex in the state, and a stiff spring
+    for finite β and ε. Small weights keep F convex in the state, and a stiff spring
     (1/ε above the states' curvature) keeps the joint energy bounded below."""
     net, x, y = make_hopfield([5, 9, 3], 3, gains=0.5)
     eps = 0.1
@@ -726,7 +726,7 @@ SHORT = BlockCoordinate(4, order="backward")
 def test_phase2_from_free_is_the_contrast_of_two_relaxations_from_the_free_state(variant):
     """``phase2_start="free"``: θ' − θ = −ε[∂E/∂θ(s₂) − ∂E/∂θ(s₁)] with s₁ and s₂ both relaxed from the free
     state s₀ (s₁ at β₁, s₂ at β₂), i.e. the equivalent gradient is EqProp's with the same two phases, even
-    unconverged; ``"phase1"`` relaxes s₂ from s₁ instead (research/aeqprop.md §3, step 4)."""
+    unconverged; ``"phase1"`` relaxes s₂ from s₁ instead."""
     net, x, y = SMALL_SYSTEMS["2h"]()
     cost = SquaredError()
     eps = per_tensor_epsilon(net)
