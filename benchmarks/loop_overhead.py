@@ -21,6 +21,7 @@ exactly what the loop adds per batch; ``implied_ratio`` is bare step time / (bar
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import struct
@@ -36,6 +37,7 @@ import eqprop
 from _common import environment, load_average, summary
 from eqprop.data import load_dataset
 from eqprop.train import apply_overrides, build, fit, load_data, load_preset
+from eqprop.train.monitor import Monitoring
 
 PRESET = "fmnist-dhn1h"
 
@@ -85,31 +87,31 @@ def bare_rate(config: eqprop.train.RunConfig) -> float:
 
 
 def loop_rate(config: eqprop.train.RunConfig, out: Path) -> float:
-    """Examples per second of `fit`'s training loop over one epoch (its own clock)."""
-    summary_ = fit(config, out, progress=False)
+    """Examples per second of `fit`'s training loop over one epoch (its own clock), without TensorBoard."""
+    summary_ = fit(config, out, progress=False, monitoring=Monitoring(tensorboard=False))
     return float(summary_["examples_per_s"])
 
 
-def hollow_cost_us(config: eqprop.train.RunConfig, out: Path) -> float:
+def hollow_cost_us(config: eqprop.train.RunConfig, out: Path, monitoring: Monitoring) -> float:
     """Microseconds per batch that `fit`'s loop spends around the step: the loop with the rule's estimate and
-    the optimizer's step replaced by no-ops (patched here, put back after)."""
-    from eqprop.rules.base import Estimate
-
+    the optimizer's step replaced by no-ops (patched here, put back after). The estimate returned is a real
+    one, made once, so that what the loop logs of it (phases, sweeps, residuals, energies) costs what it does."""
     run = build(config)
+    train = load_data(config, run.device, run.dtype, validation=False).train
+    b = config.train.batch_size
+    real = run.rule.gradients(run.system, run.cost, run.solver, train.x[:b], train.y[:b])
     rule_class, optimizer_class = type(run.rule), type(run.optimizer)
-    scores = torch.rand(config.train.batch_size, 10)
-    loss = torch.zeros(())
 
     def no_estimate(self, system, cost, solver, x, y, **kwargs):  # type: ignore[no-untyped-def]
-        return Estimate(grads={}, loss=loss, scores=scores[: x.shape[0]])
+        return dataclasses.replace(real, scores=real.scores[: x.shape[0]])
 
     saved = rule_class.gradients, optimizer_class.step
     rule_class.gradients, optimizer_class.step = no_estimate, lambda self, closure=None: None  # type: ignore[method-assign]
     try:
-        rate = float(fit(config, out, progress=False)["examples_per_s"])
+        rate = float(fit(config, out, progress=False, monitoring=monitoring)["examples_per_s"])
     finally:
         rule_class.gradients, optimizer_class.step = saved  # type: ignore[method-assign]
-    return config.train.batch_size / rate * 1e6
+    return b / rate * 1e6
 
 
 def main() -> None:
@@ -151,7 +153,13 @@ def main() -> None:
                     file=sys.stderr,
                 )
             ratios = [lo / ba for lo, ba in zip(loop, bare, strict=True)]
-            cost = statistics.median(hollow_cost_us(config, root / f"hollow-{b}-{r}") for r in range(3))
+            quiet, logging = Monitoring(tensorboard=False), Monitoring(probe_every=0)
+            cost = statistics.median(
+                hollow_cost_us(config, root / f"hollow-{b}-{r}", quiet) for r in range(3)
+            )
+            logged = statistics.median(
+                hollow_cost_us(config, root / f"logged-{b}-{r}", logging) for r in range(3)
+            )
             step_us = b / statistics.median(bare) * 1e6
             results.append(
                 {
@@ -163,6 +171,8 @@ def main() -> None:
                     "loop_cost_per_batch_us": round(cost, 1),
                     "bare_step_us": round(step_us, 1),
                     "implied_ratio": round(step_us / (step_us + cost), 4),
+                    "tensorboard_cost_per_batch_us": round(logged - cost, 1),
+                    "tensorboard_cost_fraction_of_step": round((logged - cost) / step_us, 4),
                 }
             )
     print(

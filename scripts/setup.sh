@@ -56,3 +56,18 @@ ensure_ngspice() {
     return 1
   fi
 }
+
+# Chromium (Debian's package) renders the run reports in the tests (tests/analysis/test_report.py): install it if
+# it is missing; without apt or root the browser check skips and says why.
+ensure_chromium() {
+  command -v chromium >/dev/null && return 0
+  if ! command -v apt-get >/dev/null; then
+    echo "chromium is not installed and apt-get is unavailable: the report's browser check will skip" >&2
+    return 1
+  fi
+  echo "installing Debian's chromium ..." >&2
+  if ! { as_root apt-get update -qq && as_root apt-get install -y -qq chromium >/dev/null; }; then
+    echo "could not install chromium: run 'sudo apt-get install chromium'" >&2
+    return 1
+  fi
+}

@@ -189,6 +189,7 @@ def test_train_prints_a_json_summary(trained_run: tuple[Path, dict[str, Any]]) -
         "config.json",
         "metrics.jsonl",
         "summary.json",
+        "tensorboard",
     ]
 
 

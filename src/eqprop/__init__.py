@@ -3,45 +3,60 @@ Propagation, with exact reference gradients to check them against.
 
 The five ideas: a *system* (its energy), a *cost*, a *solver* (how the state relaxes), a *rule* (how the
 parameter updates are obtained) and a *run* (data, training loop, CLI).
+
+Importing the package is instant: each name below is imported from its module on first use (PEP 562), so that the
+command line can answer (and be interrupted) before torch has loaded.
 """
 
-from eqprop._types import State, Variable
-from eqprop.costs import Cost, CrossEntropyReadout, SquaredError
-from eqprop.errors import (
-    CheckpointError,
-    ConfigError,
-    ConvergenceError,
-    DataError,
-    DivergenceError,
-    EqpropError,
-)
-from eqprop.rules import (
-    AgnosticEqProp,
-    BackpropThroughSolver,
-    ContrastiveLearning,
-    CoupledLearning,
-    EqProp,
-    Estimate,
-    Homeostat,
-    HomeostaticSystem,
-    ImplicitDiff,
-    PhysicalSystem,
-    Rule,
-    SpringCoupled,
-)
-from eqprop.solvers import (
-    BlockCoordinate,
-    Equilibrium,
-    GradientFlow,
-    Phases,
-    Solver,
-    SolveStats,
-    TotalEnergy,
-    solve,
-)
-from eqprop.systems import ConvHopfield, DeepHopfield, DeepResistive, EnergySystem, Netlist, ResistiveCircuit
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "AgnosticEqProp": "eqprop.rules",
+    "BackpropThroughSolver": "eqprop.rules",
+    "BlockCoordinate": "eqprop.solvers",
+    "CheckpointError": "eqprop.errors",
+    "ConfigError": "eqprop.errors",
+    "ContrastiveLearning": "eqprop.rules",
+    "ConvHopfield": "eqprop.systems",
+    "ConvergenceError": "eqprop.errors",
+    "Cost": "eqprop.costs",
+    "CoupledLearning": "eqprop.rules",
+    "CrossEntropyReadout": "eqprop.costs",
+    "DataError": "eqprop.errors",
+    "DeepHopfield": "eqprop.systems",
+    "DeepResistive": "eqprop.systems",
+    "DivergenceError": "eqprop.errors",
+    "EnergySystem": "eqprop.systems",
+    "EqProp": "eqprop.rules",
+    "EqpropError": "eqprop.errors",
+    "Equilibrium": "eqprop.solvers",
+    "Estimate": "eqprop.rules",
+    "GradientFlow": "eqprop.solvers",
+    "Homeostat": "eqprop.rules",
+    "HomeostaticSystem": "eqprop.rules",
+    "ImplicitDiff": "eqprop.rules",
+    "Netlist": "eqprop.systems",
+    "Phases": "eqprop.solvers",
+    "PhysicalSystem": "eqprop.rules",
+    "ResistiveCircuit": "eqprop.systems",
+    "Rule": "eqprop.rules",
+    "SolveStats": "eqprop.solvers",
+    "Solver": "eqprop.solvers",
+    "SpringCoupled": "eqprop.rules",
+    "SquaredError": "eqprop.costs",
+    "State": "eqprop._types",
+    "TotalEnergy": "eqprop.solvers",
+    "Variable": "eqprop._types",
+    "solve": "eqprop.solvers",
+}
+"""Public name -> the module that defines it."""
+
+_SUBPACKAGES = ("analysis", "cli", "costs", "data", "errors", "rules", "solvers", "systems", "train")
 
 __all__ = [
     "AgnosticEqProp",
@@ -83,3 +98,62 @@ __all__ = [
     "__version__",
     "solve",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # the next access is a plain attribute
+        return value
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"eqprop.{name}")
+    raise AttributeError(f"module 'eqprop' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*__all__, *_SUBPACKAGES})
+
+
+if TYPE_CHECKING:  # the names, for type checkers and IDEs
+    from eqprop._types import State, Variable
+    from eqprop.costs import Cost, CrossEntropyReadout, SquaredError
+    from eqprop.errors import (
+        CheckpointError,
+        ConfigError,
+        ConvergenceError,
+        DataError,
+        DivergenceError,
+        EqpropError,
+    )
+    from eqprop.rules import (
+        AgnosticEqProp,
+        BackpropThroughSolver,
+        ContrastiveLearning,
+        CoupledLearning,
+        EqProp,
+        Estimate,
+        Homeostat,
+        HomeostaticSystem,
+        ImplicitDiff,
+        PhysicalSystem,
+        Rule,
+        SpringCoupled,
+    )
+    from eqprop.solvers import (
+        BlockCoordinate,
+        Equilibrium,
+        GradientFlow,
+        Phases,
+        Solver,
+        SolveStats,
+        TotalEnergy,
+        solve,
+    )
+    from eqprop.systems import (
+        ConvHopfield,
+        DeepHopfield,
+        DeepResistive,
+        EnergySystem,
+        Netlist,
+        ResistiveCircuit,
+    )

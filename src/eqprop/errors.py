@@ -13,6 +13,7 @@ __all__ = [
     "DataError",
     "DivergenceError",
     "EqpropError",
+    "Interrupted",
 ]
 
 
@@ -51,3 +52,15 @@ class ConvergenceError(EqpropError, RuntimeError):
 
 class DivergenceError(ConvergenceError):
     """A relaxation whose state or energy became non-finite."""
+
+
+class Interrupted(EqpropError):  # noqa: N818  (a stop on request, not a failure)
+    """A run stopped on request (SIGTERM or Ctrl-C) after finishing its current step and saving a checkpoint.
+
+    Attributes:
+        status: the conventional exit status, 128 + the signal's number (143 for SIGTERM, 130 for SIGINT).
+    """
+
+    def __init__(self, message: str, hint: str | None = None, *, status: int) -> None:
+        super().__init__(message, hint)
+        self.status = status

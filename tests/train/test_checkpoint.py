@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -235,13 +236,39 @@ def test_failed_save_leaves_previous_checkpoint_and_no_temp_files(
         raise error
 
     monkeypatch.setattr(ckpt.torch, "save", half_then_raise)
-    expected = CheckpointError if isinstance(error, OSError) else RuntimeError
-    with pytest.raises(expected):
+    # torch.save reports a failed write as a RuntimeError (the payload is checked before): a CheckpointError too
+    with pytest.raises(CheckpointError, match="cannot write checkpoint"):
         save_checkpoint(path, {"epoch": 2, "w": torch.arange(1000.0) * 2})
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["checkpoint.pt"]
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1
+
+
+def test_a_full_disk_is_a_checkpoint_error_and_leaves_the_last_checkpoint(tmp_path: Path) -> None:
+    """A real failed write, not a simulated one: in a child process whose files may not exceed 64 kB
+    (RLIMIT_FSIZE, the kernel's EFBIG as a full disk's ENOSPC), torch.save's RuntimeError is reported as a
+    CheckpointError, the previous checkpoint is intact and no temporary file is left."""
+    script = textwrap.dedent(
+        f"""
+        import resource, signal, torch
+        from eqprop.errors import CheckpointError
+        from eqprop.train.checkpoint import load_checkpoint, save_checkpoint
+        path = {str(tmp_path / "checkpoint.pt")!r}
+        save_checkpoint(path, {{"epoch": 1, "w": torch.zeros(10)}})
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write beyond the limit fails instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+        try:
+            save_checkpoint(path, {{"epoch": 2, "w": torch.zeros(100000)}})
+        except CheckpointError as err:
+            print("CheckpointError:", err, "| hint:", err.hint)
+        assert load_checkpoint(path)["epoch"] == 1
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "CheckpointError: cannot write checkpoint" in run.stdout and "disk is not full" in run.stdout
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.pt"]
 
 
 def test_failed_first_save_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

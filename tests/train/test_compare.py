@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import statistics
 from pathlib import Path
 from typing import Any
@@ -104,10 +105,7 @@ def test_a_second_run_skips_finished_runs_and_resumes_for_more_epochs(comparison
     # A copy of one rule's runs, so that the shared comparison stays as it is.
     work = out.parent / "resume"
     for seed in (0, 1):
-        src, dst = out / "CL" / f"seed{seed}", work / "CL" / f"seed{seed}"
-        dst.mkdir(parents=True)
-        for f in src.iterdir():
-            (dst / f.name).write_bytes(f.read_bytes())
+        shutil.copytree(out / "CL" / f"seed{seed}", work / "CL" / f"seed{seed}")
     assert main(_compare(fake_data, work, "--rules", "CL", "--epochs", "1", "--seeds", "2", "--json")) == 0
     assert _last_json(capsys.readouterr().out)["runs"] == {"trained": 0, "resumed": 0, "skipped": 2}
     assert main(_compare(fake_data, work, "--rules", "cl", "--epochs", "2", "--seeds", "1", "--json")) == 0

@@ -121,6 +121,7 @@ def test_fit_writes_the_run_directory_and_learns(
         "config.json",
         "metrics.jsonl",
         "summary.json",
+        "tensorboard",
     ]
     assert config_from_dict(json.loads((run / "config.json").read_text())) == config
     assert json.loads((run / "summary.json").read_text()) == summary

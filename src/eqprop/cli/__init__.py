@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
-from eqprop.cli import compare, gradcheck, presets, spice, study, thermo, train
-from eqprop.errors import EqpropError
+from eqprop.cli import compare, gradcheck, presets, report, spice, study, thermo, train
+from eqprop.errors import EqpropError, Interrupted
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (train, presets, gradcheck, compare, thermo, study, spice)
+COMMANDS = (train, report, presets, gradcheck, compare, thermo, study, spice)
 """The subcommand modules, in the order `eqprop --help` lists them (`train` also adds `eval`)."""
 
 
@@ -40,16 +41,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)  # building the parser loads torch (the rules' help): Ctrl-C-able
         return int(args.run(args))
+    except Interrupted as err:  # SIGTERM or Ctrl-C: the run saved a checkpoint and says how to resume
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is saved: another Ctrl-C while exiting is moot
+        print(f"eqprop: {err}", file=sys.stderr)
+        if err.hint:
+            print(err.hint, file=sys.stderr)
+        return err.status
     except EqpropError as err:  # a known problem: one line and a hint, no traceback
         print(f"eqprop: error: {err}", file=sys.stderr)
         if err.hint:
             print(f"hint: {err.hint}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("eqprop: interrupted (the last completed epoch is in the checkpoint)", file=sys.stderr)
+    except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
+        print(
+            "eqprop: stopped at once; a run keeps the last checkpoint it wrote, if any (checkpoints are written "
+            "whole or not at all)",
+            file=sys.stderr,
+        )
         return 130
     except BrokenPipeError:  # the reader went away (e.g. `eqprop presets | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes

@@ -35,6 +35,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "may be given)",
     )
     add_run_flags(p)
+    p.add_argument(
+        "--checkpoint-every",
+        metavar="N|TIME",
+        help="also save a checkpoint every N steps, or every TIME (90s, 10m, 1h), within epochs; a resumed run "
+        "continues at the next batch",
+    )
+    p.add_argument(
+        "--no-tensorboard", action="store_true", help="write no TensorBoard event files (default: OUT/tensorboard)"
+    )
+    p.add_argument(
+        "--probe-every",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="steps between gradient-agreement probes in TensorBoard (0: never; default %(default)s)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=train)
 
@@ -52,7 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def train(args: argparse.Namespace) -> int:
     from eqprop.train import apply_overrides, apply_rule_name, fit, load_preset, resume
+    from eqprop.train.monitor import Monitoring
 
+    monitoring = Monitoring(tensorboard=not args.no_tensorboard, probe_every=args.probe_every)
     if args.resume:
         if args.out and Path(args.out) != Path(args.resume):
             raise ConfigError("--resume DIR continues the run in DIR: do not also pass a different --out")
@@ -80,6 +98,8 @@ def train(args: argparse.Namespace) -> int:
             threads=args.threads,
             data_dir=args.data_dir,
             progress=not args.no_progress,
+            checkpoint_every=args.checkpoint_every,
+            monitoring=monitoring,
         )
     else:
         config = apply_overrides(load_preset(args.preset or "fmnist-quick"), flag_overrides(args))
@@ -95,7 +115,13 @@ def train(args: argparse.Namespace) -> int:
                 )
             config = apply_rule_name(config, args.rule)
         out = args.out or f"runs/{config.name}-seed{config.train.seed}"
-        summary = fit(config, out, progress=not args.no_progress)
+        summary = fit(
+            config,
+            out,
+            progress=not args.no_progress,
+            checkpoint_every=args.checkpoint_every,
+            monitoring=monitoring,
+        )
     emit(summary)
     return 0
 

@@ -1,8 +1,9 @@
 """Datasets: local-file readers (MNIST-family IDX, CIFAR-10/100, SVHN), one loader, augmentation, mini-batching."""
 
+from eqprop.data.arrays import NPZ_FILE, from_arrays, from_torch, load_npz
 from eqprop.data.augment import Augment, random_crop, random_flip
 from eqprop.data.cifar import CIFAR_FILES, load_cifar, read_cifar_batch
-from eqprop.data.datasets import DATASETS, load_dataset
+from eqprop.data.datasets import DATASETS, hold_out, load_dataset, prepare_dataset
 from eqprop.data.idx import (
     DATASET_NAMES,
     ENV_DATA_DIR,
@@ -20,16 +21,22 @@ __all__ = [
     "DATASET_NAMES",
     "ENV_DATA_DIR",
     "IDX_FILES",
+    "NPZ_FILE",
     "SVHN_FILES",
     "Augment",
     "Batches",
     "Dataset",
     "Split",
     "find_dataset_dir",
+    "from_arrays",
+    "from_torch",
+    "hold_out",
     "load_cifar",
     "load_dataset",
     "load_idx_dataset",
+    "load_npz",
     "load_svhn",
+    "prepare_dataset",
     "random_crop",
     "random_flip",
     "read_cifar_batch",

@@ -6,6 +6,7 @@
 | ``cifar10`` | ``cifar-10-batches-py/`` (:mod:`eqprop.data.cifar`) | 3×32×32 | 10 |
 | ``cifar100`` | ``cifar-100-python/`` | 3×32×32 | 100 (20 with ``coarse_labels``) |
 | ``svhn`` | ``train_32x32.mat``, ``test_32x32.mat`` (:mod:`eqprop.data.svhn`) | 3×32×32 | 10 |
+| ``npz`` | your own ``x``, ``y`` (, ``x_test``, ``y_test``) in one ``.npz`` file (:mod:`eqprop.data.arrays`) | any | any |
 
 Nothing is downloaded: a missing file is a :class:`~eqprop.errors.DataError` naming it and saying where to
 put it. Preprocessing happens once, at load time, in this order: scale to [0, 1]; zero-pad to ``pad_to``;
@@ -28,9 +29,9 @@ from eqprop.data.idx import DATASET_NAMES, load_idx_dataset
 from eqprop.data.split import Dataset, Split, _validation_count
 from eqprop.errors import ConfigError, DataError
 
-__all__ = ["DATASETS", "load_dataset"]
+__all__ = ["DATASETS", "hold_out", "load_dataset", "prepare_dataset"]
 
-DATASETS: tuple[str, ...] = (*DATASET_NAMES, "cifar10", "cifar100", "svhn")
+DATASETS: tuple[str, ...] = (*DATASET_NAMES, "cifar10", "cifar100", "svhn", "npz")
 """Every dataset name :func:`load_dataset` accepts."""
 
 _ALIASES = {"cifar-10": "cifar10", "cifar-100": "cifar100"}
@@ -161,7 +162,21 @@ def load_dataset(
     if pad_to is not None and (isinstance(pad_to, bool) or not isinstance(pad_to, int) or pad_to < 1):
         raise ConfigError(f"pad_to = {pad_to!r}: give an image size in pixels, e.g. 32, or None")
 
-    if canonical in DATASET_NAMES:
+    if canonical == "npz":
+        from eqprop.data.arrays import load_npz
+
+        data = hold_out(load_npz(data_dir, seed=seed), validation, seed)
+        data = Dataset(
+            name=data.name,
+            train=Split(x=data.train.x.to(dtype), y=data.train.y),
+            test=Split(x=data.test.x.to(dtype), y=data.test.y),
+            validation=None
+            if data.validation is None
+            else Split(x=data.validation.x.to(dtype), y=data.validation.y),
+            classes=data.classes,
+            image_shape=data.image_shape,
+        )
+    elif canonical in DATASET_NAMES:
         data = load_idx_dataset(
             canonical, data_dir=data_dir, validation=validation, seed=seed, dtype=dtype, flatten=False
         )
@@ -180,6 +195,47 @@ def load_dataset(
             )
         data = _arrays_to_dataset(canonical, arrays, validation, seed, dtype)
 
+    return prepare_dataset(data, pad_to=pad_to, mean=mean, std=std, flatten=flatten)
+
+
+def hold_out(data: Dataset, validation: int | float, seed: int) -> Dataset:
+    """``data`` with ``validation`` training examples (a count or a fraction) moved to its validation split,
+    drawn by a permutation seeded with ``seed`` (the permutation the file readers draw)."""
+    n_val = _validation_count(validation, len(data.train))
+    if n_val == 0:
+        return data
+    perm = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(seed))
+    val, train = perm[:n_val].sort().values, perm[n_val:].sort().values
+    x, y = data.train.x, data.train.y
+    return Dataset(
+        name=data.name,
+        train=Split(x=x[train], y=y[train]),
+        test=data.test,
+        validation=Split(x=x[val], y=y[val]),
+        classes=data.classes,
+        image_shape=data.image_shape,
+    )
+
+
+def prepare_dataset(
+    data: Dataset,
+    *,
+    pad_to: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    flatten: bool = True,
+) -> Dataset:
+    """The preprocessing of :func:`load_dataset` applied to ``data`` (images ``(n, C, H, W)``): zero-pad to
+    ``pad_to``, normalise per channel, flatten for dense systems.
+
+    Raises:
+        ConfigError: a ``pad_to`` that cannot centre the images, a bad ``mean`` or ``std``.
+    """
+    canonical = data.name
+    if data.train.x.dim() != 4:
+        raise ConfigError(
+            f"{data.name}: prepare_dataset needs images (n, C, H, W), got {tuple(data.train.x.shape)}"
+        )
     channels, height, width = data.train.x.shape[1:]
     pad = (0, 0, 0, 0)
     if pad_to is not None and (pad_to, pad_to) != (height, width):

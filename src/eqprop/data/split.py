@@ -135,14 +135,20 @@ class Batches:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.starting_at(0)
+
+    def starting_at(self, first: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch from batch ``first`` on: the epoch's order is drawn in full (the generator advances as for
+        a whole epoch), the batches before ``first`` are skipped without being gathered. A run resumed in the
+        middle of an epoch restores the generator to the epoch's start and continues here."""
         x, y = self.split.x, self.split.y
         n, bs = len(self.split), self.batch_size
         stop = len(self) * bs
         if self.shuffle:
-            perm = torch.randperm(n, generator=self.generator)
-            for start in range(0, stop, bs):
-                index = perm[start : start + bs].to(x.device)
+            perm = torch.randperm(n, generator=self.generator).to(x.device)
+            for start in range(first * bs, stop, bs):
+                index = perm[start : start + bs]
                 yield x[index], y[index]
         else:
-            for start in range(0, stop, bs):
+            for start in range(first * bs, stop, bs):
                 yield x[start : start + bs], y[start : start + bs]

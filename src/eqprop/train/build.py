@@ -8,6 +8,7 @@ gradient checks, comparisons and the SPICE check all start here.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 
 from eqprop.costs import Cost
-from eqprop.data import Dataset, Split, load_dataset
+from eqprop.data import Dataset, Split, hold_out, load_dataset, prepare_dataset
 from eqprop.errors import CheckpointError, ConfigError
 from eqprop.rules.base import Rule
 from eqprop.solvers.base import Solver
@@ -30,7 +31,16 @@ from eqprop.train.checkpoint import (
 from eqprop.train.config import RunConfig, config_to_dict, data_options
 from eqprop.train.optim import make_optimizer
 
-__all__ = ["CONFIG_VERSION", "DTYPES", "Run", "build", "device_of", "load_data"]
+__all__ = [
+    "CONFIG_VERSION",
+    "DTYPES",
+    "Run",
+    "build",
+    "data_fingerprint",
+    "device_of",
+    "load_data",
+    "weights_checksum",
+]
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float64": torch.float64}
 """``train.dtype`` → torch dtype."""
@@ -88,23 +98,38 @@ class Run:
     augment: torch.Generator
     epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    position: dict[str, Any] | None = None
+    """Where the epoch in progress stands (the training loop's own record: the next batch, the order
+    generator's state at the epoch's start, the running tallies), or None between epochs."""
+    data_fingerprint: str | None = None
+    """The fingerprint of the data the run trains on (:func:`data_fingerprint`), once the loop has read it."""
 
     def state(self) -> dict[str, Any]:
-        """What a checkpoint holds: the config, the weights, the optimizer and schedule, every generator and
-        the history (plain data and tensors only, for :func:`~eqprop.train.checkpoint.save_checkpoint`)."""
-        return {
+        """What a checkpoint holds: the config, the weights (and their checksum), the optimizer and schedule,
+        every generator, the history, the position within an epoch in progress, the data's fingerprint and the
+        number of torch threads (plain data and tensors only, for
+        :func:`~eqprop.train.checkpoint.save_checkpoint`)."""
+        system, cost = self.system.state_dict(), self.cost.state_dict()
+        state = {
             "config": config_to_dict(self.config),
             "config_version": CONFIG_VERSION,
             "epoch": self.epoch,
-            "system": self.system.state_dict(),
-            "cost": self.cost.state_dict(),
+            "system": system,
+            "cost": cost,
+            "checksum": weights_checksum(system, cost),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "order_generator": generator_state(self.order),
             "augment_generator": generator_state(self.augment),
             "rng": rng_state(),
             "history": list(self.history),
+            "threads": torch.get_num_threads(),
         }
+        if self.position is not None:
+            state["position"] = self.position
+        if self.data_fingerprint is not None:
+            state["data_fingerprint"] = self.data_fingerprint
+        return state
 
     def restore(self, checkpoint: Mapping[str, Any]) -> None:
         """Put back what :meth:`state` saved: the run then continues exactly as it would have.
@@ -118,6 +143,14 @@ class Run:
                 f"the checkpoint lacks {', '.join(map(repr, missing))}",
                 hint="it was not written by `eqprop train` or was edited; resume from an intact checkpoint",
             )
+        if "checksum" in checkpoint:  # absent from checkpoints written before checksums
+            found = weights_checksum(checkpoint["system"], checkpoint["cost"])
+            if found != checkpoint["checksum"]:
+                raise CheckpointError(
+                    "the weights in the checkpoint are not the ones that were saved (their checksum differs): "
+                    "the file was altered or damaged after it was written",
+                    hint="use an intact copy of the run, or train again",
+                )
         check_compatible(checkpoint["system"], self.system, what="system")
         check_compatible(checkpoint["cost"], self.cost, what="cost")
         self.system.load_state_dict(checkpoint["system"])
@@ -138,6 +171,42 @@ class Run:
         set_rng_state(checkpoint["rng"])
         self.history = list(checkpoint["history"])
         self.epoch = int(checkpoint["epoch"])
+        self.position = checkpoint.get("position")
+        self.data_fingerprint = checkpoint.get("data_fingerprint")
+
+
+def weights_checksum(*state_dicts: Mapping[str, Any]) -> str:
+    """SHA-256 of the names, dtypes, shapes and bytes of the tensors of ``state_dicts``, in order."""
+    h = hashlib.sha256()
+    for state in state_dicts:
+        for name, value in state.items():
+            h.update(name.encode())
+            if isinstance(value, torch.Tensor):
+                h.update(f"{value.dtype}{tuple(value.shape)}".encode())
+                h.update(_bytes(value))
+            else:
+                h.update(repr(value).encode())
+    return h.hexdigest()
+
+
+def data_fingerprint(data: Dataset) -> str:
+    """A fingerprint of the training, validation and test examples (BLAKE2b of their bytes): a resumed run
+    checks that it reads the data it was trained on."""
+    h = hashlib.blake2b(digest_size=16)
+    for split in (data.train, data.validation, data.test):
+        if split is None:
+            h.update(b"none")
+            continue
+        for t in (split.x, split.y):
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(_bytes(t))
+    return h.hexdigest()
+
+
+def _bytes(t: torch.Tensor) -> memoryview | bytes:
+    """The raw bytes of ``t`` (on the CPU, contiguous), without a copy where none is needed."""
+    flat = t.detach().to("cpu").contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().data if flat.numel() else b""
 
 
 def build(config: RunConfig) -> Run:
@@ -175,12 +244,19 @@ def build(config: RunConfig) -> Run:
 
 
 def load_data(
-    config: RunConfig, device: torch.device, dtype: torch.dtype, *, validation: bool = True
+    config: RunConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    validation: bool = True,
+    given: Dataset | None = None,
 ) -> Dataset:
     """The run's dataset, preprocessed as in training, on ``device`` in ``dtype``, checked against the system.
 
     Args:
         validation: hold out the validation split (evaluation of a finished run reads the test split only).
+        given: data passed in from Python (e.g. :func:`eqprop.data.from_arrays`) instead of the files of
+            ``config.data``; the config's validation hold-out, padding, normalisation and augmentation apply.
 
     Raises:
         ConfigError: the images do not fit the system's input, the classes its output, or a split is empty.
@@ -189,7 +265,23 @@ def load_data(
     options = data_options(config)
     if not validation:
         options["validation"] = 0
-    data = load_dataset(**options)
+    if given is None:
+        data = load_dataset(**options)
+    else:
+        data = hold_out(given, options["validation"], options["seed"])
+        if data.train.x.dim() == 4:
+            data = prepare_dataset(
+                data,
+                pad_to=options["pad_to"],
+                mean=options["mean"],
+                std=options["std"],
+                flatten=options["flatten"],
+            )
+        elif options["pad_to"] is not None or options["mean"] is not None:
+            raise ConfigError(
+                "data.pad_to and data.mean/std need images (n, C, H, W); the data given holds "
+                f"{tuple(data.train.x.shape)}"
+            )
     _check_fit(config, data)
 
     def move(split: Split | None) -> Split | None:

@@ -111,7 +111,8 @@ def save_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, Any]) ->
         if fd is not None:  # the temporary file exists: ours to remove
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        if isinstance(err, OSError):
+        # The payload was checked above: a RuntimeError is torch.save's report of a failed write (a full disk)
+        if isinstance(err, OSError | RuntimeError):
             raise CheckpointError(
                 f"cannot write checkpoint {str(target)!r}: {_first_line(err)}",
                 hint="check that the directory is writable and the disk is not full; "
@@ -395,6 +396,5 @@ def _describe(value: Any) -> str:
     return f"shape {tuple(value.shape)} {str(value.dtype).removeprefix('torch.')}"
 
 
-def _type_name(value: Any) -> str:
-    """Qualified type name, e.g. ``numpy.ndarray``, or ``set`` for a builtin."""
+def _type_name(value: Any) -> str:  # e.g. numpy.ndarray, or set for a builtin
     return f"{type(value).__module__}.{type(value).__qualname__}".removeprefix("builtins.")

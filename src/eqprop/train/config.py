@@ -31,8 +31,10 @@ __all__ = ["DataConfig", "RunConfig", "TrainConfig", "config_from_dict", "config
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: Literal["fashion-mnist", "mnist", "kmnist", "cifar10", "cifar100", "svhn"] = "fashion-mnist"
-    """Which dataset, read from local files (never downloaded; see ``eqprop.data.load_dataset``)."""
+    dataset: Literal["fashion-mnist", "mnist", "kmnist", "cifar10", "cifar100", "svhn", "npz"] = "fashion-mnist"
+    """Which dataset, read from local files (never downloaded; see ``eqprop.data.load_dataset``); ``npz``: your
+    own arrays in one ``.npz`` file (``data_dir`` is the file, or a folder holding ``data.npz``; the format is in
+    ``eqprop.data.arrays``)."""
     data_dir: str | None = None
     """Folder holding the dataset's files (IDX files, cifar-10-batches-py/, cifar-100-python/ or the SVHN
     .mat files), or a parent with one subfolder per dataset; default: $EQPROP_DATA_DIR (then, for

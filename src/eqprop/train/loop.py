@@ -2,77 +2,87 @@
 
 ``fit(config, out)`` builds the run (:func:`~eqprop.train.build.build`), trains it, evaluates it after every
 epoch, appends one JSON line per epoch to ``out/metrics.jsonl``, writes ``out/checkpoint.pt`` atomically after
-every epoch (a run killed at any moment loses at most the epoch in progress) and ``out/summary.json`` at the end.
-``resume(out)`` continues a stopped run and ends with the same weights as an uninterrupted one. The loop knows
-no rule and no system: what a rule needs from the run, it says through its hooks.
+every epoch and every ``checkpoint_every`` steps or minutes (a run killed at any moment loses at most the steps
+since), and ``out/summary.json`` at the end. SIGTERM and Ctrl-C finish the current step, save a checkpoint and
+raise :class:`~eqprop.errors.Interrupted` with the command that resumes. ``resume(out)`` continues a stopped run,
+at the next batch, and ends with the same weights as an uninterrupted one. The loop knows no rule and no system:
+what a rule needs from the run, it says through its hooks.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import os
-import platform
+import shlex
+import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from eqprop.costs import Cost
-from eqprop.data import Augment, Batches, Split
-from eqprop.errors import CheckpointError, ConfigError, DivergenceError
-from eqprop.solvers.base import Solver, solve
-from eqprop.systems.base import EnergySystem
-from eqprop.train.build import Run, build, load_data
-from eqprop.train.checkpoint import save_checkpoint
+from eqprop.data import Augment, Batches, Dataset
+from eqprop.errors import CheckpointError, ConfigError, DivergenceError, Interrupted
+from eqprop.train.build import Run, build, data_fingerprint, load_data
+from eqprop.train.checkpoint import generator_state, save_checkpoint, set_generator_state
 from eqprop.train.config import RunConfig, config_to_dict
+from eqprop.train.monitor import Monitor, Monitoring
+from eqprop.train.records import epoch_record, summary
 from eqprop.train.rundir import (
     CHECKPOINT,
     CONFIG,
     METRICS,
     SUMMARY,
+    RunLock,
     append_line,
+    check_new_out,
     read_checkpoint,
     relocate,
     write_json,
+    write_lines,
 )
+from eqprop.train.stops import Cadence, StopRequests
 
-__all__ = ["evaluate", "fit", "resume"]
-
-
-@torch.no_grad()
-def evaluate(
-    system: EnergySystem, cost: Cost, solver: Solver, split: Split, *, batch_size: int = 1000
-) -> dict[str, float]:
-    """Accuracy and mean cost at the free equilibrium over ``split`` (data already on the system's device)."""
-    correct = torch.zeros((), dtype=torch.long, device=split.x.device)
-    loss = torch.zeros((), dtype=split.x.dtype, device=split.x.device)
-    for x, y in Batches(split, batch_size, shuffle=False):
-        eq = solve(system, x, solver)
-        target = cost.prepare_target(y, eq.state[cost.target_index])
-        loss += cost(eq.state, target).sum()
-        correct += (cost.predict(eq.state).argmax(-1) == y).sum()
-    n = max(len(split), 1)
-    return {"accuracy": int(correct) / n, "loss": float(loss) / n}  # host sync, once per evaluation
+__all__ = ["fit", "resume"]
 
 
-def fit(config: RunConfig, out: str | os.PathLike[str], *, progress: bool = True) -> dict[str, Any]:
+def fit(
+    config: RunConfig,
+    out: str | os.PathLike[str],
+    *,
+    progress: bool = True,
+    checkpoint_every: int | str | None = None,
+    monitoring: Monitoring = Monitoring(),  # noqa: B008  (a frozen dataclass)
+    data: Dataset | None = None,
+) -> dict[str, Any]:
     """Train ``config`` into the new run folder ``out``; return the summary (also written to ``summary.json``).
 
+    Args:
+        progress: show a progress bar (stderr).
+        checkpoint_every: besides the checkpoint after every epoch, one every this many steps (an int) or this
+            much time (``"90s"``, ``"10m"``, ``"1h"``); a run resumed from it continues at the next batch and ends
+            bit-identical to an uninterrupted one.
+        monitoring: what is logged to TensorBoard in ``out/tensorboard`` (:class:`~eqprop.train.monitor.Monitoring`).
+        data: your own data (:func:`eqprop.data.from_arrays`, :func:`~eqprop.data.from_torch`) instead of the
+            files ``config.data`` names; resume the run with the same data.
+
     Raises:
-        ConfigError: bad settings; ``out`` already holds a run (continue it with :func:`resume`).
+        ConfigError: bad settings; ``out`` is a file, already holds a run (continue it with :func:`resume`) or
+            files a run would overwrite, or another run is writing into it.
         DataError: missing or corrupt dataset files.
         DivergenceError: the relaxation became non-finite (lower the learning rate or beta).
+        Interrupted: SIGTERM or Ctrl-C: the current step was finished and a checkpoint written.
     """
     out = Path(out)
-    if (out / CHECKPOINT).exists():
-        raise ConfigError(
-            f"{out} already holds a run ({CHECKPOINT})",
-            hint=f"continue it with --resume {out}, or choose another --out",
-        )
-    return _train(build(config), out, progress=progress)
+    every = Cadence.parse(checkpoint_every)
+    check_new_out(out)
+    run = build(config)
+    with RunLock(out):
+        check_new_out(out)  # again, now that no other run can be writing here
+        return _train(run, out, progress=progress, every=every, monitoring=monitoring, given=data)
 
 
 def resume(
@@ -83,42 +93,68 @@ def resume(
     threads: int | None = None,
     data_dir: str | None = None,
     progress: bool = True,
+    checkpoint_every: int | str | None = None,
+    monitoring: Monitoring = Monitoring(),  # noqa: B008  (a frozen dataclass)
+    data: Dataset | None = None,
 ) -> dict[str, Any]:
-    """Continue the run in ``out`` from its checkpoint, with its own settings; only where it runs may change
-    (:data:`~eqprop.train.rundir.WHERE_IT_RUNS`): the epoch budget (``None``: the stored one), the device, the
-    threads and the data folder. A run that already has ``epochs`` epochs is not trained further.
+    """Continue the run in ``out`` from its checkpoint (at the next batch, if it stopped within an epoch), with
+    its own settings; only where it runs may change (:data:`~eqprop.train.rundir.WHERE_IT_RUNS`): the epoch
+    budget (``None``: the stored one), the device, the threads and the data folder. A run that already has
+    ``epochs`` epochs is not trained further. ``checkpoint_every``, ``monitoring`` and ``data`` as in :func:`fit`
+    (a run trained on data given from Python resumes with the same data given again).
 
     Raises:
         CheckpointError: no readable checkpoint in ``out``.
-        ConfigError: ``epochs`` below the epochs the run has done.
+        ConfigError: ``epochs`` below the epochs the run has done; data other than the run's; another run is
+            writing into ``out``.
     """
     out = Path(out)
+    every = Cadence.parse(checkpoint_every)
     if not (out / CHECKPOINT).exists():
         raise CheckpointError(
             f"--resume {out}: no {CHECKPOINT} there",
             hint="pass the --out folder of an earlier `eqprop train` run",
         )
-    config, ckpt = read_checkpoint(out)
-    done = int(ckpt.get("epoch", 0))
-    if epochs is not None and epochs < done:
-        raise ConfigError(
-            f"--epochs {epochs}: the run in {out} has already trained {done} epochs",
-            hint=f"give --epochs {done} or more (the total budget, not the epochs to add)",
-        )
-    run = build(relocate(config, epochs=epochs, device=device, threads=threads, data_dir=data_dir))
-    run.restore(ckpt)
-    return _train(run, out, progress=progress)
+    with RunLock(out):
+        config, ckpt = read_checkpoint(out)
+        done = int(ckpt.get("epoch", 0))
+        if epochs is not None and epochs < done:
+            raise ConfigError(
+                f"--epochs {epochs}: the run in {out} has already trained {done} epochs",
+                hint=f"give --epochs {done} or more (the total budget, not the epochs to add)",
+            )
+        run = build(relocate(config, epochs=epochs, device=device, threads=threads, data_dir=data_dir))
+        run.restore(ckpt)
+        saved, now = ckpt.get("threads"), run.config.train.threads or torch.get_num_threads()
+        if saved is not None and saved != now:
+            print(
+                f"eqprop: note: the run used {saved} torch thread(s) and resumes with {now}: its weights will "
+                "not be bit-identical to an uninterrupted run's (resume with --threads "
+                f"{saved} for that)",
+                file=sys.stderr,
+            )
+        return _train(run, out, progress=progress, every=every, monitoring=monitoring, given=data)
 
 
-def _train(run: Run, out: Path, *, progress: bool) -> dict[str, Any]:
+def _train(
+    run: Run, out: Path, *, progress: bool, every: Cadence, monitoring: Monitoring, given: Dataset | None
+) -> dict[str, Any]:
     config, t = run.config, run.config.train
     if t.threads is not None:
         torch.set_num_threads(t.threads)
-    data = load_data(config, run.device, run.dtype)  # read once, moved to the device once
-    out.mkdir(parents=True, exist_ok=True)
+    data = load_data(config, run.device, run.dtype, given=given)  # read once, moved to the device once
+    fingerprint = data_fingerprint(data)
+    if run.data_fingerprint is not None and fingerprint != run.data_fingerprint:
+        source = "given" if given is not None else f"read from {config.data.data_dir or 'the default folder'}"
+        raise ConfigError(
+            f"the {data.name} data {source} is not the data the run in {out} was trained on (another dataset, "
+            "split or preprocessing)",
+            hint="resume with the data (--data-dir) the run was started with",
+        )
+    run.data_fingerprint = fingerprint
     write_json(out / CONFIG, config_to_dict(config))
     # The metrics log is rewritten from the checkpoint: an epoch logged but not checkpointed is dropped.
-    (out / METRICS).write_text("".join(json.dumps(r) + "\n" for r in run.history), encoding="utf-8")
+    write_lines(out / METRICS, run.history)
 
     from tqdm import tqdm  # imported here: `eqprop --help` stays quick
 
@@ -133,109 +169,211 @@ def _train(run: Run, out: Path, *, progress: bool) -> dict[str, Any]:
     )
     first = optimizer.param_groups[0]
     initial_lr = first.get("initial_lr", first["lr"])
-    for epoch in range(run.epoch + 1, t.epochs + 1):
-        rule = run.rule.follow_schedule(first["lr"] / initial_lr)  # e.g. AEqprop's springs follow the decay
-        loss_sum = torch.zeros((), dtype=run.dtype, device=run.device)
-        correct = torch.zeros((), dtype=torch.long, device=run.device)
-        seen = 0
-        bar = tqdm(
-            total=len(data.train),
-            desc=f"epoch {epoch}/{t.epochs}",
-            unit="ex",
-            unit_scale=True,
-            file=sys.stderr,
-            disable=None if progress else True,
-            dynamic_ncols=True,
-            leave=False,
-        )
-        began = time.perf_counter()
-        warm: tuple[torch.Tensor, ...] | None = (
-            None  # train.warm_start: where the previous batch left the state
-        )
-        for i, (x, y) in enumerate(batches, start=1):
-            if augment.enabled:
-                x = augment(x, run.augment)
-            init = warm if warm is not None and warm[0].shape[0] == x.shape[0] else None
-            est = rule.gradients(
-                system, cost, run.solver, x, y, nudged_solver=run.nudged_solver, init=init, out="grad"
+    saved_at = time.perf_counter()
+    monitor = None
+    if monitoring.tensorboard:
+        start = run.epoch * len(batches) + (int(run.position["batch"]) if run.position else 0)
+        probe = (data.test.x[: monitoring.probe_batch], data.test.y[: monitoring.probe_batch])
+        monitor = Monitor(run, out, monitoring, probe, start)
+    with StopRequests() as stops, contextlib.ExitStack() as closing:
+        if monitor is not None:
+            closing.callback(monitor.close)
+        for epoch in range(run.epoch + 1, t.epochs + 1):
+            rule = run.rule.follow_schedule(
+                first["lr"] / initial_lr
+            )  # e.g. AEqprop's springs follow the decay
+            # Where the epoch starts: at its first batch, or where a step-level checkpoint left it.
+            at = _Position.start(run) if run.position is None else _Position.restore(run)
+            run.position = None
+            bar = tqdm(
+                total=len(data.train),
+                initial=at.seen,
+                desc=f"epoch {epoch}/{t.epochs}",
+                unit="ex",
+                unit_scale=True,
+                file=sys.stderr,
+                disable=None if progress else True,
+                dynamic_ncols=True,
+                leave=False,
             )
-            optimizer.step()
-            system.constrain_parameters()  # e.g. conductances back to >= 0
-            warm = est.last_state if t.warm_start else None
-            loss_sum += est.loss.detach() * x.shape[0]
-            correct += (est.scores.argmax(-1) == y).sum()
-            seen += x.shape[0]
-            if i % t.log_every == 0 or seen == len(data.train):
-                # host sync, once per log interval
-                bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{int(correct) / seen:.4f}")
-                bar.update(seen - bar.n)
-        train_seconds = time.perf_counter() - began
-        bar.close()
-        run.scheduler.step()
-        train_loss = float(loss_sum) / max(seen, 1)
-        if not math.isfinite(train_loss):
-            raise DivergenceError(
-                f"training loss became {train_loss} in epoch {epoch}", hint="lower the learning rate or beta"
+            began = time.perf_counter() - at.seconds
+            steps_before = (epoch - 1) * len(batches)
+            for i, (x, y) in enumerate(batches.starting_at(at.batch), start=at.batch + 1):
+                if augment.enabled:
+                    x = augment(x, run.augment)
+                init = at.warm if at.warm is not None and at.warm[0].shape[0] == x.shape[0] else None
+                est = rule.gradients(
+                    system, cost, run.solver, x, y, nudged_solver=run.nudged_solver, init=init, out="grad"
+                )
+                step = steps_before + i
+                if monitor is not None:
+                    monitor.before_update(step)
+                optimizer.step()
+                system.constrain_parameters()  # e.g. conductances back to >= 0
+                at.warm = est.last_state if t.warm_start else None
+                hits = (est.scores.argmax(-1) == y).sum()
+                at.loss_sum += est.loss.detach() * x.shape[0]
+                at.correct += hits
+                at.seen += x.shape[0]
+                if monitor is not None:
+                    monitor.step(step, est, hits, x.shape[0])
+                if i % t.log_every == 0 or at.seen == len(data.train):
+                    # host sync, once per log interval
+                    bar.set_postfix(
+                        loss=f"{float(at.loss_sum) / at.seen:.4f}", acc=f"{int(at.correct) / at.seen:.4f}"
+                    )
+                    bar.update(at.seen - bar.n)
+                    if monitor is not None:
+                        monitor.flush()
+                now = time.perf_counter()
+                # A stop at the epoch's last batch waits for the epoch's own checkpoint, just below.
+                if i < len(batches) and (stops.signal is not None or every.due(step, now - saved_at)):
+                    at.batch, at.seconds = i, now - began
+                    run.position = at.record()
+                    if monitor is not None:
+                        monitor.flush()
+                    save_checkpoint(out / CHECKPOINT, run.state())
+                    run.position, saved_at = None, time.perf_counter()
+                    if stops.signal is not None:
+                        bar.close()
+                        raise _stopped(stops, out, f"in epoch {epoch} after batch {i} of {len(batches)}")
+            train_seconds = time.perf_counter() - began
+            bar.close()
+            run.scheduler.step()
+            train_loss = float(at.loss_sum) / max(at.seen, 1)
+            if not math.isfinite(train_loss):
+                raise DivergenceError(
+                    f"training loss became {train_loss} in epoch {epoch}",
+                    hint="lower the learning rate or beta",
+                )
+            train_accuracy = int(at.correct) / max(at.seen, 1)
+            record = epoch_record(run, data, epoch, train_loss, train_accuracy, at.seen, train_seconds)
+            run.epoch = epoch
+            run.history.append(record)
+            append_line(out / METRICS, record)
+            save_checkpoint(out / CHECKPOINT, run.state())
+            saved_at = time.perf_counter()
+            print(
+                f"epoch {epoch}/{t.epochs}: train loss {train_loss:.4f} acc {record['train_accuracy']:.4f} | "
+                f"test acc {record['test_accuracy']:.4f} | {record['examples_per_s']:.0f} ex/s",
+                file=sys.stderr,
             )
-        record = _record(run, data, epoch, train_loss, int(correct) / max(seen, 1), seen, train_seconds)
-        run.epoch = epoch
-        run.history.append(record)
-        append_line(out / METRICS, record)
-        save_checkpoint(out / CHECKPOINT, run.state())
-        print(
-            f"epoch {epoch}/{t.epochs}: train loss {train_loss:.4f} acc {record['train_accuracy']:.4f} | "
-            f"test acc {record['test_accuracy']:.4f} | {record['examples_per_s']:.0f} ex/s",
-            file=sys.stderr,
+            if stops.signal is not None:
+                raise _stopped(stops, out, f"at the end of epoch {epoch}")
+    result = summary(run, out)
+    write_json(out / SUMMARY, result)
+    return result
+
+
+@dataclass
+class _Position:
+    """The epoch in progress: the next batch, the order generator's state at the epoch's start (the epoch's
+    order is drawn from it again on resume), the training tallies, the seconds trained and the warm state."""
+
+    batch: int
+    order: torch.Tensor
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    seen: int
+    seconds: float
+    warm: tuple[torch.Tensor, ...] | None
+
+    @classmethod
+    def start(cls, run: Run) -> _Position:
+        zero = torch.zeros((), dtype=run.dtype, device=run.device)
+        count = torch.zeros((), dtype=torch.long, device=run.device)
+        return cls(0, generator_state(run.order), zero, count, 0, 0.0, None)
+
+    @classmethod
+    def restore(cls, run: Run) -> _Position:
+        p = run.position
+        assert p is not None
+        set_generator_state(run.order, p["order_generator"])
+        warm = None if p["warm"] is None else tuple(w.to(run.device) for w in p["warm"])
+        loss_sum, correct = p["loss_sum"].to(run.device), p["correct"].to(run.device)
+        return cls(
+            int(p["batch"]),
+            p["order_generator"],
+            loss_sum,
+            correct,
+            int(p["seen"]),
+            float(p["seconds"]),
+            warm,
         )
-    summary = _summary(run, out)
-    write_json(out / SUMMARY, summary)
-    return summary
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "batch": self.batch,
+            "order_generator": self.order,
+            "loss_sum": self.loss_sum.detach().clone(),
+            "correct": self.correct.detach().clone(),
+            "seen": self.seen,
+            "seconds": self.seconds,
+            "warm": None if self.warm is None else tuple(w.detach() for w in self.warm),
+        }
 
 
-def _record(
-    run: Run, data: Any, epoch: int, train_loss: float, train_accuracy: float, seen: int, seconds: float
-) -> dict[str, Any]:
-    """One line of ``metrics.jsonl``: the epoch's training figures, then test (and validation) at its end."""
-    t = run.config.train
-    test = evaluate(run.system, run.cost, run.solver, data.test, batch_size=t.eval_batch_size)
-    record: dict[str, Any] = {
-        "epoch": epoch,
-        "train_loss": train_loss,
-        "train_accuracy": train_accuracy,
-        "test_loss": test["loss"],
-        "test_accuracy": test["accuracy"],
-        "train_seconds": seconds,
-        "examples_per_s": seen / seconds if seconds > 0 else float("nan"),
-        "lr": [g["lr"] for g in run.optimizer.param_groups],
-    }
-    if data.validation is not None:
-        val = evaluate(run.system, run.cost, run.solver, data.validation, batch_size=t.eval_batch_size)
-        record["validation_loss"] = val["loss"]
-        record["validation_accuracy"] = val["accuracy"]
-    return record
+def _stopped(stops: StopRequests, out: Path, where: str) -> Interrupted:
+    name = signal.Signals(stops.signal or signal.SIGTERM).name
+    return Interrupted(
+        f"stopped by {name} {where}; the checkpoint {out / CHECKPOINT} holds the run up to there",
+        hint=f"resume with: eqprop train --resume {shlex.quote(str(out))}",
+        status=stops.status,
+    )
 
 
-def _summary(run: Run, out: Path) -> dict[str, Any]:
-    last = run.history[-1] if run.history else {}
-    summary = {
-        "preset": run.config.name,
-        "epochs": len(run.history),
-        "test_accuracy": last.get("test_accuracy"),
-        "train_accuracy": last.get("train_accuracy"),
-        "test_loss": last.get("test_loss"),
-        "train_loss": last.get("train_loss"),
-        "examples_per_s": last.get("examples_per_s"),
-        "train_seconds_total": sum(r["train_seconds"] for r in run.history),
-        "device": str(run.device),
-        "machine": _machine(run.device),
-        "out": str(out),
-    }
-    if "validation_accuracy" in last:
-        summary["validation_accuracy"] = last["validation_accuracy"]
-    return summary
+@dataclass
+class _Position:
+    """The epoch in progress: the next batch, the order generator's state at the epoch's start (the epoch's
+    order is drawn from it again on resume), the training tallies, the seconds trained and the warm state."""
+
+    batch: int
+    order: torch.Tensor
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    seen: int
+    seconds: float
+    warm: tuple[torch.Tensor, ...] | None
+
+    @classmethod
+    def start(cls, run: Run) -> _Position:
+        zero = torch.zeros((), dtype=run.dtype, device=run.device)
+        count = torch.zeros((), dtype=torch.long, device=run.device)
+        return cls(0, generator_state(run.order), zero, count, 0, 0.0, None)
+
+    @classmethod
+    def restore(cls, run: Run) -> _Position:
+        p = run.position
+        assert p is not None
+        set_generator_state(run.order, p["order_generator"])
+        warm = None if p["warm"] is None else tuple(w.to(run.device) for w in p["warm"])
+        loss_sum, correct = p["loss_sum"].to(run.device), p["correct"].to(run.device)
+        return cls(
+            int(p["batch"]),
+            p["order_generator"],
+            loss_sum,
+            correct,
+            int(p["seen"]),
+            float(p["seconds"]),
+            warm,
+        )
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "batch": self.batch,
+            "order_generator": self.order,
+            "loss_sum": self.loss_sum.detach().clone(),
+            "correct": self.correct.detach().clone(),
+            "seen": self.seen,
+            "seconds": self.seconds,
+            "warm": None if self.warm is None else tuple(w.detach() for w in self.warm),
+        }
 
 
-def _machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
+def _stopped(stops: StopRequests, out: Path, where: str) -> Interrupted:
+    name = signal.Signals(stops.signal or signal.SIGTERM).name
+    return Interrupted(
+        f"stopped by {name} {where}; the checkpoint {out / CHECKPOINT} holds the run up to there",
+        hint=f"resume with: eqprop train --resume {shlex.quote(str(out))}",
+        status=stops.status,
+    )

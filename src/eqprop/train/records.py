@@ -1,0 +1,84 @@
+"""What a run reports: the test figures of an evaluation, one ``metrics.jsonl`` record per epoch, and the
+summary at its end."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from eqprop.costs import Cost
+from eqprop.data import Batches, Dataset, Split
+from eqprop.solvers.base import Solver, solve
+from eqprop.systems.base import EnergySystem
+from eqprop.train.build import Run
+
+__all__ = ["epoch_record", "evaluate", "machine", "summary"]
+
+
+@torch.no_grad()
+def evaluate(
+    system: EnergySystem, cost: Cost, solver: Solver, split: Split, *, batch_size: int = 1000
+) -> dict[str, float]:
+    """Accuracy and mean cost at the free equilibrium over ``split`` (data already on the system's device)."""
+    correct = torch.zeros((), dtype=torch.long, device=split.x.device)
+    loss = torch.zeros((), dtype=split.x.dtype, device=split.x.device)
+    for x, y in Batches(split, batch_size, shuffle=False):
+        eq = solve(system, x, solver)
+        target = cost.prepare_target(y, eq.state[cost.target_index])
+        loss += cost(eq.state, target).sum()
+        correct += (cost.predict(eq.state).argmax(-1) == y).sum()
+    n = max(len(split), 1)
+    return {"accuracy": int(correct) / n, "loss": float(loss) / n}  # host sync, once per evaluation
+
+
+def epoch_record(
+    run: Run, data: Dataset, epoch: int, train_loss: float, train_accuracy: float, seen: int, seconds: float
+) -> dict[str, Any]:
+    """One line of ``metrics.jsonl``: the epoch's training figures, then test (and validation) at its end."""
+    t = run.config.train
+    test = evaluate(run.system, run.cost, run.solver, data.test, batch_size=t.eval_batch_size)
+    record: dict[str, Any] = {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "train_accuracy": train_accuracy,
+        "test_loss": test["loss"],
+        "test_accuracy": test["accuracy"],
+        "train_seconds": seconds,
+        "examples_per_s": seen / seconds if seconds > 0 else float("nan"),
+        "lr": [g["lr"] for g in run.optimizer.param_groups],
+    }
+    if data.validation is not None:
+        val = evaluate(run.system, run.cost, run.solver, data.validation, batch_size=t.eval_batch_size)
+        record["validation_loss"] = val["loss"]
+        record["validation_accuracy"] = val["accuracy"]
+    return record
+
+
+def summary(run: Run, out: Path) -> dict[str, Any]:
+    last = run.history[-1] if run.history else {}
+    result = {
+        "preset": run.config.name,
+        "epochs": len(run.history),
+        "test_accuracy": last.get("test_accuracy"),
+        "train_accuracy": last.get("train_accuracy"),
+        "test_loss": last.get("test_loss"),
+        "train_loss": last.get("train_loss"),
+        "examples_per_s": last.get("examples_per_s"),
+        "train_seconds_total": sum(r["train_seconds"] for r in run.history),
+        "device": str(run.device),
+        "machine": machine(run.device),
+        "out": str(out),
+    }
+    if "validation_accuracy" in last:
+        result["validation_accuracy"] = last["validation_accuracy"]
+    return result
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
