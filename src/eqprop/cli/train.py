@@ -122,7 +122,10 @@ def train(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every,
             monitoring=monitoring,
         )
-    emit(summary)
+    from eqprop.train.distributed import World
+
+    if World.from_env().main:  # in a data-parallel run, one summary line: the main process's
+        emit(summary)
     return 0
 
 

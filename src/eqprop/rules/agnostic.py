@@ -234,6 +234,18 @@ class AgnosticEqProp(Rule):
                     hint="set optimizer.kind=sgd, optimizer.momentum=0, optimizer.weight_decay=0",
                 )
 
+    def check_data_parallel(self, processes: int) -> None:
+        """With one round of parameter relaxation, the displacement is linear in the batch's mean force
+        (``Δθ = ε·[f(s_hold) − f(s_rest)]``), so the processes' displacements average to the whole batch's: the
+        gradient all-reduce is exact. With more rounds, the states of round 2 relax against parameters that moved
+        by the batch's force: each process would feel only its share's."""
+        if processes > 1 and self.parameter_iterations > 1:
+            raise ConfigError(
+                f"rule.parameter_iterations = {self.parameter_iterations}: split among {processes} processes, each "
+                "share's states would relax against parameters moved by that share's force alone, not the batch's",
+                hint="use rule.parameter_iterations=1 (the paper's setting) with several processes, or one process",
+            )
+
     def learning_rates(self, system: EnergySystem) -> dict[str, float]:
         """``ε·(β₂ − β₁)`` per tensor (before ``epsilon_scale``): plain SGD at these rates applies exactly the
         displacement the physical system made."""

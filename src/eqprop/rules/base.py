@@ -108,10 +108,10 @@ class Rule(metaclass=ABCMeta):
     into. ``bias_order`` is the order of the estimator's bias in β (1 one-sided, 2 centered); ``None`` for the
     exact references, and for rules that do not tend to ∂L/∂θ as β → 0 (contrastive and coupled learning).
 
-    A rule says what it needs from a training run through three hooks that do nothing by default (the
-    training loop never names a rule): :meth:`check` refuses a system, cost or optimizer it cannot train,
-    :meth:`learning_rates` gives the per-tensor rates it implies, and :meth:`follow_schedule` says how it
-    follows the learning-rate schedule.
+    A rule says what it needs from a training run through hooks that do nothing by default (the training loop
+    never names a rule): :meth:`check` refuses a system, cost or optimizer it cannot train,
+    :meth:`check_data_parallel` a batch split among processes, :meth:`learning_rates` gives the per-tensor rates
+    it implies, and :meth:`follow_schedule` says how it follows the learning-rate schedule.
     """
 
     kind: ClassVar[str]
@@ -173,6 +173,12 @@ class Rule(metaclass=ABCMeta):
     def check(self, system: EnergySystem, cost: Cost, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Raise :class:`ConfigError` if this rule cannot train ``system`` with ``cost`` (and ``optimizer``).
         Default: any will do."""
+        return
+
+    def check_data_parallel(self, processes: int) -> None:
+        """Raise :class:`ConfigError` if this rule's estimate on a batch split among ``processes`` processes is not
+        the all-reduced mean of the processes' estimates (what data-parallel training computes). Default: it is
+        (every estimate here is a mean over the batch of per-example terms)."""
         return
 
     def learning_rates(self, system: EnergySystem) -> dict[str, float] | None:

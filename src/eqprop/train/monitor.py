@@ -158,10 +158,11 @@ class Monitor:
         return tags
 
     @torch.no_grad()
-    def step(self, step: int, est: Estimate, hits: Tensor, batch: int) -> None:
-        """Record step ``step``: ``est`` the rule's estimate, ``hits`` the correct predictions of the batch."""
+    def step(self, step: int, est: Estimate, loss: Tensor, hits: Tensor, batch: int) -> None:
+        """Record step ``step``: ``est`` the rule's estimate, ``loss`` the batch's mean cost and ``hits`` its
+        correct predictions (in a data-parallel run, the whole batch's; ``est`` is this process's share)."""
         run = self.run
-        tensors = [est.loss, hits, *est.metrics.values()]
+        tensors = [loss, hits, *est.metrics.values()]
         step_tags = self._step_tags(len(est.phases), est.metrics)
         plain = [float(eq.stats.iterations) for eq in est.phases]
         plain += [float(g["lr"]) for g in run.optimizer.param_groups]

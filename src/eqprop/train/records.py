@@ -15,32 +15,54 @@ from eqprop.data import Batches, Dataset, Split
 from eqprop.solvers.base import Solver, solve
 from eqprop.systems.base import EnergySystem
 from eqprop.train.build import Run
+from eqprop.train.distributed import World
 
 __all__ = ["epoch_record", "evaluate", "machine", "summary"]
 
 
 @torch.no_grad()
 def evaluate(
-    system: EnergySystem, cost: Cost, solver: Solver, split: Split, *, batch_size: int = 1000
+    system: EnergySystem,
+    cost: Cost,
+    solver: Solver,
+    split: Split,
+    *,
+    batch_size: int = 1000,
+    world: World | None = None,
 ) -> dict[str, float]:
-    """Accuracy and mean cost at the free equilibrium over ``split`` (data already on the system's device)."""
-    correct = torch.zeros((), dtype=torch.long, device=split.x.device)
-    loss = torch.zeros((), dtype=split.x.dtype, device=split.x.device)
+    """Accuracy and mean cost at the free equilibrium over ``split`` (data already on the system's device).
+
+    In a data-parallel run (``world``), each process evaluates its share of the examples and the sums are
+    all-reduced: every process returns the figures of the whole split."""
+    if world is not None and world.size > 1:
+        part = world.shard(len(split))
+        split = Split(x=split.x[part], y=split.y[part])
+    sums = torch.zeros(3, dtype=split.x.dtype, device=split.x.device)  # correct, loss, examples
     for x, y in Batches(split, batch_size, shuffle=False):
         eq = solve(system, x, solver)
         target = cost.prepare_target(y, eq.state[cost.target_index])
-        loss += cost(eq.state, target).sum()
-        correct += (cost.predict(eq.state).argmax(-1) == y).sum()
-    n = max(len(split), 1)
-    return {"accuracy": int(correct) / n, "loss": float(loss) / n}  # host sync, once per evaluation
+        sums[1] += cost(eq.state, target).sum()
+        sums[0] += (cost.predict(eq.state).argmax(-1) == y).sum()
+    sums[2] = len(split)
+    if world is not None:
+        world.sum(sums)
+    n = max(float(sums[2]), 1.0)
+    return {"accuracy": float(sums[0]) / n, "loss": float(sums[1]) / n}  # host sync, once per evaluation
 
 
 def epoch_record(
-    run: Run, data: Dataset, epoch: int, train_loss: float, train_accuracy: float, seen: int, seconds: float
+    run: Run,
+    data: Dataset,
+    epoch: int,
+    train_loss: float,
+    train_accuracy: float,
+    seen: int,
+    seconds: float,
+    world: World | None = None,
 ) -> dict[str, Any]:
     """One line of ``metrics.jsonl``: the epoch's training figures, then test (and validation) at its end."""
     t = run.config.train
-    test = evaluate(run.system, run.cost, run.solver, data.test, batch_size=t.eval_batch_size)
+    test = evaluate(run.system, run.cost, run.solver, data.test, batch_size=t.eval_batch_size, world=world)
     record: dict[str, Any] = {
         "epoch": epoch,
         "train_loss": train_loss,
@@ -52,7 +74,9 @@ def epoch_record(
         "lr": [g["lr"] for g in run.optimizer.param_groups],
     }
     if data.validation is not None:
-        val = evaluate(run.system, run.cost, run.solver, data.validation, batch_size=t.eval_batch_size)
+        val = evaluate(
+            run.system, run.cost, run.solver, data.validation, batch_size=t.eval_batch_size, world=world
+        )
         record["validation_loss"] = val["loss"]
         record["validation_accuracy"] = val["accuracy"]
     return record

@@ -96,4 +96,4 @@ class StopRequests:
     @property
     def status(self) -> int:
         """The conventional exit status for the signal received (128 + its number)."""
-        return 128 + int(self.signal or 0)
+        return 128 + int(self.signal or signal.SIGTERM)  # a process told by another (data parallel): SIGTERM
