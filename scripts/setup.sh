@@ -42,32 +42,23 @@ ensure_fashion_mnist() {
   fi
 }
 
-# ngspice (Debian's package) for the SPICE cross-checks (eqprop spice-check, tests/physics/test_spice.py): install
-# it if it is missing; without apt or root the tests that need it skip and say why.
-ensure_ngspice() {
-  command -v ngspice >/dev/null && return 0
+# A Debian package whose command the tests use, installed if it is missing: ensure_debian_tool COMMAND PACKAGE WHAT.
+# Without apt or root the tests that need it skip and say why.
+ensure_debian_tool() {
+  command -v "$1" >/dev/null && return 0
   if ! command -v apt-get >/dev/null; then
-    echo "ngspice is not installed and apt-get is unavailable: install ngspice by hand to run the SPICE checks" >&2
+    echo "$1 is not installed and apt-get is unavailable: $3 will skip" >&2
     return 1
   fi
-  echo "installing Debian's ngspice ..." >&2
-  if ! { as_root apt-get update -qq && as_root apt-get install -y -qq ngspice >/dev/null; }; then
-    echo "could not install ngspice: run 'sudo apt-get install ngspice'" >&2
+  echo "installing Debian's $2 ..." >&2
+  if ! { as_root apt-get update -qq && as_root apt-get install -y -qq "$2" >/dev/null; }; then
+    echo "could not install $2: run 'sudo apt-get install $2'" >&2
     return 1
   fi
 }
 
-# Chromium (Debian's package) renders the run reports in the tests (tests/analysis/test_report.py): install it if
-# it is missing; without apt or root the browser check skips and says why.
-ensure_chromium() {
-  command -v chromium >/dev/null && return 0
-  if ! command -v apt-get >/dev/null; then
-    echo "chromium is not installed and apt-get is unavailable: the report's browser check will skip" >&2
-    return 1
-  fi
-  echo "installing Debian's chromium ..." >&2
-  if ! { as_root apt-get update -qq && as_root apt-get install -y -qq chromium >/dev/null; }; then
-    echo "could not install chromium: run 'sudo apt-get install chromium'" >&2
-    return 1
-  fi
-}
+# ngspice for the SPICE cross-checks (eqprop spice-check, tests/physics/test_spice.py).
+ensure_ngspice() { ensure_debian_tool ngspice ngspice "the SPICE checks"; }
+
+# Chromium renders the run reports in the tests (tests/analysis/test_report.py).
+ensure_chromium() { ensure_debian_tool chromium chromium "the report's browser check"; }

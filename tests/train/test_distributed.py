@@ -136,29 +136,31 @@ def test_a_run_resumes_under_another_number_of_processes(
         _close(_weights(straight), _weights(other))
 
 
+def _job_with_a_checkpoint(cli: list[str], cwd: Path) -> subprocess.Popen[str]:
+    """``torchrun ... -m eqprop CLI`` in the background, once it has written ``cwd/run/checkpoint.pt``."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    proc = subprocess.Popen(
+        [*command, "-m", "eqprop", *cli],
+        cwd=cwd,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (cwd / "run" / "checkpoint.pt").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.05)
+    return proc
+
+
 def test_sigterm_stops_every_process_after_the_same_step(data_320: Path, tmp_path: Path) -> None:
     """torchrun forwards SIGTERM to its processes: they agree (in the step's all-reduce) on the step to stop
     after, the main one saves, and the printed command resumes the run."""
     sets = [*TINY, f'data.data_dir="{data_320}"', "train.epochs=50"]
     cli = ["train", "--preset", "fmnist-quick", *_cli_sets(sets), "--out", "run", "--no-progress"]
     cli += ["--no-tensorboard", "--checkpoint-every", "1"]
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "eqprop",
-    ]
-    proc = subprocess.Popen(
-        [*command, *cli], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "run" / "checkpoint.pt").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
-        time.sleep(0.05)
+    proc = _job_with_a_checkpoint(cli, tmp_path)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
@@ -178,23 +180,7 @@ def test_a_killed_process_ends_the_job_and_leaves_the_checkpoint_whole(
     sets = [*TINY, f'data.data_dir="{data_320}"', "train.epochs=200"]
     cli = ["train", "--preset", "fmnist-quick", *_cli_sets(sets), "--out", "run", "--no-progress"]
     cli += ["--no-tensorboard", "--checkpoint-every", "1"]
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "eqprop",
-    ]
-    proc = subprocess.Popen(
-        [*command, *cli], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "run" / "checkpoint.pt").exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
-        time.sleep(0.05)
+    proc = _job_with_a_checkpoint(cli, tmp_path)
     workers = _children(proc.pid)
     assert len(workers) == 2, workers
     os.kill(workers[1], signal.SIGKILL)  # one process dies without a word
