@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmark scripts: the fmnist-dhn1h library step, input batches, clocks, machine info.
+"""Shared pieces of the benchmark scripts: the fmnist-dhn1h library step, input batches, clocks, machine info,
+the reference repositories.
 
 Not part of the library: the scripts in this folder import it as a sibling module.
 """
@@ -171,15 +172,62 @@ def load_average() -> list[float] | None:
         return None
 
 
-def mirror_head(mirror: str) -> str | None:
-    """The commit at HEAD of a reference code's git mirror (None if git cannot tell)."""
+@dataclass(frozen=True)
+class ReferenceRepo:
+    """A public repository of reference code, and the commit the benchmarks were written against."""
+
+    repository: str  # owner/name on GitHub
+    commit: str
+    url: str
+
+
+REFERENCES: dict[str, ReferenceRepo] = {
+    "rain": ReferenceRepo(
+        repository="rain-neuromorphics/energy-based-learning",
+        commit="6b253fd8a5d267535f58ab79992256ef10031ceb",
+        url="https://github.com/rain-neuromorphics/energy-based-learning",
+    ),
+    "aeqprop": ReferenceRepo(
+        repository="bscellier/agnostic-equilibrium-propagation",
+        commit="e31e74ce8f4251217b71c3a8fe886ee6f25882b1",
+        url="https://github.com/bscellier/agnostic-equilibrium-propagation",
+    ),
+}
+"""The reference code the side-by-side scripts import (key -> repository). Never vendored here: each script
+takes a checkout of it, outside this repository, as ``--reference-dir``."""
+
+
+def reference_howto(key: str, folder: str = "DIR") -> str:
+    """How to get the reference ``key`` of :data:`REFERENCES`, for the scripts' errors and hints."""
+    ref = REFERENCES[key]
+    return (
+        f"check out {ref.repository} at commit {ref.commit} into a folder {folder} outside this repository:\n"
+        f"    git clone {ref.url} {folder} && git -C {folder} checkout {ref.commit}\n"
+        f"then pass --reference-dir {folder}"
+    )
+
+
+def reference_commit(path: Path) -> str | None:
+    """The commit checked out in ``path`` (``git -C path rev-parse HEAD``) when ``path`` is the top of a git
+    checkout, else None (an exported copy, a folder inside some other checkout, or no git)."""
     try:
         out = subprocess.run(
-            ["git", f"--git-dir={mirror}", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+            ["git", "-C", str(path), "rev-parse", "--show-toplevel", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
         )
-    except (OSError, subprocess.CalledProcessError):
+        top, head = out.stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError, ValueError):
         return None
-    return out.stdout.strip() or None
+    return head if Path(top).resolve() == Path(path).resolve() else None
+
+
+def reference_record(key: str, path: Path) -> dict[str, str | None]:
+    """The JSON record of the reference ``key`` used from ``path``: its repository, the commit the benchmarks
+    expect, and the commit checked out in ``path`` (None when it is not a git checkout)."""
+    ref = REFERENCES[key]
+    return {"repository": ref.repository, "expected_commit": ref.commit, "commit": reference_commit(path)}
 
 
 def reference_dir(parser: argparse.ArgumentParser, path: Path | None, hint: str) -> Path:
@@ -248,13 +296,13 @@ def import_exported(
     ref_dir: Path, needed: tuple[str, ...], hint: str, script: str, names: dict[str, str]
 ) -> tuple[types.SimpleNamespace, list[str]]:
     """Import :data:`RAIN_COMMON` and ``names`` (attribute -> ``"module:name"``, or ``"module"`` for the
-    module itself) from an export of rain-neuromorphics/energy-based-learning in ``ref_dir``; returns them
+    module itself) from a checkout of rain-neuromorphics/energy-based-learning in ``ref_dir``; returns them
     and what had to be stubbed. Its datasets.py (torchvision, downloads) is never imported: the benchmarks
     make their batches themselves."""
     missing = [p for p in needed if not (ref_dir / p).is_file()]
     if missing:
         raise SystemExit(
-            f"--reference-dir {ref_dir}: not an export of rain-neuromorphics/energy-based-learning "
+            f"--reference-dir {ref_dir}: not a checkout of rain-neuromorphics/energy-based-learning "
             f"(missing {', '.join(missing)}); {hint}"
         )
     stubs = stub_tensorboard(script)

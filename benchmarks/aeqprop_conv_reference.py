@@ -1,10 +1,11 @@
 """Side by side with the official Agnostic EqProp code (bscellier/agnostic-equilibrium-propagation), FMNIST conv_avg.
 
-The official code is imported from an exported copy of its repository (never vendored here):
+The official code is imported from a checkout of its public repository at the commit named in
+``_common.REFERENCES``, in a folder AEQPROP_REF outside this repository (never vendored here):
 
-    mkdir -p /tmp/aeqprop-ref && git --git-dir=/work/.mirror/bscellier+agnostic-equilibrium-propagation/repo \\
-        archive HEAD | tar -x -C /tmp/aeqprop-ref
-    .venv/bin/python benchmarks/aeqprop_conv_reference.py --reference-dir /tmp/aeqprop-ref
+    git clone https://github.com/bscellier/agnostic-equilibrium-propagation $AEQPROP_REF && \\
+        git -C $AEQPROP_REF checkout e31e74ce8f4251217b71c3a8fe886ee6f25882b1
+    .venv/bin/python benchmarks/aeqprop_conv_reference.py --reference-dir $AEQPROP_REF
 
 The official network is built by its own ``run.py:build_network`` (only that function's source is executed, as in
 ``aeqprop_reference.py``) from ``hyperparameters.py`` FashionMNIST/conv_avg with run.py's CLI defaults that
@@ -39,10 +40,10 @@ from typing import Any
 import torch
 
 import eqprop
-from _common import compare, environment, load_average, mirror_head, reference_dir, summary
+from _common import REFERENCES, compare, environment, load_average, reference_dir, reference_record, summary
 from aeqprop_reference import (
-    EXPORT_HINT,
-    MIRROR,
+    REFERENCE,
+    REFERENCE_HINT,
     NudgedSweepCounter,
     Ours,
     SweepCounter,
@@ -289,7 +290,8 @@ def main(argv: list[str] | None = None) -> None:
         "--reference-dir",
         type=Path,
         default=None,
-        help="(required) an export of bscellier/agnostic-equilibrium-propagation (git archive HEAD), outside this repo",
+        help=f"(required) a checkout of {REFERENCES[REFERENCE].repository} at commit "
+        f"{REFERENCES[REFERENCE].commit[:7]}, outside this repo",
     )
     p.add_argument("--batches", type=int, default=10, help="mini-batches of 16 per measurement")
     p.add_argument("--repeats", type=int, default=5, help="measurements per contender (alternating)")
@@ -301,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
         help="skip the third contender (the preset with train.warm_start and rule.phase2_start='free')",
     )
     args = p.parse_args(argv)
-    ref_dir = reference_dir(p, args.reference_dir, EXPORT_HINT)
+    ref_dir = reference_dir(p, args.reference_dir, REFERENCE_HINT)
     if args.batches < 1 or args.repeats < 1 or args.threads < 1:
         p.error("--batches, --repeats and --threads must be >= 1")
     torch.set_num_threads(args.threads)
@@ -396,8 +398,7 @@ def main(argv: list[str] | None = None) -> None:
             "dtype": "float32",
         },
         "reference": {
-            "repository": "bscellier/agnostic-equilibrium-propagation",
-            "mirror_head": mirror_head(MIRROR),
+            **reference_record(REFERENCE, ref_dir),
             "dir": str(ref_dir),
             "built_as": (
                 "run.py build_network(**hyperparameters.load_hyperparameters('FashionMNIST', 'conv_avg')), "

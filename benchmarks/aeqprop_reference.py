@@ -1,13 +1,14 @@
 """Side by side with the official Agnostic EqProp code (bscellier/agnostic-equilibrium-propagation), FMNIST 1h.
 
-The official code is imported from an exported copy of its repository (never vendored here):
+The official code is imported from a checkout of its public repository at the commit named in
+``_common.REFERENCES``, in a folder AEQPROP_REF outside this repository (never vendored here):
 
-    mkdir -p /tmp/aeqprop-ref && git --git-dir=/work/.mirror/bscellier+agnostic-equilibrium-propagation/repo \\
-        archive HEAD | tar -x -C /tmp/aeqprop-ref
-    .venv/bin/python benchmarks/aeqprop_reference.py --reference-dir /tmp/aeqprop-ref
+    git clone https://github.com/bscellier/agnostic-equilibrium-propagation $AEQPROP_REF && \\
+        git -C $AEQPROP_REF checkout e31e74ce8f4251217b71c3a8fe886ee6f25882b1
+    .venv/bin/python benchmarks/aeqprop_reference.py --reference-dir $AEQPROP_REF
 
 The official network is built by its own ``run.py:build_network`` (the function's source is read from the
-export and executed on its own, so that ``run.py``'s module-level argument parsing and its torchvision
+checkout and executed on its own, so that ``run.py``'s module-level argument parsing and its torchvision
 dataset loader are not run) from its ``hyperparameters.py`` FashionMNIST/1h entry, with run.py's CLI defaults
 that override it (centered, nudging 0.5): 784→2048→10, thresholds 1e-3, ≤ 100 sweeps per phase, 1 parameter
 iteration, ε weights 0.1/0.05 and biases 0.02/0.01, batch 32. Its training step for a mini-batch is timed as
@@ -43,18 +44,22 @@ import torch
 
 import eqprop
 import eqprop.rules.physical
-from _common import environment, load_average, mirror_head, reference_dir, summary
+from _common import (
+    REFERENCES,
+    environment,
+    load_average,
+    reference_dir,
+    reference_howto,
+    reference_record,
+    summary,
+)
 from eqprop.data import load_idx_dataset
 from eqprop.train import apply_overrides, build, load_preset
 
 PRESET = "fmnist-aeqprop-1h"
 TWIN = "fmnist-aeqprop-1h-eqprop"
-MIRROR = "/work/.mirror/bscellier+agnostic-equilibrium-propagation/repo"
-EXPORT_HINT = (
-    "export the official code outside this repository first:\n"
-    f"    mkdir -p /tmp/aeqprop-ref && git --git-dir={MIRROR} archive HEAD | tar -x -C /tmp/aeqprop-ref\n"
-    "then pass --reference-dir /tmp/aeqprop-ref"
-)
+REFERENCE = "aeqprop"  # its key in _common.REFERENCES
+REFERENCE_HINT = reference_howto(REFERENCE)
 NEEDED = ("run.py", "hyperparameters.py", "network/network.py", "training/sgd.py", "training/epoch.py")
 BATCH = 32
 # The official side: run.py's --nudging and --method defaults, which override hyperparameters.py. Its nudging is
@@ -69,8 +74,8 @@ def import_reference(ref_dir: Path) -> types.SimpleNamespace:
     missing = [p for p in NEEDED if not (ref_dir / p).is_file()]
     if missing:
         raise SystemExit(
-            f"--reference-dir {ref_dir}: not an export of bscellier/agnostic-equilibrium-propagation "
-            f"(missing {', '.join(missing)}); {EXPORT_HINT}"
+            f"--reference-dir {ref_dir}: not a checkout of {REFERENCES[REFERENCE].repository} "
+            f"(missing {', '.join(missing)}); {REFERENCE_HINT}"
         )
     sys.path.insert(0, str(ref_dir))
     # datasets.py (torchvision) and training/monitor.py (tensorboard) are not imported: the batches are made
@@ -322,7 +327,8 @@ def main(argv: list[str] | None = None) -> None:
         "--reference-dir",
         type=Path,
         default=None,
-        help="(required) an export of bscellier/agnostic-equilibrium-propagation (git archive HEAD), outside this repo",
+        help=f"(required) a checkout of {REFERENCES[REFERENCE].repository} at commit "
+        f"{REFERENCES[REFERENCE].commit[:7]}, outside this repo",
     )
     p.add_argument("--batches", type=int, default=10, help="mini-batches of 32 per measurement")
     p.add_argument("--repeats", type=int, default=3, help="measurements per contender (alternating)")
@@ -335,7 +341,7 @@ def main(argv: list[str] | None = None) -> None:
         "--no-twin", action="store_true", help="skip the EqProp twin preset's step as a third contender"
     )
     args = p.parse_args(argv)
-    ref_dir = reference_dir(p, args.reference_dir, EXPORT_HINT)
+    ref_dir = reference_dir(p, args.reference_dir, REFERENCE_HINT)
     if args.batches < 1 or args.repeats < 1 or args.threads < 1:
         p.error("--batches, --repeats and --threads must be >= 1")
     torch.set_num_threads(args.threads)
@@ -423,8 +429,7 @@ def main(argv: list[str] | None = None) -> None:
             "dtype": "float32",
         },
         "reference": {
-            "repository": "bscellier/agnostic-equilibrium-propagation",
-            "mirror_head": mirror_head(MIRROR),
+            **reference_record(REFERENCE, ref_dir),
             "dir": str(ref_dir),
             "built_as": (
                 "run.py build_network(**hyperparameters.load_hyperparameters('FashionMNIST', '1h')), "

@@ -1,13 +1,14 @@
 """DCHN speed (issue 3): eqprop's cifar10-dchn training step under precision, layout and compile variants, the
 accuracy of each variant's gradient estimate, and the rain reference's own Trainer side by side.
 
-    .venv/bin/python benchmarks/dchn_speed.py --device cuda --reference-dir /tmp/rain-ref --out dchn.json
-    .venv/bin/python benchmarks/dchn_speed.py --device cpu --small --reference-dir /tmp/rain-ref   # smoke run
+    .venv/bin/python benchmarks/dchn_speed.py --device cuda --reference-dir $RAIN_REF --out dchn.json
+    .venv/bin/python benchmarks/dchn_speed.py --device cpu --small --reference-dir $RAIN_REF   # smoke run
 
-The reference is imported from an exported copy of rain-neuromorphics/energy-based-learning (never vendored):
+The reference is imported from a checkout of rain-neuromorphics/energy-based-learning at the commit named in
+``_common.REFERENCES``, in a folder RAIN_REF outside this repository (never vendored):
 
-    mkdir -p /tmp/rain-ref && git --git-dir=/work/.mirror/rain-neuromorphics+energy-based-learning/repo \\
-        archive HEAD | tar -x -C /tmp/rain-ref
+    git clone https://github.com/rain-neuromorphics/energy-based-learning $RAIN_REF && \\
+        git -C $RAIN_REF checkout 6b253fd8a5d267535f58ab79992256ef10031ceb
 
 What is timed, alternating in one process over the same pre-made batches of random CIFAR-shaped input
 (3×32×32, normalised as the preset does, 10 classes):
@@ -58,18 +59,23 @@ from typing import Any
 import torch
 
 import eqprop.solvers.phases as phases_module
-from _common import environment, import_exported, load_average, mirror_head, reference_dir, synchronize
+from _common import (
+    REFERENCES,
+    environment,
+    import_exported,
+    load_average,
+    reference_dir,
+    reference_howto,
+    reference_record,
+    synchronize,
+)
 from eqprop.train import Run, apply_overrides, build, load_preset
 from eqprop.train.optim import make_optimizer
 
 PRESET = "cifar10-dchn"
 EPOCH = 50_000  # CIFAR-10 training examples
-MIRROR = "/work/.mirror/rain-neuromorphics+energy-based-learning/repo"
-EXPORT_HINT = (
-    f"export the reference outside this repository first:\n"
-    f"    mkdir -p /tmp/rain-ref && git --git-dir={MIRROR} archive HEAD | tar -x -C /tmp/rain-ref\n"
-    f"then pass --reference-dir /tmp/rain-ref"
-)
+REFERENCE = "rain"  # its key in _common.REFERENCES
+REFERENCE_HINT = reference_howto(REFERENCE)
 NEEDED = (
     "papers/ebl-algorithms/sota-dchn.py",
     "model/hopfield/network.py",
@@ -409,7 +415,7 @@ def import_reference(ref_dir: Path) -> tuple[types.SimpleNamespace, list[str]]:
     return import_exported(
         ref_dir,
         NEEDED,
-        EXPORT_HINT,
+        REFERENCE_HINT,
         "benchmarks/dchn_speed.py",
         {
             "FixedPointMinimizer": "model.hopfield.minimizer:FixedPointMinimizer",
@@ -532,7 +538,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--warmup", type=int, default=None, help="untimed steps per contender (default 3, 1 small)"
     )
-    p.add_argument("--reference-dir", type=Path, default=None, help="an export of the rain reference")
+    p.add_argument(
+        "--reference-dir",
+        type=Path,
+        default=None,
+        help=f"a checkout of {REFERENCES[REFERENCE].repository} at commit {REFERENCES[REFERENCE].commit[:7]}, "
+        "outside this repo (without it, the reference is not run)",
+    )
     p.add_argument("--no-accuracy", action="store_true", help="skip the gradient-accuracy comparison")
     p.add_argument("--no-float64", action="store_true", help="skip the float64 estimate")
     p.add_argument("--max-minutes", type=float, default=8.0, help="stop starting new repeats after this")
@@ -565,7 +577,7 @@ def main(argv: list[str] | None = None) -> None:
     variants = [parse_variant(s, device) for s in specs.split(",") if s.strip()]
     if len({v.name for v in variants}) != len(variants):
         p.error("--variants: a variant is named twice")
-    ref_dir = reference_dir(p, args.reference_dir, EXPORT_HINT) if args.reference_dir is not None else None
+    ref_dir = reference_dir(p, args.reference_dir, REFERENCE_HINT) if args.reference_dir is not None else None
     default_flags = tf32_flags()  # torch's defaults: the reference runs under these
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
 
@@ -770,8 +782,7 @@ def main(argv: list[str] | None = None) -> None:
         result["fp32_vs_float64"] = accuracy["fp32_vs_float64"]
     if ref_dir is not None:
         ref_entry: dict[str, Any] = {
-            "repository": "rain-neuromorphics/energy-based-learning",
-            "mirror_head": mirror_head(MIRROR),
+            **reference_record(REFERENCE, ref_dir),
             "dir": str(ref_dir),
             "built_as": (
                 "papers/ebl-algorithms/sota-dchn.py --dataset CIFAR10: ConvHopfieldEnergy32(3, 10, "

@@ -1,10 +1,11 @@
 """Side by side with the reference code: rain-neuromorphics/energy-based-learning's DRN-1H against eqprop's.
 
-The reference is imported from an exported copy of its repository (never vendored here):
+The reference is imported from a checkout of its public repository at the commit named in
+``_common.REFERENCES``, in a folder RAIN_REF outside this repository (never vendored here):
 
-    mkdir -p /tmp/rain-ref && git --git-dir=/work/.mirror/rain-neuromorphics+energy-based-learning/repo \\
-        archive HEAD | tar -x -C /tmp/rain-ref
-    .venv/bin/python benchmarks/reference_drn.py --reference-dir /tmp/rain-ref --threads 1
+    git clone https://github.com/rain-neuromorphics/energy-based-learning $RAIN_REF && \\
+        git -C $RAIN_REF checkout 6b253fd8a5d267535f58ab79992256ef10031ceb
+    .venv/bin/python benchmarks/reference_drn.py --reference-dir $RAIN_REF --threads 1
 
 It builds the reference network exactly as its ``papers/fast-drn/drn.py`` does for ``--model drn-1h
 --algorithm EP`` (``DeepResistiveEnergy([(2,28,28),(1024,),(10,)], [1,1], 480)``, ``SquaredError`` on the
@@ -32,6 +33,7 @@ from typing import Any
 import torch
 
 from _common import (
+    REFERENCES,
     batches,
     compare,
     environment,
@@ -39,20 +41,17 @@ from _common import (
     input_pool,
     load_average,
     median_ratio,
-    mirror_head,
     reference_dir,
+    reference_howto,
+    reference_record,
     summary,
     synchronize,
     timed,
 )
 from eqprop.train import apply_overrides, build, config_to_dict, load_preset
 
-MIRROR = "/work/.mirror/rain-neuromorphics+energy-based-learning/repo"
-EXPORT_HINT = (
-    f"export the reference outside this repository first:\n"
-    f"    mkdir -p /tmp/rain-ref && git --git-dir={MIRROR} archive HEAD | tar -x -C /tmp/rain-ref\n"
-    f"then pass --reference-dir /tmp/rain-ref"
-)
+REFERENCE = "rain"  # its key in _common.REFERENCES
+REFERENCE_HINT = reference_howto(REFERENCE)
 NEEDED = (
     "papers/fast-drn/drn.py",
     "model/resistive/network.py",
@@ -79,7 +78,7 @@ def import_reference(ref_dir: Path) -> tuple[types.SimpleNamespace, list[str]]:
     return import_exported(
         ref_dir,
         NEEDED,
-        EXPORT_HINT,
+        REFERENCE_HINT,
         "benchmarks/reference_drn.py",
         {
             "QuadraticMinimizer": "model.resistive.minimizer:QuadraticMinimizer",
@@ -229,7 +228,8 @@ def main(argv: list[str] | None = None) -> None:
         "--reference-dir",
         type=Path,
         default=None,
-        help="(required) an export of rain-neuromorphics/energy-based-learning (git archive HEAD), outside this repo",
+        help=f"(required) a checkout of {REFERENCES[REFERENCE].repository} at commit "
+        f"{REFERENCES[REFERENCE].commit[:7]}, outside this repo",
     )
     p.add_argument("--steps", type=int, default=40, help="training steps (batches of 4) per measurement")
     p.add_argument("--repeats", type=int, default=7, help="measurements per contender (alternating)")
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
         "--scaling-examples", type=int, default=1024, help="examples per scaling measurement (>= 5 steps)"
     )
     args = p.parse_args(argv)
-    ref_dir = reference_dir(p, args.reference_dir, EXPORT_HINT)
+    ref_dir = reference_dir(p, args.reference_dir, REFERENCE_HINT)
     if args.steps < 1 or args.repeats < 1 or args.warmup < 0 or any(b < 1 for b in args.scaling):
         p.error("--steps, --repeats and --scaling batch sizes must be >= 1, --warmup >= 0")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -336,8 +336,7 @@ def main(argv: list[str] | None = None) -> None:
             "optimizer.step() + system.constrain_parameters()",
         },
         "reference": {
-            "repository": "rain-neuromorphics/energy-based-learning",
-            "mirror_head": mirror_head(MIRROR),
+            **reference_record(REFERENCE, ref_dir),
             "dir": str(ref_dir),
             "built_as": (
                 "papers/fast-drn/drn.py --model drn-1h --algorithm EP: DeepResistiveEnergy([(2,28,28),(1024,),"

@@ -1,10 +1,11 @@
 """Side by side with the reference code: rain-neuromorphics/energy-based-learning's DHN-1H against eqprop's.
 
-The reference is imported from an exported copy of its repository (never vendored here):
+The reference is imported from a checkout of its public repository at the commit named in
+``_common.REFERENCES``, in a folder RAIN_REF outside this repository (never vendored here):
 
-    mkdir -p /tmp/rain-ref && git --git-dir=/work/.mirror/rain-neuromorphics+energy-based-learning/repo \\
-        archive HEAD | tar -x -C /tmp/rain-ref
-    .venv/bin/python benchmarks/reference_rain.py --reference-dir /tmp/rain-ref
+    git clone https://github.com/rain-neuromorphics/energy-based-learning $RAIN_REF && \\
+        git -C $RAIN_REF checkout 6b253fd8a5d267535f58ab79992256ef10031ceb
+    .venv/bin/python benchmarks/reference_rain.py --reference-dir $RAIN_REF
 
 It builds the reference network exactly as its ``papers/fast-drn/dhn.py`` does for ``--model dhn-1h`` and
 times its own ``training.epoch.Trainer.run`` over a list of mini-batches (so the per-batch work is the
@@ -32,6 +33,7 @@ from _common import (
     ITERATIONS,
     LR,
     PRESET,
+    REFERENCES,
     SIZES,
     batches,
     environment,
@@ -39,19 +41,16 @@ from _common import (
     input_pool,
     load_average,
     make_library,
-    mirror_head,
     reference_dir,
+    reference_howto,
+    reference_record,
     summary,
     synchronize,
     timed,
 )
 
-MIRROR = "/work/.mirror/rain-neuromorphics+energy-based-learning/repo"
-EXPORT_HINT = (
-    f"export the reference outside this repository first:\n"
-    f"    mkdir -p /tmp/rain-ref && git --git-dir={MIRROR} archive HEAD | tar -x -C /tmp/rain-ref\n"
-    f"then pass --reference-dir /tmp/rain-ref"
-)
+REFERENCE = "rain"  # its key in _common.REFERENCES
+REFERENCE_HINT = reference_howto(REFERENCE)
 NEEDED = ("model/hopfield/network.py", "training/epoch.py", "training/sgd.py", "training/monitor.py")
 
 
@@ -60,7 +59,7 @@ def import_reference(ref_dir: Path) -> tuple[types.SimpleNamespace, list[str]]:
     return import_exported(
         ref_dir,
         NEEDED,
-        EXPORT_HINT,
+        REFERENCE_HINT,
         "benchmarks/reference_rain.py",
         {
             "FixedPointMinimizer": "model.hopfield.minimizer:FixedPointMinimizer",
@@ -165,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
         "--reference-dir",
         type=Path,
         default=None,
-        help="(required) an export of rain-neuromorphics/energy-based-learning (git archive HEAD), outside this repo",
+        help=f"(required) a checkout of {REFERENCES[REFERENCE].repository} at commit "
+        f"{REFERENCES[REFERENCE].commit[:7]}, outside this repo",
     )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--steps", type=int, default=40, help="training steps (batches) per measurement")
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         "--no-statistics", action="store_true", help="skip the reference-with-Monitor-statistics contender"
     )
     args = p.parse_args(argv)
-    ref_dir = reference_dir(p, args.reference_dir, EXPORT_HINT)
+    ref_dir = reference_dir(p, args.reference_dir, REFERENCE_HINT)
     if args.batch_size < 1 or args.steps < 1 or args.repeats < 1 or args.warmup < 0:
         p.error("--batch-size, --steps and --repeats must be >= 1, --warmup >= 0")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -235,8 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         "benchmark": "reference_rain",
         "config": {**PRESET, "batch_size": B},
         "reference": {
-            "repository": "rain-neuromorphics/energy-based-learning",
-            "mirror_head": mirror_head(MIRROR),
+            **reference_record(REFERENCE, ref_dir),
             "dir": str(ref_dir),
             "built_as": (
                 "papers/fast-drn/dhn.py --model dhn-1h: DeepHopfieldEnergy([(1,28,28),(1024,),(10,)], "
