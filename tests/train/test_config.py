@@ -141,7 +141,7 @@ def test_unknown_preset_suggests_the_close_name() -> None:
         ("data.validation=100", lambda c: c.data.validation, 100),
         ("data.validation=0.1", lambda c: c.data.validation, 0.1),
         ('data.data_dir="/data/with space"', lambda c: c.data.data_dir, "/data/with space"),
-        ("data.data_dir=/tmp/fmnist", lambda c: c.data.data_dir, "/tmp/fmnist"),  # a bare word
+        ("data.data_dir=datasets/fmnist", lambda c: c.data.data_dir, "datasets/fmnist"),  # a bare word
         ("rule.variant=negative", lambda c: c.rule.variant, "negative"),  # a bare word
         ("rule.variant='positive'", lambda c: c.rule.variant, "positive"),  # a TOML literal string
         ("solver.tol=1e-4", lambda c: c.solver.tol, 1e-4),
