@@ -53,7 +53,9 @@ def test_every_preset_loads_and_validates(name: str) -> None:
     assert config.name == name
     assert config.description
     # the system reads the dataset's images and predicts its classes
-    assert config.system.output_width == (100 if config.data.dataset == "cifar100" else 10)
+    # the model (its output layer, or a readout of it) predicts the dataset's classes
+    classes = config.cost.predicted_classes(config.system.output_width)
+    assert classes == (100 if config.data.dataset == "cifar100" else 10)
     if len(config.system.input_shape) == 1:  # dense: flattened 28x28 images
         assert tuple(config.system.input_shape) == (784,)
     else:  # convolutional: (channels, height, width) of the (padded) images
