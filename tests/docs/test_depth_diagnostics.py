@@ -16,7 +16,12 @@ def test_depth_diagnostics_on_a_small_resistive_net(
     doc_script: Callable[[str], ModuleType], fake_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     script = doc_script("depth_diagnostics")
-    sets = [f"data.data_dir={json.dumps(str(fake_data))}", "system.sizes=[784,32,256,10]"]
+    sets = [
+        f"data.data_dir={json.dumps(str(fake_data))}",
+        "system.sizes=[784,32,256,10]",
+        "optimizer.kind=sgd",  # the paper's per-layer rates
+        "optimizer.lr=[0.002,0.006,0.018]",
+    ]
     argv = ["drn-2h", "--batch", "8", "--examples", "16", "--long", "60"]
     assert script.main([*argv, *[a for s in sets for a in ("--set", s)]]) == 0
     (result,) = json.loads(capsys.readouterr().out)["results"]

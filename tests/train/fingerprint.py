@@ -63,8 +63,14 @@ CASES: dict[str, tuple[str, list[str]]] = {
     "cifar100-dchn": ("cifar100-dchn", SMALL_DCHN),
     "drn-xs": ("drn-xs", []),
     "drn-1h": ("drn-1h", ["system.sizes=[784,64,10]"]),
-    "drn-2h": ("drn-2h", ["system.sizes=[784,48,48,10]"]),
-    "drn-3h": ("drn-3h", ["system.sizes=[784,256,256,256,10]"]),  # beta 2 needs an output curvature > 2
+    "drn-2h": (  # the preset's SGD before it moved to Adam (issue 16)
+        "drn-2h",
+        ["system.sizes=[784,48,48,10]", "optimizer.kind=sgd", "optimizer.lr=[0.002,0.006,0.018]"],
+    ),
+    "drn-3h": (  # beta 2 needs an output curvature > 2; the preset's SGD before it moved to Adam (issue 16)
+        "drn-3h",
+        ["system.sizes=[784,256,256,256,10]", "optimizer.kind=sgd", "optimizer.lr=[0.005,0.02,0.08,0.005]"],
+    ),
     # every rule family and the comparative study's names, on the small DHN-1H
     "rule-CL": ("fmnist-quick", [*SMALL_DHN, "rule.kind=contrastive"]),
     "rule-PEP": ("fmnist-quick", [*SMALL_DHN, "rule.variant=positive"]),
