@@ -62,8 +62,7 @@ def _estimate_against_long(run: Any, x: torch.Tensor, y: torch.Tensor, long: int
 def _next_steps(run: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, dict[str, Any]]:
     """The update the run's optimizer makes from the rule's gradient on (x, y), per parameter tensor. The
     parameters are changed: diagnose a run built for the purpose."""
-    run.optimizer.zero_grad(set_to_none=True)
-    run.rule.gradients(run.system, run.cost, run.solver, x, y, nudged_solver=run.nudged_solver, out="grad")
+    _gradient(run, x, y, run.solver, run.nudged_solver)
     rates = {id(p): group["lr"] for group in run.optimizer.param_groups for p in group["params"]}
     named = [(n, p) for n, p in run.system.named_parameters() if p.grad is not None]
     before = {n: p.detach().clone() for n, p in named}

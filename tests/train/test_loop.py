@@ -37,7 +37,7 @@ from eqprop.train import (
 )
 from eqprop.train.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from eqprop.train.optim import AdamConfig, SGDConfig
-from helpers import make_fake_cifar, make_fake_fashion_mnist
+from helpers import assert_same, make_fake_cifar, make_fake_fashion_mnist
 
 pytestmark = pytest.mark.usefixtures("quiet_torch")
 
@@ -63,29 +63,12 @@ def _last_json(out: str) -> dict[str, Any]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _assert_same(a: Any, b: Any, where: str = "checkpoint") -> None:
-    """Bit-exact equality of nested checkpoint data (tensors with torch.equal)."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor), where
-        assert a.dtype == b.dtype and torch.equal(a, b), f"{where} differs"
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys {list(a)} != {list(b)}"
-        for key in a:
-            _assert_same(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, list | tuple):
-        assert isinstance(b, list | tuple) and len(a) == len(b), f"{where}: lengths differ"
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
-
-
 def _assert_same_run(a: Path, b: Path) -> None:
     """Two run directories end with bit-identical weights, optimizer, schedule and data order."""
     ca, cb = load_checkpoint(a / "checkpoint.pt"), load_checkpoint(b / "checkpoint.pt")
     assert ca["epoch"] == cb["epoch"]
     for key in ("system", "cost", "optimizer", "scheduler", "order_generator"):
-        _assert_same(ca[key], cb[key], key)
+        assert_same(ca[key], cb[key], key)
     strip = [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in ca["history"]]
     assert strip == [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in cb["history"]]
     ma, mb = _metrics(a), _metrics(b)
@@ -253,7 +236,7 @@ def test_resume_of_a_finished_run_with_the_same_budget_changes_nothing(
     before = load_checkpoint(run / "checkpoint.pt")
     summary = resume(run, epochs=2, progress=False)
     assert summary["epochs"] == 2
-    _assert_same(before, load_checkpoint(run / "checkpoint.pt"))
+    assert_same(before, load_checkpoint(run / "checkpoint.pt"))
     assert len(_metrics(run)) == 2
 
 
@@ -330,7 +313,7 @@ def test_new_run_into_an_existing_run_is_refused(
     out, err = capsys.readouterr()
     assert out == ""
     _clean_error(err, "already holds a run", f"--resume {run}")
-    _assert_same(before, load_checkpoint(run / "checkpoint.pt"))
+    assert_same(before, load_checkpoint(run / "checkpoint.pt"))
     assert len(_metrics(run)) == 1
 
 
@@ -550,19 +533,19 @@ def test_a_runs_state_round_trips_through_a_checkpoint(name: str, fake_data: Pat
     assert not torch.equal(run.order.get_state(), other.order.get_state())
     assert not torch.equal(run.augment.get_state(), other.augment.get_state())
     other.restore(ckpt)
-    _assert_same(rng_state(), ckpt["rng"], "global RNGs after restore")  # the RNGs are set back too
+    assert_same(rng_state(), ckpt["rng"], "global RNGs after restore")  # the RNGs are set back too
 
-    _assert_same(other.system.state_dict(), run.system.state_dict(), "system")
-    _assert_same(other.cost.state_dict(), run.cost.state_dict(), "cost")
-    _assert_same(other.optimizer.state_dict(), run.optimizer.state_dict(), "optimizer")
-    _assert_same(other.scheduler.state_dict(), run.scheduler.state_dict(), "scheduler")
+    assert_same(other.system.state_dict(), run.system.state_dict(), "system")
+    assert_same(other.cost.state_dict(), run.cost.state_dict(), "cost")
+    assert_same(other.optimizer.state_dict(), run.optimizer.state_dict(), "optimizer")
+    assert_same(other.scheduler.state_dict(), run.scheduler.state_dict(), "scheduler")
     assert torch.equal(other.order.get_state(), run.order.get_state())
     assert torch.equal(other.augment.get_state(), run.augment.get_state())
     assert (other.epoch, other.history) == (1, run.history)
     assert [g["lr"] for g in other.optimizer.param_groups] == [g["lr"] for g in run.optimizer.param_groups]
     again = other.state()
     assert again.keys() == state.keys()
-    _assert_same(
+    assert_same(
         {k: v for k, v in again.items() if k != "rng"}, {k: v for k, v in state.items() if k != "rng"}
     )
 

@@ -30,7 +30,7 @@ from eqprop.rules.base import Rule
 from eqprop.train import RunConfig, apply_overrides, fit, load_preset, read_checkpoint, resume
 from eqprop.train.checkpoint import load_checkpoint, save_checkpoint
 from eqprop.train.stops import Cadence
-from helpers import make_fake_fashion_mnist
+from helpers import assert_same, make_fake_fashion_mnist
 
 pytestmark = pytest.mark.usefixtures("quiet_torch")
 
@@ -66,23 +66,6 @@ WAIT_S = 120.0
 
 
 # -- helpers ------------------------------------------------------------------------------------------------------
-def _assert_same(a: Any, b: Any, where: str) -> None:
-    """Bit-exact equality of nested checkpoint data (tensors with torch.equal)."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor), where
-        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b), f"{where} differs"
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys {list(a)} != {list(b)}"
-        for key in a:
-            _assert_same(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, list | tuple):
-        assert isinstance(b, list | tuple) and len(a) == len(b), f"{where}: lengths differ"
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, f"{where}: {a!r} != {b!r}"
-
-
 def _untimed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
 
@@ -97,7 +80,7 @@ def assert_same_run(straight: Path, other: Path) -> None:
     a, b = load_checkpoint(straight / "checkpoint.pt"), load_checkpoint(other / "checkpoint.pt")
     assert "position" not in a and "position" not in b
     for key in SAME_KEYS:
-        _assert_same(a[key], b[key], key)
+        assert_same(a[key], b[key], key)
     assert _untimed(a["history"]) == _untimed(b["history"])
     assert _untimed(_metrics(straight)) == _untimed(_metrics(other))
     assert [r["epoch"] for r in _metrics(other)] == list(range(1, a["epoch"] + 1))
