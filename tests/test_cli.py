@@ -89,7 +89,7 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("train", "eval", "presets", "gradcheck"):
+    for command in ("train", "eval", "presets", "gradcheck", "gducheck"):
         assert command in out
 
 
@@ -111,7 +111,7 @@ def test_train_help_documents_the_rules(capsys: pytest.CaptureFixture[str]) -> N
     assert "implicit" in out and "backprop" in out
 
 
-@pytest.mark.parametrize("command", ["eval", "presets", "gradcheck"])
+@pytest.mark.parametrize("command", ["eval", "presets", "gradcheck", "gducheck"])
 def test_subcommand_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])
@@ -553,6 +553,61 @@ def test_gradcheck_bad_inputs(
 ) -> None:
     argv = ["gradcheck", "--data-dir", str(fake_data), "--set", "system.sizes=[784,8,10]"]
     _fails([*argv, "--batch-size", "4", "--iterations", "20", *extra], capsys, fragment)
+
+
+# -- gducheck -------------------------------------------------------------------------------------------------------
+GDU_TINY = ["--set", "system.sizes=[784,12,10]", "--batch-size", "4", "--free-steps", "60", "--steps", "6"]
+
+
+def test_gducheck_json_table_and_plot(fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    plot = tmp_path / "gdu.png"
+    argv = ["gducheck", "--data-dir", str(fake_data), *GDU_TINY, "--betas", "1e-5", "1e-6", "--plot", str(plot)]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    result = _last_json(out)
+    assert (result["preset"], result["variant"], result["steps"], result["free_steps"]) == (
+        "fmnist-ep-mlp",
+        "positive",
+        6,
+        60,
+    )
+    assert result["step_size"] == 1.0 and result["dtype"] == "float64" and result["expected_slope"] == 1
+    assert [r["beta"] for r in result["results"]] == [1e-5, 1e-6]
+    keys = result["results"][1]["keys"]
+    assert set(keys) == {"s1", "s2", "weights.0", "weights.1", "biases.0", "biases.1"}
+    for key in ("weights.0", "weights.1", "biases.0", "biases.1"):  # the synaptic updates are BPTT's
+        assert max(e for e in keys[key]["relative_error"] if e is not None) < 1e-4
+        assert abs(result["slopes"][key] - 1) < 0.2
+    for key in ("s1", "s2"):  # inside the box, so are the neural ones
+        assert max(e for e in keys[key]["relative_error_inside"] if e is not None) < 1e-4
+    assert "slope of log error vs log beta, weights.0" in err
+    assert plot.read_bytes()[:4] == b"\x89PNG" and result["plot"] == str(plot)
+
+
+def test_gducheck_from_a_checkpoint_needs_the_gradient_flow_dynamics(
+    trained_run: tuple[Path, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fails(
+        ["gducheck", "--checkpoint", str(trained_run[0]), "--batch-size", "2"],
+        capsys,
+        "BlockCoordinate's step is not that dynamics",
+        "solver.kind=gradient_flow",
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--steps", "0"], "gdu_check(steps=0): need an integer >= 1"),
+        (["--free-steps", "3"], "at least as long as the BPTT window"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--betas", "0"], "need a finite number > 0"),
+    ],
+)
+def test_gducheck_bad_inputs(
+    extra: list[str], fragment: str, fake_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fails(["gducheck", "--data-dir", str(fake_data), *GDU_TINY, *extra], capsys, fragment)
 
 
 # -- the real thing --------------------------------------------------------------------------------------------------

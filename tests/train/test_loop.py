@@ -207,6 +207,22 @@ def test_same_seed_same_run_other_seed_other_run(
     assert not torch.equal(a["system"]["weights.0"], c["system"]["weights.0"])
 
 
+def test_a_random_sign_run_is_reproducible_and_resumes_bit_exactly(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
+    """EqProp's random sign draws from torch's global generator: the run seeds it, and checkpoints carry it."""
+    sets = ('rule.variant="positive"', "rule.random_sign=true")
+    fit(tiny_config(*sets, "train.epochs=2"), tmp_path / "a", progress=False)
+    fit(tiny_config(*sets, "train.epochs=2"), tmp_path / "b", progress=False)
+    _assert_same_run(tmp_path / "a", tmp_path / "b")
+    fit(tiny_config(*sets, "train.epochs=1"), tmp_path / "c", progress=False)
+    resume(tmp_path / "c", epochs=2, progress=False)
+    _assert_same_run(tmp_path / "a", tmp_path / "c")
+    fit(tiny_config('rule.variant="positive"', "train.epochs=2"), tmp_path / "d", progress=False)
+    a, d = (load_checkpoint(tmp_path / n / "checkpoint.pt")["system"] for n in "ad")
+    assert not torch.equal(a["weights.0"], d["weights.0"])
+
+
 # -- resume ---------------------------------------------------------------------------------------------------------
 def test_resume_is_bit_exact(fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a, b = tmp_path / "a", tmp_path / "b"

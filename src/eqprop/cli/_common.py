@@ -7,7 +7,7 @@ import json
 import textwrap
 from typing import Any
 
-__all__ = ["add_overrides", "add_run_flags", "emit", "flag_overrides", "rules_help"]
+__all__ = ["add_overrides", "add_run_flags", "emit", "flag_overrides", "load_model", "rules_help"]
 
 
 def emit(result: dict[str, Any]) -> None:
@@ -102,3 +102,28 @@ def rules_help() -> str:
         "CEP is centered EqProp, not the continual EqProp that Laborieux et al.'s code calls 'CEP'.",
     ]
     return "\n".join(lines)
+
+
+def load_model(args: argparse.Namespace, *, default_preset: str) -> Any:
+    """The model a check examines, in ``args.dtype``: a checkpoint's (``args.checkpoint``, with its own
+    settings) or a fresh one of ``args.preset`` (default ``default_preset``) with ``args.overrides`` and
+    ``args.seed``; ``args.rule`` (where the command has it) and ``args.data_dir`` apply to both."""
+    import dataclasses
+
+    from eqprop.errors import ConfigError
+    from eqprop.train import apply_overrides, apply_rule_name, build, load_preset, load_run
+
+    rule = getattr(args, "rule", None)
+    if args.checkpoint:
+        if args.preset or args.overrides:
+            raise ConfigError(
+                "--checkpoint checks the run's own model: do not also give --preset or --set",
+                hint="--data-dir, --dtype and the check's own options may be given",
+            )
+        run = load_run(args.checkpoint, data_dir=args.data_dir, dtype=args.dtype)
+        return dataclasses.replace(run, rule=apply_rule_name(run.config, rule).rule) if rule else run
+    sets = [*args.overrides, f"train.seed={args.seed}", f"train.dtype={args.dtype}"]
+    if args.data_dir:
+        sets.append(f"data.data_dir={json.dumps(args.data_dir)}")
+    config = apply_overrides(load_preset(args.preset or default_preset), sets)
+    return build(apply_rule_name(config, rule) if rule else config)

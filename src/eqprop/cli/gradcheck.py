@@ -7,7 +7,7 @@ import dataclasses
 import sys
 from typing import Any
 
-from eqprop.cli._common import add_overrides, emit
+from eqprop.cli._common import add_overrides, emit, load_model
 from eqprop.errors import ConfigError
 
 __all__ = ["gradcheck", "register"]
@@ -56,29 +56,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(run=gradcheck)
 
 
-def _run(args: argparse.Namespace) -> Any:
-    """The model to check, in the check's dtype: a checkpoint's (its own settings) or a preset's fresh one."""
-    import json
-
-    from eqprop.train import apply_overrides, apply_rule_name, build, load_preset, load_run
-
-    if args.checkpoint:
-        if args.preset or args.overrides:
-            raise ConfigError(
-                "--checkpoint checks the run's own model: do not also give --preset or --set",
-                hint="--rule, --data-dir, --dtype and the check's own options may be given",
-            )
-        run = load_run(args.checkpoint, data_dir=args.data_dir, dtype=args.dtype)
-        return (
-            dataclasses.replace(run, rule=apply_rule_name(run.config, args.rule).rule) if args.rule else run
-        )
-    sets = [*args.overrides, f"train.seed={args.seed}", f"train.dtype={args.dtype}"]
-    if args.data_dir:
-        sets.append(f"data.data_dir={json.dumps(args.data_dir)}")
-    config = apply_overrides(load_preset(args.preset or "fmnist-dhn1h"), sets)
-    return build(apply_rule_name(config, args.rule) if args.rule else config)
-
-
 def gradcheck(args: argparse.Namespace) -> int:
     import torch
 
@@ -90,7 +67,7 @@ def gradcheck(args: argparse.Namespace) -> int:
         raise ConfigError("--batch-size and --iterations must be >= 1")
     if args.tol is not None and not args.tol > 0:
         raise ConfigError(f"--tol {args.tol}: must be > 0 (or leave it out for fixed sweeps)")
-    run = _run(args)
+    run = load_model(args, default_preset="fmnist-dhn1h")
     if not sweeps_beta(run.rule):
         raise ConfigError(
             f"gradcheck sweeps beta, and the rule of {run.config.name!r} ({run.rule.kind}) has none",

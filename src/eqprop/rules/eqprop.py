@@ -9,6 +9,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from eqprop.errors import ConfigError
 from eqprop.rules.base import (
     Estimate,
     Rule,
@@ -37,9 +38,14 @@ class EqProp(Rule):
     this is the local contrast of ``∂E/∂θ``; a cost with parameters (a readout) gets
     ``[β₂∂C/∂θ(s^{β₂}) − β₁∂C/∂θ(s^{β₁})]/(β₂ − β₁)``.
 
+    With ``random_sign=True`` (one-sided variants only) each batch draws the side of its nudged phase, (0, +β)
+    or (−β, 0), with probability ½ each from torch's global generator (which a run's checkpoints save), as
+    Laborieux et al. (2021) do to cancel the one-sided bias on average over the batches.
+
     Args:
         beta: the nudging strength ``β > 0``; the sign of each phase comes from ``variant``.
         variant: ``"positive"``, ``"negative"`` or ``"centered"``.
+        random_sign: draw the one-sided nudge's sign per batch (``variant`` is then only the one-sided kind).
 
     Example:
         >>> rule = EqProp(beta=0.2, variant="centered")
@@ -51,9 +57,18 @@ class EqProp(Rule):
 
     beta: float = 0.2
     variant: Variant = "centered"
+    random_sign: bool = False
 
     def __post_init__(self) -> None:
         check_beta_and_variant("EqProp", self.beta, self.variant)
+        if not isinstance(self.random_sign, bool):
+            raise ConfigError(f"EqProp(random_sign={self.random_sign!r}): need true or false")
+        if self.random_sign and self.variant == "centered":
+            raise ConfigError(
+                "EqProp(random_sign=True, variant='centered'): the random sign picks one side of a one-sided "
+                "estimate per batch, and the centered one already nudges both ways",
+                hint="use variant='positive' with random_sign=True, or the centered variant alone",
+            )
 
     @property
     def bias_order(self) -> int:  # type: ignore[override]
@@ -66,6 +81,8 @@ class EqProp(Rule):
 
     def _estimate(self, phases: Phases, out: Mapping[str, Tensor] | None) -> Estimate:
         b1, b2 = self.betas
+        if self.random_sign and bool(torch.randint(0, 2, ())):  # the global CPU generator: no device sync
+            b1, b2 = -b2, -b1  # (0, +β) <-> (−β, 0)
         system, cost = phases.system, phases.cost
         with torch.no_grad():
             free = phases.free

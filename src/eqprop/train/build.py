@@ -212,6 +212,9 @@ def _bytes(t: torch.Tensor) -> memoryview | bytes:
 def build(config: RunConfig) -> Run:
     """The objects of ``config``: initial weights from ``train.seed``, on ``train.device`` in ``train.dtype``.
 
+    Also seeds torch's global generator from ``train.seed`` (``seed + 3``): the random draws of a rule (EqProp's
+    random sign) come from it, so that a run is reproducible; checkpoints save and restore its state.
+
     Raises:
         ConfigError: no such device, or pieces that do not fit together (the rule refuses the system, the
             cost or the optimizer; the system refuses the cost).
@@ -220,6 +223,7 @@ def build(config: RunConfig) -> Run:
     device = device_of(t.device)
     dtype = DTYPES[t.dtype]
     init = torch.Generator().manual_seed(t.seed)  # the initial weights: the system's, then the readout's
+    torch.manual_seed(t.seed + 3)  # the rules' draws (seeds + 1, + 2: the data order and the augmentation)
     system = config.system.build(boxed_output=config.cost.boxed_output, generator=init)
     cost = config.cost.build(in_features=config.system.output_width, generator=init)
     system.check_cost(cost)
