@@ -18,7 +18,8 @@ from eqprop import (
     SquaredError,
     solve,
 )
-from eqprop.rules import RULES, named_parameters
+from eqprop.rules import RULES, ContinualEqProp, VectorFieldEqProp, named_parameters
+from eqprop.systems import VectorFieldHopfield
 from helpers import SMALL_SYSTEMS, cosine, fd_loss_grad, kink_margin, rel_err, tiny_problem
 
 SOLVER = BlockCoordinate(300)
@@ -120,6 +121,8 @@ def test_out_grad_writes_the_estimate_into_grad():
 
 ONE_OF_EACH_KIND = {
     "eqprop": EqProp(beta=0.1, variant="positive"),
+    "continual": ContinualEqProp(beta=0.1, variant="centered"),
+    "vector_field": VectorFieldEqProp(beta=0.1, variant="centered"),
     "aeqprop": AgnosticEqProp(beta=0.1, epsilon=0.2),
     "contrastive": ContrastiveLearning(),
     "coupled": CoupledLearning(beta=0.25, variant="negative"),
@@ -143,6 +146,10 @@ def test_out_none_is_pure_and_out_grad_writes_grad_in_place(kind):
     if kind in READOUT_KINDS:
         net, x, y = SMALL_SYSTEMS["2h-boxed-output"]()
         cost = readout(4, 4)
+    elif kind == "vector_field":  # needs backward weights of the system's own
+        _, x, y = SMALL_SYSTEMS["2h"]()
+        net = VectorFieldHopfield([6, 8, 7, 4], generator=torch.Generator().manual_seed(0)).double()
+        cost = SquaredError()
     else:
         (net, x, y), cost = SMALL_SYSTEMS["2h"](), SquaredError()
     params = named_parameters(net, cost)

@@ -36,6 +36,7 @@ from eqprop.train import (
     resume,
 )
 from eqprop.train.checkpoint import load_checkpoint, rng_state, save_checkpoint
+from eqprop.train.monitor import Monitoring
 from eqprop.train.optim import AdamConfig, SGDConfig
 from helpers import assert_same, make_fake_cifar, make_fake_fashion_mnist
 
@@ -221,6 +222,40 @@ def test_a_random_sign_run_is_reproducible_and_resumes_bit_exactly(
     fit(tiny_config('rule.variant="positive"', "train.epochs=2"), tmp_path / "d", progress=False)
     a, d = (load_checkpoint(tmp_path / n / "checkpoint.pt")["system"] for n in "ad")
     assert not torch.equal(a["weights.0"], d["weights.0"])
+
+
+def test_continual_eqprop_learns_and_resumes_bit_exactly(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
+    """C-EP steps the optimizer at every nudged step itself (the loop must not step again), with TensorBoard on."""
+    sets = (
+        'rule.kind="continual"',
+        'rule.variant="positive"',
+        "rule.beta=0.1",
+        'solver.kind="gradient_flow"',
+        "solver.step_size=1.0",
+        "solver.iterations=20",
+        'nudged_solver.kind="gradient_flow"',
+        "nudged_solver.step_size=1.0",
+        "nudged_solver.iterations=4",
+        "optimizer.lr=0.01",
+    )
+    summary = fit(
+        tiny_config(*sets, "train.epochs=2"),
+        tmp_path / "a",
+        progress=False,
+        monitoring=Monitoring(probe_every=5),
+    )
+    assert summary["test_accuracy"] > 0.5
+    assert any((tmp_path / "a" / "tensorboard").iterdir())
+    fit(
+        tiny_config(*sets, "train.epochs=1"),
+        tmp_path / "b",
+        progress=False,
+        monitoring=Monitoring(probe_every=5),
+    )
+    resume(tmp_path / "b", epochs=2, progress=False, monitoring=Monitoring(probe_every=5))
+    _assert_same_run(tmp_path / "a", tmp_path / "b")
 
 
 # -- resume ---------------------------------------------------------------------------------------------------------

@@ -26,7 +26,9 @@ def _scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
-def test_a_run_logs_every_scalar_the_issue_lists(tiny_config: Callable[..., RunConfig], tmp_path: Path) -> None:
+def test_a_run_logs_every_scalar_the_issue_lists(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
     config = tiny_config("train.epochs=2", "train.log_every=3")
     run = tmp_path / "run"
     fit(config, run, progress=False, monitoring=Monitoring(diagnostics_every=4, probe_every=8))
@@ -57,7 +59,9 @@ def test_a_run_logs_every_scalar_the_issue_lists(tiny_config: Callable[..., RunC
     assert "saturation/s2" not in logged  # the output layer is linear: nothing to saturate
     assert all(0.0 <= v <= 1.0 for _, v in logged["saturation/s1"])
     # the update norm is the optimizer's step: lr times the gradient norm for plain SGD
-    for (s, update), (_, grad) in zip(logged["update_norm/weights.1"], logged["grad_norm/weights.1"], strict=True):
+    for (s, update), (_, grad) in zip(
+        logged["update_norm/weights.1"], logged["grad_norm/weights.1"], strict=True
+    ):
         assert update == pytest.approx(lrs[s] * grad, rel=1e-4)
     assert all(torch.isfinite(torch.tensor(v)) for _, v in logged["relaxation/1/energy"])
 
@@ -67,7 +71,32 @@ def test_a_run_logs_every_scalar_the_issue_lists(tiny_config: Callable[..., RunC
     assert all(0.9 < v <= 1.0 + 1e-6 for _, v in probe)
 
 
-def test_logging_changes_nothing_the_run_learns(tiny_config: Callable[..., RunConfig], tmp_path: Path) -> None:
+def test_a_vector_field_run_logs_its_angles_and_no_energy(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
+    """A system without an energy: no energies, no implicit-differentiation probe; its own diagnostics (the angle
+    between forward and backward weights) under system/."""
+    sets = (
+        'system.kind="vector_field"',
+        'rule.kind="vector_field"',
+        'rule.variant="positive"',
+        "train.epochs=1",
+    )
+    run = tmp_path / "run"
+    summary = fit(
+        tiny_config(*sets), run, progress=False, monitoring=Monitoring(diagnostics_every=4, probe_every=4)
+    )
+    logged = _scalars(run)
+    assert [s for s, _ in logged["system/angle/1"]] == list(range(4, 17, 4))
+    assert all(0.0 < v < 180.0 for _, v in logged["system/angle/1"])
+    assert not any("energy" in tag or "probe" in tag for tag in logged)
+    assert all(torch.isfinite(torch.tensor(v)) for _, v in logged["train/loss"])
+    assert summary["epochs"] == 1
+
+
+def test_logging_changes_nothing_the_run_learns(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
     config = tiny_config("train.epochs=1")
     fit(config, tmp_path / "on", progress=False, monitoring=Monitoring(diagnostics_every=1, probe_every=2))
     fit(config, tmp_path / "off", progress=False, monitoring=Monitoring(tensorboard=False))

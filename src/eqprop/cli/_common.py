@@ -99,7 +99,8 @@ def rules_help() -> str:
         )
     lines += [
         "",
-        "CEP is centered EqProp, not the continual EqProp that Laborieux et al.'s code calls 'CEP'.",
+        "CEP is centered EqProp, not the continual EqProp that Laborieux et al.'s code calls 'CEP' (here: rule.kind "
+        "continual).",
     ]
     return "\n".join(lines)
 

@@ -7,12 +7,14 @@ fields are that kind's settings); ``by_name("CEP")`` builds a rule from its name
 
 from eqprop.rules.agnostic import AgnosticEqProp, agnostic_step
 from eqprop.rules.base import VARIANTS, Estimate, Rule, named_parameters, phase_betas
+from eqprop.rules.continual import ContinualEqProp
 from eqprop.rules.contrastive import ContrastiveLearning, CoupledLearning
 from eqprop.rules.eqprop import EqProp
 from eqprop.rules.implicit import ImplicitDiff
 from eqprop.rules.names import RULE_NAMES, RULES, by_name
 from eqprop.rules.physical import Homeostat, HomeostaticSystem, PhysicalSystem, SpringCoupled
 from eqprop.rules.unrolled import BackpropThroughSolver
+from eqprop.rules.vector_field import VectorFieldEqProp
 
 __all__ = [
     "RULES",
@@ -20,6 +22,7 @@ __all__ = [
     "VARIANTS",
     "AgnosticEqProp",
     "BackpropThroughSolver",
+    "ContinualEqProp",
     "ContrastiveLearning",
     "CoupledLearning",
     "EqProp",
@@ -30,6 +33,7 @@ __all__ = [
     "PhysicalSystem",
     "Rule",
     "SpringCoupled",
+    "VectorFieldEqProp",
     "agnostic_step",
     "by_name",
     "named_parameters",

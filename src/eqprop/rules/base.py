@@ -11,7 +11,7 @@ Kendall & Kumar (2023); the AEqprop paper's β is the spread ``β₂ − β₁``
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -70,6 +70,9 @@ class Estimate:
         phases: the equilibria the rule relaxed to (free first).
         metrics: extra tensors (e.g. residuals); the trainer syncs them once per log interval.
         final_state: the state the system was left in, if not the last phase's (see :attr:`last_state`).
+        applied: the rule has already applied its updates through the ``apply`` callback of
+            :meth:`Rule.gradients` (continual EqProp learns during the nudged phase); ``grads`` then sums what it
+            applied, and the caller must not step the optimizer again.
     """
 
     grads: dict[str, Tensor]
@@ -78,6 +81,7 @@ class Estimate:
     phases: tuple[Equilibrium, ...] = ()
     metrics: dict[str, Tensor] = field(default_factory=dict)
     final_state: State | None = None
+    applied: bool = False
 
     @property
     def last_state(self) -> State | None:
@@ -129,6 +133,7 @@ class Rule(metaclass=ABCMeta):
         nudged_solver: Solver | None = None,
         init: State | None = None,
         out: Literal["grad"] | None = None,
+        apply: Callable[[], None] | None = None,
     ) -> Estimate:
         """Estimate ∂L/∂θ for the batch ``(x, y)``.
 
@@ -143,6 +148,10 @@ class Rule(metaclass=ABCMeta):
                 parameter's ``.grad`` (reusing the buffers; then call ``optimizer.step()``). With ``"grad"``
                 the estimate's system gradients may be the ``.grad`` tensors themselves, which the next call
                 overwrites: clone them to keep them.
+            apply: with ``out="grad"``, a callback that applies the gradients just written in ``.grad`` (an
+                optimizer step and the parameters' constraints). A rule that learns *during* its phases
+                (:class:`~eqprop.rules.ContinualEqProp`) calls it at every step and returns an estimate with
+                ``applied=True``; the others ignore it and leave the step to the caller.
 
         Raises:
             ConfigError: bad shapes, dtypes, β, or a system or cost this rule cannot train.

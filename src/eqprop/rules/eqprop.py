@@ -19,6 +19,7 @@ from eqprop.rules.base import (
     has_parameters,
     phase_betas,
 )
+from eqprop.solvers.base import Equilibrium
 from eqprop.solvers.phases import Phases, raise_if_diverged
 
 __all__ = ["EqProp"]
@@ -79,18 +80,35 @@ class EqProp(Rule):
         """``(β₁, β₂)`` of the two phases."""
         return phase_betas(self.variant, self.beta)
 
-    def _estimate(self, phases: Phases, out: Mapping[str, Tensor] | None) -> Estimate:
+    def draw_betas(self) -> tuple[float, float]:
+        """``(β₁, β₂)`` of this batch's phases: :attr:`betas`, or with ``random_sign`` one side drawn at random."""
         b1, b2 = self.betas
         if self.random_sign and bool(torch.randint(0, 2, ())):  # the global CPU generator: no device sync
             b1, b2 = -b2, -b1  # (0, +β) <-> (−β, 0)
-        system, cost = phases.system, phases.cost
+        return b1, b2
+
+    def _contrast(
+        self,
+        phases: Phases,
+        free: Equilibrium,
+        lo: Equilibrium,
+        hi: Equilibrium,
+        scale: float,
+        out: Mapping[str, Tensor] | None,
+    ) -> dict[str, Tensor]:
+        """The system's part of the estimate: the contrast of ``∂E/∂θ`` between the two phases."""
+        return phases.system.param_grad_difference(phases.x, lo.state, hi.state, scale=scale, out=out)
+
+    def _estimate(self, phases: Phases, out: Mapping[str, Tensor] | None) -> Estimate:
+        b1, b2 = self.draw_betas()
+        cost = phases.cost
         with torch.no_grad():
             free = phases.free
             lo, hi = phases.nudged(b1), phases.nudged(b2)
             used = (free, lo, hi) if b1 != 0.0 and b2 != 0.0 else (free, hi if b1 == 0.0 else lo)
             raise_if_diverged(*used)
             scale = 1.0 / (b2 - b1)
-            contrast = system.param_grad_difference(phases.x, lo.state, hi.state, scale=scale, out=out)
+            contrast = self._contrast(phases, free, lo, hi, scale, out)
             grads = {f"system.{n}": g for n, g in contrast.items()}
             target = phases.target
             loss = cost(free.state, target).mean()

@@ -7,7 +7,8 @@ rule class (:data:`RULES`, keyed by the run configuration's ``rule.kind``) and a
 
 Name clash: ``CEP`` here is *centered* EqProp (β₁ = −β, β₂ = +β; Laborieux et al. 2021 call it "symmetric
 nudging"). In Laborieux et al.'s code (``Laborieux-Axel/Equilibrium-Propagation``) ``CEP`` means *continual*
-EqProp (parameters updated during the nudged phase), which this library does not implement.
+EqProp (parameters updated during the nudged phase), which is ``rule.kind = "continual"`` here
+(:class:`~eqprop.rules.ContinualEqProp`).
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from dataclasses import dataclass
 from eqprop.errors import ConfigError
 from eqprop.rules.agnostic import AgnosticEqProp
 from eqprop.rules.base import Rule
+from eqprop.rules.continual import ContinualEqProp
 from eqprop.rules.contrastive import ContrastiveLearning, CoupledLearning
 from eqprop.rules.eqprop import EqProp
 from eqprop.rules.implicit import ImplicitDiff
 from eqprop.rules.unrolled import BackpropThroughSolver
+from eqprop.rules.vector_field import VectorFieldEqProp
 
 __all__ = ["RULES", "RULE_NAMES", "RuleName", "by_name", "lookup"]
 
@@ -30,6 +33,8 @@ RULES: dict[str, type[Rule]] = {
     cls.kind: cls
     for cls in (
         EqProp,
+        ContinualEqProp,
+        VectorFieldEqProp,
         AgnosticEqProp,
         ContrastiveLearning,
         CoupledLearning,

@@ -5,5 +5,14 @@ from eqprop.systems.conv_hopfield import ConvHopfield
 from eqprop.systems.hopfield import DeepHopfield
 from eqprop.systems.netlist import Netlist, ResistiveCircuit
 from eqprop.systems.resistive import DeepResistive
+from eqprop.systems.vector_field import VectorFieldHopfield
 
-__all__ = ["ConvHopfield", "DeepHopfield", "DeepResistive", "EnergySystem", "Netlist", "ResistiveCircuit"]
+__all__ = [
+    "ConvHopfield",
+    "DeepHopfield",
+    "DeepResistive",
+    "EnergySystem",
+    "Netlist",
+    "ResistiveCircuit",
+    "VectorFieldHopfield",
+]

@@ -124,6 +124,18 @@ class EnergySystem(nn.Module, metaclass=ABCMeta):
             masks.append(m)
         return tuple(masks)
 
+    @property
+    def has_energy(self) -> bool:
+        """Whether :meth:`energy` exists. False for a dynamics that is not a gradient field (a network with
+        backward weights of its own): solvers follow its field, and what needs an energy (its value, the
+        implicit-differentiation gradient) is skipped or refused. Default: True."""
+        return True
+
+    def diagnostics(self) -> dict[str, Tensor]:
+        """Scalars about the parameters that a training run logs with its diagnostics (e.g. the angle between
+        forward and backward weights), as 0-dim tensors. Default: none."""
+        return {}
+
     # -- optional fast paths, with generic fallbacks ------------------------------------------------------
     def prepare(self, x: Tensor) -> Any:
         """Quantities that stay constant during a relaxation (computed once per batch)."""
@@ -248,9 +260,9 @@ def kkt_residual(state: Sequence[Tensor], grads: Sequence[Tensor], variables: Se
     return worst
 
 
-_LAYER_KINDS = ("weights", "conductances", "biases")
-"""Parameter names ``<kind>.<k>`` that belong to layer ``k``: weight (or conductance) matrix ``k`` and the bias
-of the layer it feeds. Per-layer settings (learning rates, AEqprop's ε) are indexed this way."""
+_LAYER_KINDS = ("weights", "conductances", "biases", "feedback")
+"""Parameter names ``<kind>.<k>`` that belong to layer ``k``: weight (or conductance) matrix ``k``, the bias
+of the layer it feeds, and the backward weights of a vector-field net in weight ``k``'s place. Per-layer settings (learning rates, AEqprop's ε) are indexed this way."""
 
 
 def layer_count(system: nn.Module) -> int:

@@ -18,8 +18,16 @@ from eqprop.systems.base import EnergySystem
 from eqprop.systems.conv_hopfield import ConvHopfield
 from eqprop.systems.hopfield import DeepHopfield
 from eqprop.systems.resistive import DeepResistive
+from eqprop.systems.vector_field import VectorFieldHopfield
 
-__all__ = ["SYSTEMS", "ConvHopfieldConfig", "DeepHopfieldConfig", "DeepResistiveConfig", "SystemConfig"]
+__all__ = [
+    "SYSTEMS",
+    "ConvHopfieldConfig",
+    "DeepHopfieldConfig",
+    "DeepResistiveConfig",
+    "SystemConfig",
+    "VectorFieldConfig",
+]
 
 
 class SystemConfig(Protocol):
@@ -216,7 +224,46 @@ class DeepResistiveConfig(_Layered):
         return "-".join(map(str, self.sizes)) + f" {self.kind} (input gain {self.input_gain:g})"
 
 
+@dataclass(frozen=True)
+class VectorFieldConfig(_Layered):
+    """A layered network with backward weights of its own (:class:`~eqprop.systems.VectorFieldHopfield`): the
+    dynamics of vector-field EqProp, which has no energy."""
+
+    kind: ClassVar[str] = "vector_field"
+
+    sizes: list[int] = field(default_factory=lambda: [784, 512, 10])
+    """Layer widths, input first (at least one hidden layer)."""
+    gains: float | list[float] = 1.0
+    """Init U(±gain/√fan_in) of the forward weights and of the backward ones: one gain, or one per layer."""
+    bounds: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    output_bounds: list[float] | None = None
+    tied: bool = False
+    """Start with the backward weights equal to the forward ones."""
+
+    def __post_init__(self) -> None:
+        _widths(self.sizes)
+        if len(self.sizes) < 3:
+            raise ConfigError(f"system.sizes = {self.sizes}: a vector-field net needs a hidden layer")
+        _per_layer("gains", self.gains, self.layers, f"sizes {self.sizes}")
+
+    def build(self, *, boxed_output: bool, generator: torch.Generator | None) -> VectorFieldHopfield:
+        out = (
+            self.output_bounds if self.output_bounds is not None else (self.bounds if boxed_output else None)
+        )
+        return VectorFieldHopfield(
+            self.sizes,
+            bounds=_box(self.bounds),
+            output_bounds=_box(out),
+            gains=self.gains,
+            tied=self.tied,
+            generator=generator,
+        )
+
+    def describe(self) -> str:
+        return "-".join(map(str, self.sizes)) + f" {self.kind}" + (" (tied at init)" if self.tied else "")
+
+
 SYSTEMS: dict[str, type] = {
-    cls.kind: cls for cls in (DeepHopfieldConfig, ConvHopfieldConfig, DeepResistiveConfig)
+    cls.kind: cls for cls in (DeepHopfieldConfig, ConvHopfieldConfig, DeepResistiveConfig, VectorFieldConfig)
 }
 """``system.kind`` → its config class."""

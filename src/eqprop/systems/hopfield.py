@@ -173,7 +173,7 @@ class DeepHopfield(EnergySystem):
         if k > 0:
             h = torch.addmm(h, self._rho(k - 1, state[k - 1]), self.weights[k].t())
         if k + 1 < len(state):
-            h = torch.addmm(h, self._rho(k + 1, state[k + 1]), self.weights[k + 1])
+            h = torch.addmm(h, self._rho(k + 1, state[k + 1]), self._feedback_weight(k))
         if h.dim() == 1:  # a single-layer net whose only drive is its bias
             h = h.expand(state[k].shape)
         return h
@@ -195,7 +195,7 @@ class DeepHopfield(EnergySystem):
         n = len(self.variables)
         weights = self.weights._parameters  # plain dict lookups: ParameterList indexing is slow
         below_w = weights[str(k)].t() if k > 0 else None  # (n_{k-1}, n_k)
-        above_w = weights[str(k + 1)] if k + 1 < n else None  # (n_{k+1}, n_k)
+        above_w = self._feedback_weight(k) if k + 1 < n else None  # (n_{k+1}, n_k)
         lo, hi = self._block_bounds[k]
         bounded = lo is not None or hi is not None
         alpha = scale
@@ -214,6 +214,11 @@ class DeepHopfield(EnergySystem):
 
     def block_curvature(self, k: int) -> float:
         return 1.0
+
+    def _feedback_weight(self, k: int) -> Tensor:
+        """The matrix that carries layer ``k + 1`` back to layer ``k`` (state indices), as ``s_{k+1} @ it``:
+        ``W_{k+1}`` itself here (symmetric interactions); a vector-field net has its own."""
+        return self.weights._parameters[str(k + 1)]  # type: ignore[return-value]
 
     def state_grad(self, x: Tensor, state: State, drive: tuple[Tensor, ...] | None = None) -> State:
         if self.energy_form == "rho":

@@ -235,8 +235,9 @@ def _train(
                 if monitor is not None:
                     monitor.before_update(step)
                 est, loss_sum, hits, stop = _step(run, rule, at, x, y, world, stops)
-                optimizer.step()
-                system.constrain_parameters()  # e.g. conductances back to >= 0
+                if est is None or not est.applied:  # a continual rule applied its updates during its phases
+                    optimizer.step()
+                    system.constrain_parameters()  # e.g. conductances back to >= 0
                 at.loss_sum += loss_sum
                 at.correct += hits
                 at.seen += x.shape[0]
@@ -286,7 +287,9 @@ def _train(
                     file=sys.stderr,
                 )
             saved_at = time.perf_counter()
-            if world.any(stops.signal is not None):  # every process agrees (a signal may come during evaluation)
+            if world.any(
+                stops.signal is not None
+            ):  # every process agrees (a signal may come during evaluation)
                 raise _stopped(stops, out, f"at the end of epoch {epoch}")
     result = summary(run, out)
     result["processes"] = world.size
@@ -309,7 +312,15 @@ def _step(
     if x.shape[0] > 0:
         init = at.warm if at.warm is not None and at.warm[0].shape[0] == x.shape[0] else None
         est = rule.gradients(
-            run.system, run.cost, run.solver, x, y, nudged_solver=run.nudged_solver, init=init, out="grad"
+            run.system,
+            run.cost,
+            run.solver,
+            x,
+            y,
+            nudged_solver=run.nudged_solver,
+            init=init,
+            out="grad",
+            apply=lambda: _apply(run),
         )
         at.warm = est.last_state if t.warm_start else None
         hits = (est.scores.argmax(-1) == y).sum()
@@ -329,6 +340,12 @@ def _step(
     tally = world.reduce_step(x.shape[0], batch, loss_sum, hits, stopping)
     # host sync once per step (free on the CPU): every process stops after the same step
     return est, tally[0].clone(), tally[1].round().long(), bool(tally[3] > 0)
+
+
+def _apply(run: Run) -> None:
+    """One parameter update from the ``.grad`` just written: the optimizer's step, then the physics' constraints."""
+    run.optimizer.step()
+    run.system.constrain_parameters()
 
 
 @dataclass

@@ -3,14 +3,15 @@
 Every step: the training loss and accuracy, the sweeps of each relaxation, the rule's own metrics (e.g. each
 phase's final residual) and the learning rates. Every ``diagnostics_every`` steps: each phase's energy, the
 fraction of saturated units per layer, and per parameter tensor its norm, its gradient's norm and the norm of the
-update the optimizer made. Every ``probe_every`` steps: the cosine between the rule's estimate and the
-implicit-differentiation gradient on a fixed probe batch. Values stay on the device until a flush (every
+update the optimizer made, and the system's own diagnostics (e.g. the angle between forward and backward weights).
+Every ``probe_every`` steps: the cosine between the rule's estimate and the implicit-differentiation gradient on a
+fixed probe batch. A system without an energy (``has_energy`` False) logs neither energies nor probes. Values stay on the device until a flush (every
 ``train.log_every`` steps and at every checkpoint), which reads them in one transfer and writes one event per
 step with tensorboard's own record format.
 
 Tags: ``train/loss``, ``train/accuracy``, ``relaxation/<phase>/sweeps``, ``relaxation/<phase>/energy``,
 ``rule/<metric>[/<i>]``, ``lr/<parameter>``, ``saturation/<variable>``, ``norm/<parameter>``,
-``grad_norm/<parameter>``, ``update_norm/<parameter>``, ``probe/cosine_to_implicit``; ``<phase>`` is 0 for the
+``grad_norm/<parameter>``, ``update_norm/<parameter>``, ``system/<diagnostic>``, ``probe/cosine_to_implicit``; ``<phase>`` is 0 for the
 free phase, then 1, 2 for the nudged (or clamped) ones in the rule's order.
 """
 
@@ -171,9 +172,13 @@ class Monitor:
         tags = step_tags[: len(step_tags) - len(est.phases)]
         if step % self.every == 0:
             tags = list(tags)
-            for i, eq in enumerate(est.phases):
-                tensors.append(eq.energy.mean())
-                tags.append(f"relaxation/{i}/energy")
+            if run.system.has_energy:
+                for i, eq in enumerate(est.phases):
+                    tensors.append(eq.energy.mean())
+                    tags.append(f"relaxation/{i}/energy")
+            for key, value in run.system.diagnostics().items():
+                tensors.append(value)
+                tags.append(f"system/{key}")
             if est.phases:
                 masks = run.system.active_mask(est.phases[0].state)
                 for v, m in zip(run.system.variables, masks, strict=True):
@@ -191,7 +196,7 @@ class Monitor:
                     tags.append(f"update_norm/{n}")
             self._before = None
         m = self.monitoring
-        if m.probe_every and step % m.probe_every == 0:
+        if m.probe_every and step % m.probe_every == 0 and run.system.has_energy:  # needs the energy's Hessian
             tags = [*tags, "probe/cosine_to_implicit"]
             tensors.append(self._agreement())
         self._pending.append((step, time.time(), tensors, tags, plain, plain_tags))
