@@ -192,6 +192,11 @@ REFERENCES: dict[str, ReferenceRepo] = {
         commit="e31e74ce8f4251217b71c3a8fe886ee6f25882b1",
         url="https://github.com/bscellier/agnostic-equilibrium-propagation",
     ),
+    "laborieux": ReferenceRepo(
+        repository="Laborieux-Axel/Equilibrium-Propagation",
+        commit="93660ed6c5b0ec07978b674a69c169ce32e8cd5f",
+        url="https://github.com/Laborieux-Axel/Equilibrium-Propagation",
+    ),
 }
 """The reference code the side-by-side scripts import (key -> repository). Never vendored here: each script
 takes a checkout of it, outside this repository, as ``--reference-dir``."""

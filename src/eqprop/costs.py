@@ -51,7 +51,8 @@ class Cost(nn.Module, metaclass=ABCMeta):
 
     @abstractmethod
     def nudge(self, s: Tensor | None, target: Tensor) -> tuple[float, Tensor]:
-        """Local quadratic model ``(c, l)`` of the cost in the variable it reads: ``C ≈ ½c‖s‖² − l·s``."""
+        """Local quadratic model ``(c, l)`` of the cost in the variable it reads: ``C ≈ ½c‖s‖² − l·s``, tangent at
+        ``s``: ``c·s − l`` is ``∂C/∂s`` there (the nudging force the block and synchronous updates apply)."""
 
     @property
     def curvature(self) -> float:

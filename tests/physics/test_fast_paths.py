@@ -131,3 +131,27 @@ def test_rho_and_boxed_forms_agree_inside_the_box(gen):
         torch.testing.assert_close(
             rho.block_minimizer(k, drive)(state), boxed.block_minimizer(k, drive)(state), rtol=0, atol=TOL
         )
+
+
+@pytest.mark.parametrize("name", ["1h", "2h", "2h-boxed-output"])
+@pytest.mark.parametrize("cost_kind", ["squared", "readout"])
+@pytest.mark.parametrize("beta", [0.0, 0.3, -0.2])
+def test_gradient_flow_of_step_1_is_the_synchronous_block_update(name, cost_kind, beta, gen):
+    """GradientFlow(step_size=1) takes a fused path (every layer's clip(h_k) from the old state, the cost's model
+    for the nudge); it is the projected gradient step Π(s − ∂F/∂s), to round-off."""
+    from eqprop import CrossEntropyReadout, GradientFlow
+
+    net, x, y = SMALL_SYSTEMS[name]()
+    width = net.variables[-1].shape[0]
+    cost = SquaredError() if cost_kind == "squared" else CrossEntropyReadout(width, 3, generator=gen).double()
+    y = y % (width if cost_kind == "squared" else 3)
+    problem = TotalEnergy(net, x, cost=cost, y=y, beta=beta)
+    state = random_state(net, x.shape[0], gen, spread=0.2)
+    fast = GradientFlow(iterations=1, step_size=1.0).step(problem, state)
+    grads = problem.grad(state)
+    slow = tuple(net.project(s - g, v) for s, g, v in zip(state, grads, net.variables, strict=True))
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    held = torch.full_like(state[0], 0.25)  # a clamped variable keeps its value
+    clamped = TotalEnergy(net, x, cost=cost, y=y, beta=beta, clamp={0: held})
+    assert torch.equal(GradientFlow(iterations=1, step_size=1.0).step(clamped, state)[0], held)

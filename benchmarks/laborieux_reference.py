@@ -1,0 +1,284 @@
+"""Side by side with Laborieux et al.'s EqProp code (Laborieux-Axel/Equilibrium-Propagation): its MLP P_MLP
+(EqProp), VF_MLP (vector-field EqProp) and its continual EqProp ("CEP"), against our fmnist-ep-mlp, fmnist-vf-mlp and
+fmnist-cep-mlp presets, on real Fashion-MNIST.
+
+The reference is imported from a checkout of its public repository at the commit named in ``_common.REFERENCES``,
+in a folder LABORIEUX_REF outside this repository (never vendored here):
+
+    git clone https://github.com/Laborieux-Axel/Equilibrium-Propagation $LABORIEUX_REF && \\
+        git -C $LABORIEUX_REF checkout 93660ed6c5b0ec07978b674a69c169ce32e8cd5f
+    .venv/bin/python benchmarks/laborieux_reference.py --reference-dir $LABORIEUX_REF --algo ep
+
+Its ``model_utils.py`` imports torchvision at the top for its data loaders, which this script does not use: when
+torchvision is not installed, an empty module stands in for it (the JSON says so). Its models are built by their
+own classes (``P_MLP`` / ``VF_MLP`` with ``hard_sigmoid`` = clip(x, 0, 1), its MSE loss); its training step is the
+sequence of calls its ``train`` function makes for ``--alg EP`` (``--alg CEP``): free phase ``model(x, y, neurons,
+T1)``, nudged phase ``model(..., T2, beta)`` (one step at a time for CEP), ``compute_syn_grads`` and
+``optimizer.step()`` (after each step for CEP), with Adam per layer as its ``main.py`` builds it. The sign of the
+one-sided nudge (its ``--random-sign``) is drawn by this script, and the same signs drive ours (ours draws them
+from torch's global generator, which the script seeds and replays).
+
+Both start from the same weights (the reference's ``nn.Linear`` initialisation, copied into ours), see the same
+batches in the same order, and alternate batch by batch in one process (ours, reference, ours, ...), each step
+timed on its own: the ratio of the summed times is measured under the same machine conditions. The JSON reports
+the test accuracy of both after the batches given (``--batches 0``: one epoch), the examples/s, their ratio, and
+how far the weights are apart after the first 5 steps and at the end (the same dynamics in float32: they differ
+by round-off, which the training then amplifies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import importlib
+import importlib.util
+import json
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from _common import environment, load_average, reference_dir, reference_howto, reference_record
+from eqprop.train import apply_overrides, build, load_data, load_preset
+
+PRESETS = {"ep": "fmnist-ep-mlp", "vf": "fmnist-vf-mlp", "cep": "fmnist-cep-mlp"}
+
+
+def _import_reference(ref_dir: Path, hint: str) -> tuple[types.ModuleType, list[str]]:
+    if not (ref_dir / "model_utils.py").is_file():
+        raise SystemExit(
+            f"--reference-dir {ref_dir}: no model_utils.py, not a checkout of the reference; {hint}"
+        )
+    stubs = []
+    if importlib.util.find_spec("torchvision") is None and "torchvision" not in sys.modules:
+        sys.modules["torchvision"] = types.ModuleType("torchvision")
+        stubs.append(
+            "torchvision (not installed; an empty module stands in for model_utils' import: its data "
+            "loaders are not used)"
+        )
+    sys.path.insert(0, str(ref_dir))
+    return importlib.import_module("model_utils"), stubs
+
+
+def _copy_weights(theirs: torch.nn.Module, ours: torch.nn.Module) -> None:
+    """Our parameters := theirs (weights.j, biases.j from synapses[j]; feedback.k from B_syn[k-1], transposed)."""
+    with torch.no_grad():
+        for j, syn in enumerate(theirs.synapses):
+            ours.weights[j].copy_(syn.weight)
+            ours.biases[j].copy_(syn.bias)
+        for k, b in enumerate(getattr(theirs, "B_syn", []), start=1):
+            ours.feedback[str(k)].copy_(b.weight.t())
+
+
+def _weights(theirs: torch.nn.Module) -> dict[str, torch.Tensor]:
+    out = {}
+    for j, syn in enumerate(theirs.synapses):
+        out[f"weights.{j}"], out[f"biases.{j}"] = syn.weight, syn.bias
+    for k, b in enumerate(getattr(theirs, "B_syn", []), start=1):
+        out[f"feedback.{k}"] = b.weight.t()
+    return out
+
+
+def _distance(ours: torch.nn.Module, theirs: torch.nn.Module) -> dict[str, float]:
+    """The largest |difference| of any parameter, and the largest |parameter| for scale."""
+    with torch.no_grad():
+        theirs_w = _weights(theirs)
+        diffs = {n: float((p - theirs_w[n]).abs().max()) for n, p in ours.named_parameters()}
+        scale = max(float(w.abs().max()) for w in theirs_w.values())
+    worst = max(diffs, key=diffs.__getitem__)
+    return {"max_abs_diff": diffs[worst], "where": worst, "max_abs": scale}
+
+
+class Reference:
+    """The reference's training step for one batch, as its ``train`` function performs it."""
+
+    def __init__(
+        self, mu: types.ModuleType, model: torch.nn.Module, algo: str, config: Any, sgd: float | None = None
+    ) -> None:
+        self.mu, self.model, self.algo = mu, model, algo
+        self.T1, self.T2 = config.solver.iterations, config.nudged_solver.iterations
+        self.beta = config.rule.beta
+        self.criterion = torch.nn.MSELoss(reduction="none")
+        lr = config.optimizer.lr if sgd is None else sgd
+        groups = [{"params": s.parameters(), "lr": lr} for s in model.synapses]
+        groups += [{"params": b.parameters(), "lr": lr} for b in getattr(model, "B_syn", [])]
+        self.optimizer = torch.optim.Adam(groups) if sgd is None else torch.optim.SGD(groups)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, sign: float) -> None:
+        mu, model, crit = self.mu, self.model, self.criterion
+        betas = (0.0, sign * self.beta)
+        neurons = model.init_neurons(x.size(0), x.device)
+        neurons = model(x, y, neurons, self.T1, beta=0.0, criterion=crit)
+        neurons_1 = mu.copy(neurons)
+        if self.algo == "cep":
+            for _ in range(self.T2):
+                neurons = model(x, y, neurons, 1, beta=betas[1], criterion=crit)
+                neurons_2 = mu.copy(neurons)
+                model.compute_syn_grads(x, y, neurons_1, neurons_2, betas, crit)
+                self.optimizer.step()
+                neurons_1 = mu.copy(neurons)
+            return
+        neurons = model(x, y, neurons, self.T2, beta=betas[1], criterion=crit)
+        neurons_2 = mu.copy(neurons)
+        model.compute_syn_grads(x, y, neurons_1, neurons_2, betas, crit)
+        self.optimizer.step()
+
+    def accuracy(self, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
+        correct = 0
+        for i in range(0, len(x), batch):
+            xb, yb = x[i : i + batch], y[i : i + batch]
+            neurons = self.model.init_neurons(xb.size(0), xb.device)
+            neurons = self.model(xb, yb, neurons, self.T1, beta=0.0, criterion=self.criterion)
+            correct += int((neurons[-1].argmax(1) == yb).sum())
+        return correct / len(x)
+
+
+def _our_accuracy(run: Any, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
+    import eqprop
+
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            eq = eqprop.solve(run.system, x[i : i + batch], run.solver)
+            correct += int((run.cost.predict(eq.state).argmax(1) == y[i : i + batch]).sum())
+    return correct / len(x)
+
+
+def _equivalence(
+    mu: types.ModuleType, theirs: torch.nn.Module, run: Any, algo: str, batches: list, lr: float
+) -> dict[str, Any]:
+    """Copies of both models trained ``len(batches)`` steps by plain SGD at ``lr``, nudged at +beta: the same
+    dynamics and rule in float32 leave them round-off apart. (Adam, which normalises each step, turns round-off
+    in a near-zero gradient into a step of size lr: the main run's weights differ by about lr per step there.)"""
+    theirs = copy.deepcopy(theirs)
+    ours = copy.deepcopy(run.system)
+    ref = Reference(mu, theirs, algo, run.config, sgd=lr)
+    opt = torch.optim.SGD(ours.parameters(), lr=lr)
+    rule = dataclasses.replace(run.rule, random_sign=False) if hasattr(run.rule, "random_sign") else run.rule
+    for x, y in batches:
+        est = rule.gradients(
+            ours, run.cost, run.solver, x, y, nudged_solver=run.nudged_solver, out="grad", apply=opt.step
+        )
+        if not est.applied:
+            opt.step()
+        ref.step(x, y, 1.0)
+    return {"optimizer": f"SGD({lr})", "steps": len(batches), **_distance(ours, theirs)}
+
+
+def main() -> None:
+    hint = reference_howto("laborieux", "$LABORIEUX_REF")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--reference-dir", type=Path)
+    p.add_argument("--algo", choices=sorted(PRESETS), default="ep")
+    p.add_argument("--batches", type=int, default=0, help="training batches (0: one epoch)")
+    p.add_argument("--fixed-sign", action="store_true", help="always nudge +beta (no random sign)")
+    p.add_argument(
+        "--equivalence-lr", type=float, default=0.001, help="SGD rate of the 5-step equivalence check"
+    )
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    ref_dir = reference_dir(p, args.reference_dir, hint)
+    torch.set_num_threads(args.threads)
+    mu, stubs = _import_reference(ref_dir, hint)
+
+    sets = ["rule.random_sign=false"] if args.fixed_sign and args.algo != "cep" else []
+    if args.algo == "cep":  # one-sided: the reference scales its centered C-EP phases by 1/β and 1/2β
+        sets += ['rule.variant="positive"']
+    config = apply_overrides(load_preset(PRESETS[args.algo]), [*sets, f"train.seed={args.seed}"])
+    run = build(config)
+    data = load_data(config, run.device, run.dtype, validation=False)
+    torch.manual_seed(args.seed)
+    model_cls = mu.VF_MLP if args.algo == "vf" else mu.P_MLP
+    theirs = model_cls(list(config.system.sizes), activation=mu.hard_sigmoid)
+    _copy_weights(theirs, run.system)
+    first = [
+        (
+            data.train.x[i * config.train.batch_size : (i + 1) * config.train.batch_size],
+            data.train.y[i * config.train.batch_size : (i + 1) * config.train.batch_size],
+        )
+        for i in range(5)
+    ]
+    equivalence = _equivalence(mu, theirs, run, args.algo, first, lr=args.equivalence_lr)
+    reference = Reference(mu, theirs, args.algo, config)
+
+    n = len(data.train)
+    bs = config.train.batch_size
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(args.seed + 1))
+    steps = n // bs if args.batches <= 0 else min(args.batches, n // bs)
+    random_sign = getattr(config.rule, "random_sign", False)
+    torch.manual_seed(1000 + args.seed)  # the signs our rule will draw, replayed for the reference
+    signs = [(-1.0 if bool(torch.randint(0, 2, ())) else 1.0) if random_sign else 1.0 for _ in range(steps)]
+    torch.manual_seed(1000 + args.seed)
+    ours_s = theirs_s = 0.0
+    early = None
+
+    def ours_step(x: torch.Tensor, y: torch.Tensor) -> None:
+        est = run.rule.gradients(
+            run.system,
+            run.cost,
+            run.solver,
+            x,
+            y,
+            nudged_solver=run.nudged_solver,
+            out="grad",
+            apply=lambda: (run.optimizer.step(), run.system.constrain_parameters()),
+        )
+        if not est.applied:
+            run.optimizer.step()
+
+    for i in range(steps):
+        pick = order[i * bs : (i + 1) * bs]
+        x, y = data.train.x[pick], data.train.y[pick]
+        t0 = time.perf_counter()
+        ours_step(x, y)
+        t1 = time.perf_counter()
+        reference.step(x, y, signs[i])
+        t2 = time.perf_counter()
+        ours_s += t1 - t0
+        theirs_s += t2 - t1
+        if i + 1 == 5:
+            early = _distance(run.system, theirs)
+    examples = steps * bs
+    result = {
+        "benchmark": "laborieux_reference",
+        "algo": args.algo,
+        "preset": config.name,
+        "overrides": sets,
+        "reference": {
+            **reference_record("laborieux", ref_dir),
+            "stubbed": stubs,
+            "model": f"{model_cls.__name__}({list(config.system.sizes)}, activation=hard_sigmoid)",
+        },
+        "settings": {
+            "T1": reference.T1,
+            "T2": reference.T2,
+            "beta": reference.beta,
+            "random_sign": random_sign,
+            "batch": bs,
+            "optimizer": f"Adam({config.optimizer.lr}) per layer",
+        },
+        "batches": steps,
+        "examples": examples,
+        "test_accuracy": {
+            "ours": _our_accuracy(run, data.test.x, data.test.y),
+            "reference": reference.accuracy(data.test.x, data.test.y),
+        },
+        "examples_per_s": {"ours": round(examples / ours_s, 1), "reference": round(examples / theirs_s, 1)},
+        "speed_ratio": round(theirs_s / ours_s, 2),
+        "equivalence": equivalence,
+        "weights_after_5_steps": early,
+        "weights_at_end": _distance(run.system, theirs),
+        "load_average": load_average(),
+        "environment": environment(run.device),
+    }
+    json.dump(result, sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    main()
