@@ -258,6 +258,28 @@ def test_continual_eqprop_learns_and_resumes_bit_exactly(
     _assert_same_run(tmp_path / "a", tmp_path / "b")
 
 
+def test_holomorphic_eqprop_trains_a_smooth_network(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
+    """Complex phases inside the loop: the smooth Hopfield net learns by hEP, logged (the probe included)."""
+    sets = (
+        'system.kind="smooth_hopfield"',
+        'rule.kind="holomorphic"',
+        "rule.beta=0.5",
+        "rule.points=4",
+        'solver.kind="gradient_flow"',
+        "solver.step_size=0.5",
+        "solver.iterations=30",
+        'nudged_solver.kind="gradient_flow"',
+        "nudged_solver.step_size=0.5",
+        "nudged_solver.iterations=20",
+        "optimizer.lr=0.1",
+        "train.epochs=2",
+    )
+    summary = fit(tiny_config(*sets), tmp_path / "run", progress=False, monitoring=Monitoring(probe_every=8))
+    assert summary["test_accuracy"] > 0.5
+
+
 # -- resume ---------------------------------------------------------------------------------------------------------
 def test_resume_is_bit_exact(fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a, b = tmp_path / "a", tmp_path / "b"

@@ -10,6 +10,7 @@ from eqprop.rules.base import VARIANTS, Estimate, Rule, named_parameters, phase_
 from eqprop.rules.continual import ContinualEqProp
 from eqprop.rules.contrastive import ContrastiveLearning, CoupledLearning
 from eqprop.rules.eqprop import EqProp
+from eqprop.rules.holomorphic import HolomorphicEqProp
 from eqprop.rules.implicit import ImplicitDiff
 from eqprop.rules.names import RULE_NAMES, RULES, by_name
 from eqprop.rules.physical import Homeostat, HomeostaticSystem, PhysicalSystem, SpringCoupled
@@ -27,6 +28,7 @@ __all__ = [
     "CoupledLearning",
     "EqProp",
     "Estimate",
+    "HolomorphicEqProp",
     "Homeostat",
     "HomeostaticSystem",
     "ImplicitDiff",

@@ -23,6 +23,7 @@ from eqprop.rules.base import Rule
 from eqprop.rules.continual import ContinualEqProp
 from eqprop.rules.contrastive import ContrastiveLearning, CoupledLearning
 from eqprop.rules.eqprop import EqProp
+from eqprop.rules.holomorphic import HolomorphicEqProp
 from eqprop.rules.implicit import ImplicitDiff
 from eqprop.rules.unrolled import BackpropThroughSolver
 from eqprop.rules.vector_field import VectorFieldEqProp
@@ -35,6 +36,7 @@ RULES: dict[str, type[Rule]] = {
         EqProp,
         ContinualEqProp,
         VectorFieldEqProp,
+        HolomorphicEqProp,
         AgnosticEqProp,
         ContrastiveLearning,
         CoupledLearning,

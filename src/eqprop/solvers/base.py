@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cmath
 import copy
 import math
 from abc import ABCMeta, abstractmethod
@@ -73,11 +74,16 @@ class TotalEnergy:
         other._set_nudging(beta, clamp)
         return other
 
-    def _set_nudging(self, beta: float, clamp: Mapping[int, Tensor] | None) -> None:
-        beta = float(beta)
+    def _set_nudging(self, beta: float | complex, clamp: Mapping[int, Tensor] | None) -> None:
+        if isinstance(beta, complex) and beta.imag == 0.0:
+            beta = beta.real
+        beta = beta if isinstance(beta, complex) else float(beta)
         if beta != 0.0 and self.target is None:
             raise ConfigError(f"solve(beta={beta}) nudges the output: pass cost=... and y=... (or beta=0.0)")
-        if self.cost is not None:
+        if isinstance(beta, complex):  # holomorphic EqProp: the state is complex, the cost's bound is moot
+            if not cmath.isfinite(beta):
+                raise ConfigError(f"beta={beta} is not a finite number")
+        elif self.cost is not None:
             self.cost.check_beta(beta, self.system)
         self.beta = beta
         self.clamp: dict[int, Tensor] = _check_clamp(self.system, self.x, clamp)
@@ -98,7 +104,12 @@ class TotalEnergy:
     def grad(self, state: State) -> State:
         """``∂F/∂s`` for every variable (system fast path when it has one, else autograd)."""
         g = list(self.system.state_grad(self.x, state, self.drive))
-        if self.nudged:
+        if self.nudged and state[self.nudged_index].is_complex():  # holomorphic: the cost's tangent model
+            assert self.cost is not None and self.target is not None and self.nudged_index is not None
+            k = self.nudged_index
+            c, lin = self.cost.nudge(state[k], self.target)
+            g[k] = g[k] + self.beta * (c * state[k] - lin)
+        elif self.nudged:
             assert self.cost is not None and self.target is not None and self.nudged_index is not None
             k = self.nudged_index
             create = torch.is_grad_enabled()  # inside backprop-through-the-solver: keep the graph
@@ -211,7 +222,7 @@ class Equilibrium:
     """A relaxed state and how it was reached. ``energy`` is ``F = E + βC`` per example, computed on demand."""
 
     state: State
-    beta: float
+    beta: float | complex
     stats: SolveStats
     problem: TotalEnergy
 
@@ -326,12 +337,14 @@ def _change(old: State, new: State, norm: str, tol: float | None) -> tuple[Tenso
     ``None`` without a tolerance)."""
     l1 = norm == "layer-l1"
     if not l1 and _concatenable(old, new):  # one sub, abs and amax for all the layers: fewer small kernels
-        residual = torch.sub(torch.cat(new, 1), torch.cat(old, 1)).abs_().amax(1)
+        d = torch.sub(torch.cat(new, 1), torch.cat(old, 1))
+        residual = (d.abs() if d.is_complex() else d.abs_()).amax(1)
         return residual, (None if tol is None else residual <= tol)
     residual = None
     batch_ok = None
     for a, b in zip(old, new, strict=True):
-        d = torch.sub(b, a).abs_()
+        d = torch.sub(b, a)
+        d = d.abs() if d.is_complex() else d.abs_()
         if d.dim() != 2:
             d = d.flatten(1)
         r = d.sum(1) if l1 else d.amax(1)

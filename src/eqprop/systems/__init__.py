@@ -5,6 +5,7 @@ from eqprop.systems.conv_hopfield import ConvHopfield
 from eqprop.systems.hopfield import DeepHopfield
 from eqprop.systems.netlist import Netlist, ResistiveCircuit
 from eqprop.systems.resistive import DeepResistive
+from eqprop.systems.smooth_hopfield import SmoothHopfield
 from eqprop.systems.vector_field import VectorFieldHopfield
 
 __all__ = [
@@ -14,5 +15,6 @@ __all__ = [
     "EnergySystem",
     "Netlist",
     "ResistiveCircuit",
+    "SmoothHopfield",
     "VectorFieldHopfield",
 ]

@@ -18,6 +18,7 @@ from eqprop.systems.base import EnergySystem
 from eqprop.systems.conv_hopfield import ConvHopfield
 from eqprop.systems.hopfield import DeepHopfield
 from eqprop.systems.resistive import DeepResistive
+from eqprop.systems.smooth_hopfield import SmoothHopfield
 from eqprop.systems.vector_field import VectorFieldHopfield
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "ConvHopfieldConfig",
     "DeepHopfieldConfig",
     "DeepResistiveConfig",
+    "SmoothHopfieldConfig",
     "SystemConfig",
     "VectorFieldConfig",
 ]
@@ -263,7 +265,37 @@ class VectorFieldConfig(_Layered):
         return "-".join(map(str, self.sizes)) + f" {self.kind}" + (" (tied at init)" if self.tied else "")
 
 
+@dataclass(frozen=True)
+class SmoothHopfieldConfig(_Layered):
+    """A layered Hopfield network with a smooth, holomorphic activation (:class:`~eqprop.systems.SmoothHopfield`):
+    the network of holomorphic EqProp; relax it with ``gradient_flow``."""
+
+    kind: ClassVar[str] = "smooth_hopfield"
+
+    sizes: list[int] = field(default_factory=lambda: [784, 512, 10])
+    activation: Literal["sigmoid", "tanh"] = "sigmoid"
+    """``sigmoid``: sigmoid(4(s − ½)), Laborieux et al.'s ``my_sigmoid``; or ``tanh``."""
+    gains: float | list[float] = 1.0
+
+    def __post_init__(self) -> None:
+        _widths(self.sizes)
+        _per_layer("gains", self.gains, self.layers, f"sizes {self.sizes}")
+
+    def build(self, *, boxed_output: bool, generator: torch.Generator | None) -> SmoothHopfield:
+        return SmoothHopfield(self.sizes, activation=self.activation, gains=self.gains, generator=generator)
+
+    def describe(self) -> str:
+        return "-".join(map(str, self.sizes)) + f" {self.kind} ({self.activation})"
+
+
 SYSTEMS: dict[str, type] = {
-    cls.kind: cls for cls in (DeepHopfieldConfig, ConvHopfieldConfig, DeepResistiveConfig, VectorFieldConfig)
+    cls.kind: cls
+    for cls in (
+        DeepHopfieldConfig,
+        ConvHopfieldConfig,
+        DeepResistiveConfig,
+        VectorFieldConfig,
+        SmoothHopfieldConfig,
+    )
 }
 """``system.kind`` → its config class."""
