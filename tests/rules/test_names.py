@@ -13,7 +13,14 @@ from eqprop import (
     ImplicitDiff,
 )
 from eqprop.cli._common import rules_help
-from eqprop.rules import RULE_NAMES, RULES, by_name
+from eqprop.rules import (
+    RULE_NAMES,
+    RULES,
+    ContinualEqProp,
+    HolomorphicEqProp,
+    VectorFieldEqProp,
+    by_name,
+)
 from eqprop.rules.names import lookup
 from eqprop.train import apply_overrides, apply_rule_name, build, load_preset
 
@@ -31,8 +38,17 @@ EXPECTED = {
 }
 
 
-def test_the_table_holds_the_nine_names_of_the_study_in_order():
-    assert list(RULE_NAMES) == list(EXPECTED)
+def test_the_table_holds_the_nine_names_of_the_study_in_order_then_the_others():
+    assert list(RULE_NAMES)[:9] == list(EXPECTED)
+    assert list(RULE_NAMES)[9:] == ["C-EP", "VF", "hEP"]
+
+
+def test_the_names_beyond_the_study():
+    assert by_name("C-EP", beta=0.3) == ContinualEqProp(beta=0.3, variant="positive")
+    assert by_name("vf", beta=0.3) == VectorFieldEqProp(beta=0.3, variant="positive")
+    assert by_name("HEP", beta=0.3) == HolomorphicEqProp(beta=0.3, points=4)
+    config = apply_rule_name(apply_overrides(load_preset("fmnist-hep-mlp"), ["rule.beta=0.3"]), "CEP")
+    assert config.rule == EqProp(beta=0.3, variant="centered")  # our CEP, not continual EqProp
 
 
 @pytest.mark.parametrize("name", EXPECTED)

@@ -87,7 +87,8 @@ def rules_help() -> str:
         )
     lines += [
         "",
-        "rule names (--rule NAME; Scellier, Ernoult, Kendall & Kumar 2023, Table 1; beta from rule.beta):",
+        "rule names (--rule NAME; Scellier, Ernoult, Kendall & Kumar 2023, Table 1, then the rules through time and "
+        "holomorphic EqProp; beta from rule.beta):",
     ]
     for row in RULE_NAMES.values():
         kind = f"{row.kind} {row.variant or ''}".strip()

@@ -54,7 +54,7 @@ class RuleName:
     Attributes:
         name: the literature's name, e.g. ``"CEP"``.
         kind: the ``rule.kind`` of the run configuration (``eqprop``, ``contrastive``, ``coupled``,
-            ``backprop``, ``implicit``).
+            ``backprop``, ``implicit``, ``continual``, ``vector_field``, ``holomorphic``).
         variant: the ``rule.variant`` (``positive``, ``negative``, ``centered``) or ``None``.
         title: the algorithm's full name.
         computes: what its parameter update is, in one line.
@@ -141,9 +141,32 @@ RULE_NAMES: dict[str, RuleName] = {
             "the exact gradient at the free equilibrium by implicit differentiation (Almeida–Pineda's "
             "fixed point, solved by conjugate gradients)",
         ),
+        RuleName(
+            "C-EP",
+            "continual",
+            "positive",
+            "continual EqProp (Ernoult et al. 2020; Laborieux et al.'s code calls it CEP)",
+            "one optimizer step per nudged step, by ±[dE/dθ(s[t+1]) − dE/dθ(s[t])]/β; → PEP as lr → 0",
+        ),
+        RuleName(
+            "VF",
+            "vector_field",
+            "positive",
+            "vector-field EqProp (Scellier et al. 2018), on a system with backward weights",
+            "−(s_post^β − s_post^0) ⊗ s_pre^0 / β per weight, forward and backward",
+        ),
+        RuleName(
+            "hEP",
+            "holomorphic",
+            None,
+            "holomorphic EqProp (Laborieux & Zenke 2022), on a holomorphic energy",
+            "Re Σ_j e^(−2πij/N) dE/dθ(s^(β_j)) / (N|β|) with β_j = |β|e^(2πij/N) (rule.points = N, 4 by "
+            "default); N = 2 is CEP",
+        ),
     )
 }
-"""name → :class:`RuleName`, in the order of the comparative study's Table 1."""
+"""name → :class:`RuleName`: the comparative study's Table 1 in its order, then the rules of learning through
+time (C-EP, VF) and holomorphic EqProp."""
 
 
 def lookup(name: str) -> RuleName:
