@@ -22,6 +22,7 @@ from eqprop import (
 )
 from eqprop.errors import ConfigError
 from eqprop.rules import AgnosticEqProp, BackpropThroughSolver, ContrastiveLearning, ImplicitDiff
+from eqprop.systems import SmoothHopfield
 from eqprop.train import (
     RunConfig,
     apply_overrides,
@@ -68,7 +69,7 @@ def test_every_preset_loads_and_validates(name: str) -> None:
     # the objects build (weights of up to 784-1024x3-10 or 128-256-512-512 convs are cheap to allocate)
     run = build(config)
     system, cost, solver, rule = run.system, run.cost, run.solver, run.rule
-    assert isinstance(system, DeepHopfield | ConvHopfield | DeepResistive)
+    assert isinstance(system, DeepHopfield | ConvHopfield | DeepResistive | SmoothHopfield)
     assert isinstance(solver, BlockCoordinate | GradientFlow)
     if name in SHIPPED:  # the DHN recipes of the issue
         assert config.published, "every shipped preset says which published number it targets"
