@@ -18,8 +18,8 @@ from eqprop import (
     SquaredError,
     solve,
 )
-from eqprop.rules import RULES, ContinualEqProp, VectorFieldEqProp, named_parameters
-from eqprop.systems import VectorFieldHopfield
+from eqprop.rules import RULES, ContinualEqProp, HolomorphicEqProp, VectorFieldEqProp, named_parameters
+from eqprop.systems import SmoothHopfield, VectorFieldHopfield
 from helpers import SMALL_SYSTEMS, cosine, fd_loss_grad, kink_margin, rel_err, tiny_problem
 
 SOLVER = BlockCoordinate(300)
@@ -123,6 +123,7 @@ ONE_OF_EACH_KIND = {
     "eqprop": EqProp(beta=0.1, variant="positive"),
     "continual": ContinualEqProp(beta=0.1, variant="centered"),
     "vector_field": VectorFieldEqProp(beta=0.1, variant="centered"),
+    "holomorphic": HolomorphicEqProp(beta=0.1, points=4),
     "aeqprop": AgnosticEqProp(beta=0.1, epsilon=0.2),
     "contrastive": ContrastiveLearning(),
     "coupled": CoupledLearning(beta=0.25, variant="negative"),
@@ -143,9 +144,14 @@ def test_out_none_is_pure_and_out_grad_writes_grad_in_place(kind):
     """``out=None`` writes nothing (θ and ``.grad`` untouched); ``out="grad"`` writes the same estimate into
     every parameter's ``.grad``, replacing (not adding to) what was there, in the existing buffers."""
     rule = ONE_OF_EACH_KIND[kind]
+    solver = GradientFlow(iterations=100, step_size=0.5) if kind == "holomorphic" else SOLVER  # no block minimiser
     if kind in READOUT_KINDS:
         net, x, y = SMALL_SYSTEMS["2h-boxed-output"]()
         cost = readout(4, 4)
+    elif kind == "holomorphic":  # needs a holomorphic energy
+        _, x, y = SMALL_SYSTEMS["2h"]()
+        net = SmoothHopfield([6, 8, 7, 4], generator=torch.Generator().manual_seed(0)).double()
+        cost = SquaredError()
     elif kind == "vector_field":  # needs backward weights of the system's own
         _, x, y = SMALL_SYSTEMS["2h"]()
         net = VectorFieldHopfield([6, 8, 7, 4], generator=torch.Generator().manual_seed(0)).double()
@@ -154,12 +160,12 @@ def test_out_none_is_pure_and_out_grad_writes_grad_in_place(kind):
         (net, x, y), cost = SMALL_SYSTEMS["2h"](), SquaredError()
     params = named_parameters(net, cost)
     theta0 = {n: p.detach().clone() for n, p in params.items()}
-    pure = rule.gradients(net, cost, SOLVER, x, y)
+    pure = rule.gradients(net, cost, solver, x, y)
     assert sorted(pure.grads) == sorted(params)
     assert all(p.grad is None for p in params.values())  # nothing written
     assert all(torch.equal(p, theta0[n]) for n, p in params.items())
     # the first call creates the .grad tensors
-    est = rule.gradients(net, cost, SOLVER, x, y, out="grad")
+    est = rule.gradients(net, cost, solver, x, y, out="grad")
     for name, p in params.items():
         assert p.grad is not None and p.grad.dtype == p.dtype and p.grad.shape == p.shape
         torch.testing.assert_close(p.grad, pure.grads[name], rtol=0, atol=1e-14)
@@ -171,7 +177,7 @@ def test_out_none_is_pure_and_out_grad_writes_grad_in_place(kind):
         assert p.grad is not None
         p.grad.fill_(float("nan"))
         buffers[name] = p.grad
-    est = rule.gradients(net, cost, SOLVER, x, y, out="grad")
+    est = rule.gradients(net, cost, solver, x, y, out="grad")
     for name, p in params.items():
         assert p.grad is buffers[name]
         torch.testing.assert_close(p.grad, pure.grads[name], rtol=0, atol=1e-14)
@@ -180,5 +186,5 @@ def test_out_none_is_pure_and_out_grad_writes_grad_in_place(kind):
     for p in params.values():
         assert p.grad is not None
         p.grad.fill_(7.0)
-    rule.gradients(net, cost, SOLVER, x, y, out=None)
+    rule.gradients(net, cost, solver, x, y, out=None)
     assert all(bool((p.grad == 7.0).all()) for p in params.values() if p.grad is not None)

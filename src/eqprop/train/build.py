@@ -104,6 +104,12 @@ class Run:
     data_fingerprint: str | None = None
     """The fingerprint of the data the run trains on (:func:`data_fingerprint`), once the loop has read it."""
 
+    def update(self) -> None:
+        """One parameter update from the ``.grad`` just written: the optimizer's step, then the physics'
+        constraints (e.g. conductances back to >= 0)."""
+        self.optimizer.step()
+        self.system.constrain_parameters()
+
     def state(self) -> dict[str, Any]:
         """What a checkpoint holds: the config, the weights (and their checksum), the optimizer and schedule,
         every generator, the history, the position within an epoch in progress, the data's fingerprint and the

@@ -188,7 +188,7 @@ def _train(
 
     from tqdm import tqdm  # imported here: `eqprop --help` stays quick
 
-    system, optimizer = run.system, run.optimizer
+    optimizer = run.optimizer
     batches = Batches(data.train, t.batch_size, shuffle=True, generator=run.order)
     # Random crops and flips of the training batches (never of validation or test data).
     augment = Augment(
@@ -236,8 +236,7 @@ def _train(
                     monitor.before_update(step)
                 est, loss_sum, hits, stop = _step(run, rule, at, x, y, world, stops)
                 if est is None or not est.applied:  # a continual rule applied its updates during its phases
-                    optimizer.step()
-                    system.constrain_parameters()  # e.g. conductances back to >= 0
+                    run.update()  # the optimizer's step, then e.g. conductances back to >= 0
                 at.loss_sum += loss_sum
                 at.correct += hits
                 at.seen += x.shape[0]
@@ -311,17 +310,8 @@ def _step(
     est = None
     if x.shape[0] > 0:
         init = at.warm if at.warm is not None and at.warm[0].shape[0] == x.shape[0] else None
-        est = rule.gradients(
-            run.system,
-            run.cost,
-            run.solver,
-            x,
-            y,
-            nudged_solver=run.nudged_solver,
-            init=init,
-            out="grad",
-            apply=lambda: _apply(run),
-        )
+        args = (run.system, run.cost, run.solver, x, y)
+        est = rule.gradients(*args, nudged_solver=run.nudged_solver, init=init, out="grad", apply=run.update)
         at.warm = est.last_state if t.warm_start else None
         hits = (est.scores.argmax(-1) == y).sum()
         loss_sum = est.loss.detach() * x.shape[0]
@@ -340,12 +330,6 @@ def _step(
     tally = world.reduce_step(x.shape[0], batch, loss_sum, hits, stopping)
     # host sync once per step (free on the CPU): every process stops after the same step
     return est, tally[0].clone(), tally[1].round().long(), bool(tally[3] > 0)
-
-
-def _apply(run: Run) -> None:
-    """One parameter update from the ``.grad`` just written: the optimizer's step, then the physics' constraints."""
-    run.optimizer.step()
-    run.system.constrain_parameters()
 
 
 @dataclass
