@@ -1,6 +1,7 @@
 """Side by side with Laborieux et al.'s EqProp code (Laborieux-Axel/Equilibrium-Propagation): its MLP P_MLP
 (EqProp), VF_MLP (vector-field EqProp) and its continual EqProp ("CEP"), against our fmnist-ep-mlp, fmnist-vf-mlp and
-fmnist-cep-mlp presets, on real Fashion-MNIST.
+fmnist-cep-mlp presets, and its continual VF (VF_MLP with ``--alg CEP``) against fmnist-cvf-mlp, on real
+Fashion-MNIST.
 
 The reference is imported from a checkout of its public repository at the commit named in ``_common.REFERENCES``,
 in a folder LABORIEUX_REF outside this repository (never vendored here):
@@ -45,7 +46,8 @@ import torch
 from _common import environment, load_average, reference_dir, reference_howto, reference_record
 from eqprop.train import apply_overrides, build, load_data, load_preset
 
-PRESETS = {"ep": "fmnist-ep-mlp", "vf": "fmnist-vf-mlp", "cep": "fmnist-cep-mlp"}
+PRESETS = {"ep": "fmnist-ep-mlp", "vf": "fmnist-vf-mlp", "cep": "fmnist-cep-mlp", "cvf": "fmnist-cvf-mlp"}
+CONTINUAL = ("cep", "cvf")
 
 
 def _import_reference(ref_dir: Path, hint: str) -> tuple[types.ModuleType, list[str]]:
@@ -114,7 +116,7 @@ class Reference:
         neurons = model.init_neurons(x.size(0), x.device)
         neurons = model(x, y, neurons, self.T1, beta=0.0, criterion=crit)
         neurons_1 = mu.copy(neurons)
-        if self.algo == "cep":
+        if self.algo in CONTINUAL:
             for _ in range(self.T2):
                 neurons = model(x, y, neurons, 1, beta=betas[1], criterion=crit)
                 neurons_2 = mu.copy(neurons)
@@ -186,14 +188,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     mu, stubs = _import_reference(ref_dir, hint)
 
-    sets = ["rule.random_sign=false"] if args.fixed_sign and args.algo != "cep" else []
-    if args.algo == "cep":  # one-sided: the reference scales its centered C-EP phases by 1/β and 1/2β
+    sets = ["rule.random_sign=false"] if args.fixed_sign and args.algo not in CONTINUAL else []
+    if args.algo in CONTINUAL:  # one-sided: the reference scales its centered C-EP phases by 1/β and 1/2β
         sets += ['rule.variant="positive"']
     config = apply_overrides(load_preset(PRESETS[args.algo]), [*sets, f"train.seed={args.seed}"])
     run = build(config)
     data = load_data(config, run.device, run.dtype, validation=False)
     torch.manual_seed(args.seed)
-    model_cls = mu.VF_MLP if args.algo == "vf" else mu.P_MLP
+    model_cls = mu.VF_MLP if args.algo in ("vf", "cvf") else mu.P_MLP
     theirs = model_cls(list(config.system.sizes), activation=mu.hard_sigmoid)
     _copy_weights(theirs, run.system)
     first = [

@@ -76,3 +76,43 @@ def test_bad_settings(f64: torch.dtype) -> None:
         ContinualEqProp().check_data_parallel(2)
     with pytest.raises(ConfigError, match="beta"):
         ContinualEqProp(beta=float("nan"))
+
+
+def test_continual_vector_field_tends_to_its_fixed_weight_sum(f64: torch.dtype) -> None:
+    """C-VF: one step per nudged step of -(post[t+1] - post[t]) x pre[t] / beta. As the rate vanishes, the summed
+    update over a batch tends to that sum along the nudged trajectory with the weights held fixed, at rate O(lr)."""
+    from eqprop import TotalEnergy
+    from eqprop.systems import VectorFieldHopfield
+
+    gen = torch.Generator().manual_seed(3)
+    net = VectorFieldHopfield([6, 8, 4], gains=0.8, generator=gen).double()
+    x, y = torch.rand(5, 6, generator=gen, dtype=torch.float64), torch.randint(0, 4, (5,), generator=gen)
+    rule = ContinualEqProp(beta=0.1, variant="positive", update="vector_field")
+    with (
+        torch.no_grad()
+    ):  # the reference: the nudged trajectory at fixed weights, its per-step VF contrasts summed
+        state = EqProp().gradients(net, SquaredError(), FREE, x, y).phases[0].state
+        problem = TotalEnergy(net, x, cost=SquaredError(), y=y, beta=0.1)
+        ref = None
+        for _ in range(NUDGED.iterations):
+            new = GradientFlow(iterations=1, step_size=1.0).step(problem, state)
+            g = net.vector_field_contrast(x, state, state, new, scale=1 / 0.1)
+            ref = g if ref is None else {k: ref[k] + g[k] for k in g}
+            state = new
+    errors = []
+    for lr in (1e-3, 1e-4, 1e-5):
+        moved_net = copy.deepcopy(net)
+        before = {n: p.detach().clone() for n, p in moved_net.named_parameters()}
+        opt = torch.optim.SGD(moved_net.parameters(), lr=lr)
+        rule.gradients(
+            moved_net, SquaredError(), FREE, x, y, nudged_solver=NUDGED, out="grad", apply=opt.step
+        )
+        moved = {n: (before[n] - p.detach()) / lr for n, p in moved_net.named_parameters()}
+        num = sum(float((moved[n] - ref[n]).norm() ** 2) for n in ref) ** 0.5
+        errors.append(num / sum(float(g.norm() ** 2) for g in ref.values()) ** 0.5)
+    assert errors[2] < 1e-3
+    assert 5 < errors[0] / errors[1] < 20 and 5 < errors[1] / errors[2] < 20
+    with pytest.raises(ConfigError, match="backward weights"):
+        rule.gradients(
+            make_hopfield([6, 8, 4])[0], SquaredError(), FREE, x, y, out="grad", apply=lambda: None
+        )

@@ -46,11 +46,17 @@ class ContinualEqProp(Rule):
     the −β phase does not start at the fixed point, and the η → 0 limit is not centered EqProp).
 
     The updates go through the ``apply`` callback of :meth:`gradients` (the training loop's optimizer step); a
-    call without one (``out=None``, e.g. a gradient probe) returns the η → 0 limit, EqProp's estimate.
+    call without one (``out=None``, e.g. a gradient probe) returns EqProp's estimate, C-EP's η → 0 limit (for C-VF,
+    vector-field EqProp's, which C-VF's limit matches up to O(β)).
+
+    With ``update="vector_field"`` (continual vector-field EqProp, C-VF; a system with backward weights, e.g.
+    :class:`~eqprop.systems.VectorFieldHopfield`) each step's update is the vector-field one instead of the Hebbian
+    contrast: ``∓(s_post[t+1] − s_post[t]) ⊗ s_pre[t] / (β₂ − β₁)`` for every weight, forward and backward.
 
     Args:
         beta: the nudging strength ``β > 0``.
         variant: ``"positive"`` (0, +β), ``"negative"`` (−β, 0) or ``"centered"`` (−β, +β).
+        update: ``"hebbian"`` (C-EP) or ``"vector_field"`` (C-VF).
 
     Raises:
         ConfigError: a cost with parameters (a readout is not part of the dynamics: use ``squared_error``), or a
@@ -61,9 +67,12 @@ class ContinualEqProp(Rule):
 
     beta: float = 0.2
     variant: Variant = "positive"
+    update: Literal["hebbian", "vector_field"] = "hebbian"
 
     def __post_init__(self) -> None:
         check_beta_and_variant("ContinualEqProp", self.beta, self.variant)
+        if self.update not in ("hebbian", "vector_field"):
+            raise ConfigError(f"ContinualEqProp(update={self.update!r}): choose 'hebbian' or 'vector_field'")
 
     @property
     def bias_order(self) -> int:  # type: ignore[override]
@@ -74,6 +83,11 @@ class ContinualEqProp(Rule):
         return phase_betas(self.variant, self.beta)
 
     def check(self, system: EnergySystem, cost: Cost, optimizer: torch.optim.Optimizer | None = None) -> None:
+        if self.update == "vector_field" and not hasattr(system, "vector_field_contrast"):
+            raise ConfigError(
+                f"continual vector-field EqProp trains backward weights, and {type(system).__name__} has none",
+                hint="use system.kind = 'vector_field', or rule.update = 'hebbian'",
+            )
         if has_parameters(cost):
             raise ConfigError(
                 f"ContinualEqProp updates the system's parameters during the nudged phase; {type(cost).__name__} "
@@ -111,6 +125,10 @@ class ContinualEqProp(Rule):
         return self._learn(phases, apply)
 
     def _estimate(self, phases: Phases, out: Mapping[str, Tensor] | None) -> Estimate:
+        if self.update == "vector_field":
+            from eqprop.rules.vector_field import VectorFieldEqProp
+
+            return VectorFieldEqProp(beta=self.beta, variant=self.variant)._estimate(phases, out)
         return EqProp(beta=self.beta, variant=self.variant)._estimate(phases, out)
 
     def _learn(self, phases: Phases, apply: Callable[[], None]) -> Estimate:
@@ -139,7 +157,11 @@ class ContinualEqProp(Rule):
                 for _ in range(phases.nudged_solver.iterations):
                     problem = TotalEnergy(system, x, cost=cost, y=y, beta=b)  # θ moved: a fresh input drive
                     new = step.step(problem, state)
-                    system.param_grad_difference(x, state, new, scale=sign / spread, out=buffers)
+                    if self.update == "vector_field":  # presynaptic activity at the step's start
+                        contrast = system.vector_field_contrast  # type: ignore[attr-defined]
+                        contrast(x, state, state, new, scale=sign / spread, out=buffers)
+                    else:
+                        system.param_grad_difference(x, state, new, scale=sign / spread, out=buffers)
                     for n, g in buffers.items():
                         total[n] += g
                     apply()
