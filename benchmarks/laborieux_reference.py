@@ -46,7 +46,19 @@ import torch
 from _common import environment, load_average, reference_dir, reference_howto, reference_record
 from eqprop.train import apply_overrides, build, load_data, load_preset
 
-PRESETS = {"ep": "fmnist-ep-mlp", "vf": "fmnist-vf-mlp", "cep": "fmnist-cep-mlp", "cvf": "fmnist-cvf-mlp"}
+PRESETS = {
+    "ep": "fmnist-ep-mlp",
+    "vf": "fmnist-vf-mlp",
+    "cep": "fmnist-cep-mlp",
+    "cvf": "fmnist-cvf-mlp",
+    "cnn": "fmnist-cnn",
+}
+CNN_SETS = [  # fmnist-cnn with his synchronous dynamics (gradient flow of step 1) instead of odd-even sweeps
+    'solver.kind="gradient_flow"',
+    "solver.step_size=1.0",
+    'nudged_solver.kind="gradient_flow"',
+    "nudged_solver.step_size=1.0",
+]
 CONTINUAL = ("cep", "cvf")
 
 
@@ -66,10 +78,19 @@ def _import_reference(ref_dir: Path, hint: str) -> tuple[types.ModuleType, list[
     return importlib.import_module("model_utils"), stubs
 
 
-def _copy_weights(theirs: torch.nn.Module, ours: torch.nn.Module) -> None:
-    """Our parameters := theirs (weights.j, biases.j from synapses[j]; feedback.k from B_syn[k-1], transposed)."""
+def _copy_weights(
+    theirs: torch.nn.Module, ours: torch.nn.Module, cost: torch.nn.Module | None = None
+) -> None:
+    """Our parameters := theirs (weights.j, biases.j from synapses[j]; feedback.k from B_syn[k-1], transposed; with
+    a softmax readout, its last synapse into the cost's readout)."""
     with torch.no_grad():
-        for j, syn in enumerate(theirs.synapses):
+        synapses = list(theirs.synapses)
+        if getattr(theirs, "softmax", False):
+            *synapses, readout = synapses
+            assert cost is not None
+            cost.weight.copy_(readout.weight)
+            cost.bias.copy_(readout.bias)
+        for j, syn in enumerate(synapses):
             ours.weights[j].copy_(syn.weight)
             ours.biases[j].copy_(syn.bias)
         for k, b in enumerate(getattr(theirs, "B_syn", []), start=1):
@@ -78,7 +99,8 @@ def _copy_weights(theirs: torch.nn.Module, ours: torch.nn.Module) -> None:
 
 def _weights(theirs: torch.nn.Module) -> dict[str, torch.Tensor]:
     out = {}
-    for j, syn in enumerate(theirs.synapses):
+    synapses = list(theirs.synapses)[:-1] if getattr(theirs, "softmax", False) else theirs.synapses
+    for j, syn in enumerate(synapses):
         out[f"weights.{j}"], out[f"biases.{j}"] = syn.weight, syn.bias
     for k, b in enumerate(getattr(theirs, "B_syn", []), start=1):
         out[f"feedback.{k}"] = b.weight.t()
@@ -104,7 +126,10 @@ class Reference:
         self.mu, self.model, self.algo = mu, model, algo
         self.T1, self.T2 = config.solver.iterations, config.nudged_solver.iterations
         self.beta = config.rule.beta
-        self.criterion = torch.nn.MSELoss(reduction="none")
+        self.centered = getattr(config.rule, "variant", "positive") == "centered" and algo not in CONTINUAL
+        self.softmax = getattr(model, "softmax", False)
+        loss = torch.nn.CrossEntropyLoss if self.softmax else torch.nn.MSELoss
+        self.criterion = loss(reduction="none")
         lr = config.optimizer.lr if sgd is None else sgd
         groups = [{"params": s.parameters(), "lr": lr} for s in model.synapses]
         groups += [{"params": b.parameters(), "lr": lr} for b in getattr(model, "B_syn", [])]
@@ -126,7 +151,12 @@ class Reference:
             return
         neurons = model(x, y, neurons, self.T2, beta=betas[1], criterion=crit)
         neurons_2 = mu.copy(neurons)
-        model.compute_syn_grads(x, y, neurons_1, neurons_2, betas, crit)
+        if self.centered:  # its --thirdphase: the -beta phase from the free state, then the symmetric update
+            neurons = model(x, y, mu.copy(neurons_1), self.T2, beta=-betas[1], criterion=crit)
+            neurons_3 = mu.copy(neurons)
+            model.compute_syn_grads(x, y, neurons_2, neurons_3, (betas[1], -betas[1]), crit)
+        else:
+            model.compute_syn_grads(x, y, neurons_1, neurons_2, betas, crit)
         self.optimizer.step()
 
     def accuracy(self, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
@@ -135,7 +165,10 @@ class Reference:
             xb, yb = x[i : i + batch], y[i : i + batch]
             neurons = self.model.init_neurons(xb.size(0), xb.device)
             neurons = self.model(xb, yb, neurons, self.T1, beta=0.0, criterion=self.criterion)
-            correct += int((neurons[-1].argmax(1) == yb).sum())
+            with torch.no_grad():
+                out = neurons[-1].view(xb.size(0), -1)
+                scores = self.model.synapses[-1](out) if self.softmax else out
+            correct += int((scores.argmax(1) == yb).sum())
         return correct / len(x)
 
 
@@ -157,13 +190,13 @@ def _equivalence(
     dynamics and rule in float32 leave them round-off apart. (Adam, which normalises each step, turns round-off
     in a near-zero gradient into a step of size lr: the main run's weights differ by about lr per step there.)"""
     theirs = copy.deepcopy(theirs)
-    ours = copy.deepcopy(run.system)
+    ours, cost = copy.deepcopy(run.system), copy.deepcopy(run.cost)
     ref = Reference(mu, theirs, algo, run.config, sgd=lr)
-    opt = torch.optim.SGD(ours.parameters(), lr=lr)
+    opt = torch.optim.SGD([*ours.parameters(), *cost.parameters()], lr=lr)
     rule = dataclasses.replace(run.rule, random_sign=False) if hasattr(run.rule, "random_sign") else run.rule
     for x, y in batches:
         est = rule.gradients(
-            ours, run.cost, run.solver, x, y, nudged_solver=run.nudged_solver, out="grad", apply=opt.step
+            ours, cost, run.solver, x, y, nudged_solver=run.nudged_solver, out="grad", apply=opt.step
         )
         if not est.applied:
             opt.step()
@@ -191,13 +224,30 @@ def main() -> None:
     sets = ["rule.random_sign=false"] if args.fixed_sign and args.algo not in CONTINUAL else []
     if args.algo in CONTINUAL:  # one-sided: the reference scales its centered C-EP phases by 1/β and 1/2β
         sets += ['rule.variant="positive"']
+    if args.algo == "cnn":
+        sets += CNN_SETS
     config = apply_overrides(load_preset(PRESETS[args.algo]), [*sets, f"train.seed={args.seed}"])
     run = build(config)
     data = load_data(config, run.device, run.dtype, validation=False)
     torch.manual_seed(args.seed)
-    model_cls = mu.VF_MLP if args.algo in ("vf", "cvf") else mu.P_MLP
-    theirs = model_cls(list(config.system.sizes), activation=mu.hard_sigmoid)
-    _copy_weights(theirs, run.system)
+    if args.algo == "cnn":
+        model_cls = mu.P_CNN
+        s = config.system
+        theirs = model_cls(
+            s.input_shape[1],
+            [s.input_shape[0], *s.channels],
+            [s.kernel_size] * len(s.channels),
+            [1] * len(s.channels),
+            [*s.dense, 10],
+            [torch.nn.MaxPool2d(2, stride=2) for _ in s.channels],
+            [s.padding] * len(s.channels),
+            activation=mu.hard_sigmoid,
+            softmax=True,
+        )
+    else:
+        model_cls = mu.VF_MLP if args.algo in ("vf", "cvf") else mu.P_MLP
+        theirs = model_cls(list(config.system.sizes), activation=mu.hard_sigmoid)
+    _copy_weights(theirs, run.system, run.cost)
     first = [
         (
             data.train.x[i * config.train.batch_size : (i + 1) * config.train.batch_size],
@@ -254,7 +304,7 @@ def main() -> None:
         "reference": {
             **reference_record("laborieux", ref_dir),
             "stubbed": stubs,
-            "model": f"{model_cls.__name__}({list(config.system.sizes)}, activation=hard_sigmoid)",
+            "model": f"{model_cls.__name__}({config.system.describe()}, activation=hard_sigmoid)",
         },
         "settings": {
             "T1": reference.T1,
