@@ -287,6 +287,12 @@ def test_changing_a_sections_kind_keeps_only_the_shared_settings() -> None:
         apply_overrides(adam, ["optimizer.momentum=0.9"])
     # and back: SGD's defaults for what Adam lacks
     assert apply_overrides(adam, ["optimizer.kind=sgd"]).optimizer == quick.optimizer
+    # Adam's fused kernel: off by default (torch's own default, bit-identical runs), on when asked
+    assert build(adam).optimizer.defaults["fused"] is None
+    fused = apply_overrides(adam, ["optimizer.fused=true"])
+    assert build(fused).optimizer.defaults["fused"] is True
+    with pytest.raises(ConfigError, match=r"optimizer\.fused"):
+        apply_overrides(adam, ['optimizer.fused="yes"'])
 
 
 @pytest.mark.parametrize(
