@@ -207,3 +207,22 @@ def test_compare_help(capsys):
     out = capsys.readouterr().out
     for text in ("--rules", "--seeds", "--out-dir", "compare.csv", "PCpL", "continual"):
         assert text in out
+
+
+def test_compare_takes_the_rules_beyond_the_study(fake_data, tmp_path, capsys):
+    """hEP beside CEP on the smooth net (complex phases inside the compare loop), by their names."""
+    argv = _compare(
+        fake_data, tmp_path / "hep", "--preset", "fmnist-hep-mlp", "--rules", "CEP,hEP", "--epochs", "1"
+    )
+    argv += [
+        "--set",
+        "solver.iterations=20",
+        "--set",
+        "nudged_solver.iterations=10",
+        "--set",
+        "optimizer.lr=0.01",
+    ]
+    assert main(argv) == 0
+    rows = {r["rule"]: r for r in _last_json(capsys.readouterr().out)["rows"]}
+    assert (rows["hEP"]["kind"], rows["CEP"]["kind"]) == ("holomorphic", "eqprop")
+    assert all(r["test_error_pct_mean"] < 90 for r in rows.values())  # both learn the fake classes
