@@ -161,3 +161,35 @@ def test_bad_input(f64: torch.dtype, gen: torch.Generator) -> None:
         gdu_check(net, SquaredError(), flow, x, y, steps=3, beta=-0.1)
     with pytest.raises(ConfigError, match="variant"):
         gdu_check(net, SquaredError(), flow, x, y, steps=3, beta=0.1, variant="both")
+
+
+def test_self_curvature_2_with_half_steps_is_laborieux_my_hard_sig(
+    f64: torch.dtype, gen: torch.Generator
+) -> None:
+    """DeepHopfield(self_curvature=2) relaxed by gradient-flow steps of 0.5 runs Laborieux et al.'s
+    s ← my_hard_sig(∂Φ/∂s − β∂ℓ/∂s), my_hard_sig(x) = clip(x/2, 0, 1) (written out here from their definition);
+    and the GDU check holds on it."""
+    net = eqprop.DeepHopfield(
+        [7, 6, 5], output_bounds=(0.0, 1.0), gains=1.5, self_curvature=2.0, generator=gen
+    )
+    x, y = torch.rand(3, 7, generator=gen), torch.randint(0, 5, (3,), generator=gen)
+    target = torch.nn.functional.one_hot(y, 5).double()
+    s1, s2 = torch.rand(3, 6, generator=gen), torch.rand(3, 5, generator=gen)
+    beta = 0.3
+    w0, w1, b0, b1 = net.weights[0], net.weights[1], net.biases[0], net.biases[1]
+    with torch.no_grad():
+        theirs = (
+            ((x @ w0.t() + b0 + s2 @ w1) / 2).clamp(0, 1),
+            ((s1 @ w1.t() + b1 - beta * (s2 - target)) / 2).clamp(0, 1),
+        )
+        problem = eqprop.TotalEnergy(net, x, cost=SquaredError(), y=y, beta=beta)
+        ours = eqprop.GradientFlow(iterations=1, step_size=0.5).step(problem, (s1, s2))
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-15)
+    trace = gdu_check(
+        net, SquaredError(), eqprop.GradientFlow(iterations=200, step_size=0.5), x, y, steps=5, beta=1e-6
+    )
+    s = summarize(trace)
+    assert all(_worst(s, k) < 1e-4 for k in ("weights.0", "weights.1", "biases.0", "biases.1"))
+    with pytest.raises(ConfigError, match="self_curvature"):
+        eqprop.DeepHopfield([3, 2], self_curvature=0.0)

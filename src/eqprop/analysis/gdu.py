@@ -5,8 +5,8 @@ The discrete-time dynamics is the solver's step. For :class:`~eqprop.GradientFlo
 ``s_{t+1} = Π(s_t − η·∂F/∂s(s_t))``, i.e. ``s_{t+1} = Π(∂Φ/∂s(s_t))`` with the primitive function
 ``Φ = ½‖s‖² − η·(E + βC)``, and ``Π`` the projection onto the units' box. With η = 1 on a Hopfield energy of unit
 self-curvature and box [0, 1] this is exactly Laborieux et al.'s ``s_{t+1} = hard_sigmoid(∂Φ/∂s)`` dynamics (their
-``hard_sigmoid(x) = clip(x, 0, 1)``; their ``my_hard_sig(x) = clip(x/2, 0, 1)`` is the same dynamics with θ and
-β halved), including the nudged output step ``σ(∂Φ/∂s − β·∂ℓ/∂s)``.
+``hard_sigmoid(x) = clip(x, 0, 1)``; their ``my_hard_sig(x) = clip(x/2, 0, 1)`` is ``DeepHopfield(self_curvature=2)``
+with η = 0.5), including the nudged output step ``σ(∂Φ/∂s − β·∂ℓ/∂s)``.
 
 Let the free phase run ``T`` steps and ``L = C(s_T)`` (batch mean). The theorem compares, for t = 0 … K−1:
 

@@ -112,11 +112,15 @@ class DeepHopfieldConfig(_Layered):
     output_bounds: list[float] | None = None
     """Box of the output units; None = linear output (the hidden units' box under a readout)."""
     energy_form: Literal["boxed", "rho"] = "boxed"
+    self_curvature: float = 1.0
+    """``a`` in the self term ``½a‖s‖²``: 2 with gradient_flow steps of 0.5 is Laborieux et al.'s ``my_hard_sig``."""
     """``boxed``: ½‖s‖² − b·s − s·Ws' on boxed units; ``rho``: the 2017 paper's form with ρ(s) = clip(s)."""
 
     def __post_init__(self) -> None:
         _widths(self.sizes)
         _per_layer("gains", self.gains, self.layers, f"sizes {self.sizes}")
+        if not 0 < self.self_curvature < float("inf"):
+            raise ConfigError(f"system.self_curvature = {self.self_curvature}: must be a finite number > 0")
 
     def build(self, *, boxed_output: bool, generator: torch.Generator | None) -> DeepHopfield:
         out = (
@@ -128,6 +132,7 @@ class DeepHopfieldConfig(_Layered):
             output_bounds=_box(out),
             gains=self.gains,
             energy_form=self.energy_form,
+            self_curvature=self.self_curvature,
             generator=generator,
         )
 

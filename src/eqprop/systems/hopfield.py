@@ -59,6 +59,9 @@ class DeepHopfield(EnergySystem):
         output_bounds: box of the output units; ``None`` = linear output.
         gains: weight init ``U(±gain/√fan_in)``, one gain or one per weight matrix (0.7 in the DHN papers).
         energy_form: ``"boxed"`` (states boxed) or ``"rho"`` (hard-sigmoid ρ form, unbounded states).
+        self_curvature: ``a`` in the self term ``½a‖s_k‖²`` (default 1); the block update becomes
+            ``clip(h_k / a)``. With ``a = 2`` and gradient-flow steps of 0.5 the dynamics is Laborieux et al.'s
+            ``s ← my_hard_sig(∂Φ/∂s) = clip(∂Φ/∂s / 2, 0, 1)``.
         generator: optional ``torch.Generator`` for the initialisation.
 
     Example:
@@ -78,9 +81,17 @@ class DeepHopfield(EnergySystem):
         output_bounds: Sequence[float | None] | None = None,
         gains: float | Sequence[float] = 0.7,
         energy_form: Literal["boxed", "rho"] = "boxed",
+        self_curvature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
+        if (
+            isinstance(self_curvature, bool)
+            or not isinstance(self_curvature, int | float)
+            or not (0 < self_curvature < math.inf)
+        ):
+            raise ConfigError(f"DeepHopfield(self_curvature={self_curvature!r}): need a finite number > 0")
+        self.self_curvature = float(self_curvature)
         sizes = list(sizes)
         if len(sizes) < 2 or any((not isinstance(n, int)) or isinstance(n, bool) or n < 1 for n in sizes):
             raise ConfigError(
@@ -129,6 +140,7 @@ class DeepHopfield(EnergySystem):
         return (
             f"sizes={list(self.sizes)}, bounds={self.hidden_bounds}, output_bounds={self.output_bounds}, "
             f"energy_form={self.energy_form!r}"
+            + (f", self_curvature={self.self_curvature:g}" if self.self_curvature != 1.0 else "")
         )
 
     def _label(self) -> str:
@@ -148,7 +160,8 @@ class DeepHopfield(EnergySystem):
         r = [self._rho(k, s) for k, s in enumerate(state)]
         e = x.new_zeros(x.shape[0])
         for s, rs, b in zip(state, r, self.biases, strict=True):
-            e = e + 0.5 * (s * s).sum(-1) - rs @ b
+            quad = 0.5 * (s * s).sum(-1)
+            e = e + (quad if self.self_curvature == 1.0 else self.self_curvature * quad) - rs @ b
         for w, below, above in zip(self.weights, (x, *r[:-1]), r, strict=True):
             e = e - ((below @ w.t()) * above).sum(-1)  # (batch, m) * (batch, m) -> (batch,)
         return e
@@ -213,7 +226,7 @@ class DeepHopfield(EnergySystem):
         return update
 
     def block_curvature(self, k: int) -> float:
-        return 1.0
+        return self.self_curvature
 
     def _feedback_weight(self, k: int) -> Tensor:
         """The matrix that carries layer ``k + 1`` back to layer ``k`` (state indices), as ``s_{k+1} @ it``:
@@ -225,7 +238,10 @@ class DeepHopfield(EnergySystem):
             return super().state_grad(x, state, drive)
         if drive is None:
             drive = self.prepare(x)
-        return tuple(s - self.block_field(k, state, drive) for k, s in enumerate(state))
+        a = self.self_curvature
+        if a == 1.0:
+            return tuple(s - self.block_field(k, state, drive) for k, s in enumerate(state))
+        return tuple(a * s - self.block_field(k, state, drive) for k, s in enumerate(state))
 
     def param_grads(self, x: Tensor, state: State) -> dict[str, Tensor]:
         """Closed form: ``∂E/∂W_k = −⟨ρ(s_{k+1}) ρ(s_k)ᵀ⟩``, ``∂E/∂b_k = −⟨ρ(s_k)⟩`` (batch means)."""
