@@ -122,7 +122,9 @@ def test_there_is_no_import_circle() -> None:
 @pytest.mark.parametrize("package", ["train", "cli"])
 def test_run_layer_files_stay_small(package: str) -> None:
     long = {
-        p.name: n for p in sorted((SRC / package).glob("*.py")) if (n := len(p.read_text().splitlines())) > 400
+        p.name: n
+        for p in sorted((SRC / package).glob("*.py"))
+        if (n := len(p.read_text().splitlines())) > 400
     }
     assert not long, f"files over 400 lines in eqprop/{package}: {long}"
 
@@ -158,7 +160,9 @@ def test_the_training_loop_names_no_rule_and_no_system() -> None:
 
     names = {*RULES, *(c.__name__ for c in RULES.values()), *SYSTEMS, "epsilon", "epsilon_scale", "aeqprop"}
     names |= {n for n in eqprop.systems.__all__ if n[0].isupper() and n != "EnergySystem"}
-    names.discard("eqprop")  # the rule kind shares its name with the program (e.g. "eqprop train --resume ...")
+    names.discard(
+        "eqprop"
+    )  # the rule kind shares its name with the program (e.g. "eqprop train --resume ...")
     # (monitor.py names ImplicitDiff on purpose: the reference every rule is probed against)
     for module in ("loop.py", "build.py", "records.py", "stops.py"):
         used = _code_words(SRC / "train" / module) & names

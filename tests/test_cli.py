@@ -559,9 +559,21 @@ def test_gradcheck_bad_inputs(
 GDU_TINY = ["--set", "system.sizes=[784,12,10]", "--batch-size", "4", "--free-steps", "60", "--steps", "6"]
 
 
-def test_gducheck_json_table_and_plot(fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_gducheck_json_table_and_plot(
+    fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     plot = tmp_path / "gdu.png"
-    argv = ["gducheck", "--data-dir", str(fake_data), *GDU_TINY, "--betas", "1e-5", "1e-6", "--plot", str(plot)]
+    argv = [
+        "gducheck",
+        "--data-dir",
+        str(fake_data),
+        *GDU_TINY,
+        "--betas",
+        "1e-5",
+        "1e-6",
+        "--plot",
+        str(plot),
+    ]
     assert main(argv) == 0
     out, err = capsys.readouterr()
     result = _last_json(out)

@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "ContinualEqProp": "eqprop.rules",
     "ContrastiveLearning": "eqprop.rules",
     "ConvHopfield": "eqprop.systems",
+    "ConvVectorField": "eqprop.systems",
     "ConvergenceError": "eqprop.errors",
     "Cost": "eqprop.costs",
     "CoupledLearning": "eqprop.rules",
@@ -72,6 +73,7 @@ __all__ = [
     "ContinualEqProp",
     "ContrastiveLearning",
     "ConvHopfield",
+    "ConvVectorField",
     "ConvergenceError",
     "Cost",
     "CoupledLearning",
@@ -164,6 +166,7 @@ if TYPE_CHECKING:  # the names, for type checkers and IDEs
     )
     from eqprop.systems import (
         ConvHopfield,
+        ConvVectorField,
         DeepHopfield,
         DeepResistive,
         EnergySystem,

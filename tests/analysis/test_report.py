@@ -56,7 +56,9 @@ def test_the_report_holds_every_section_with_real_plots(
     assert len(images) == 5  # per epoch, per step, relaxations, saturation and norms, gradient agreement
     for img in images:  # each plot draws something: not one flat colour
         assert img.shape[0] > 100 and img.shape[1] > 100 and float(img[..., :3].std()) > 0.02
-    assert "&quot;kind&quot;: &quot;deep_hopfield&quot;" in page and "test_accuracy" in page  # the config, escaped
+    assert (
+        "&quot;kind&quot;: &quot;deep_hopfield&quot;" in page and "test_accuracy" in page
+    )  # the config, escaped
 
 
 def test_a_run_without_tensorboard_still_reports(fake_data: Path, tmp_path: Path) -> None:

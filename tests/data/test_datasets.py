@@ -140,7 +140,9 @@ def test_a_damaged_cifar_file_is_a_data_error_or_reads(tmp_path_factory, flips, 
     damaged length can make the unpickler ask for terabytes, a damaged encoding name raises LookupError)."""
     folder = tmp_path_factory.mktemp("fuzz")
     rng = np.random.default_rng(0)
-    write_cifar_batch(folder / "b", rng.integers(0, 256, (4, 3072), dtype=np.uint8), {b"labels": [1, 2, 3, 4]})
+    write_cifar_batch(
+        folder / "b", rng.integers(0, 256, (4, 3072), dtype=np.uint8), {b"labels": [1, 2, 3, 4]}
+    )
     raw = bytearray((folder / "b").read_bytes())
     for i, value in flips:
         raw[i % len(raw)] = value
@@ -203,7 +205,6 @@ def test_svhn_wrong_shapes_and_non_mat_files_are_refused(tmp_path: Path) -> None
         read_svhn_mat(tmp_path / "c.mat")
 
 
-
 def test_svhn_matlab_v73_files_are_refused_with_the_reason(tmp_path: Path) -> None:
     """A v7.3 MAT file is HDF5 behind a 128-byte MATLAB header whose version field is 0x0200; scipy refuses
     it from the header alone, so the header is enough to exercise the branch."""
@@ -211,6 +212,7 @@ def test_svhn_matlab_v73_files_are_refused_with_the_reason(tmp_path: Path) -> No
     (tmp_path / "train_32x32.mat").write_bytes(header + bytes(8) + b"\x00\x02" + b"IM" + bytes(512))
     with pytest.raises(DataError, match=r"v7\.3"):
         read_svhn_mat(tmp_path / "train_32x32.mat")
+
 
 # --- load_dataset -----------------------------------------------------------------------------------------
 def test_load_dataset_scales_to_unit_range_and_flattens(tmp_path: Path) -> None:

@@ -144,7 +144,9 @@ def test_out_none_is_pure_and_out_grad_writes_grad_in_place(kind):
     """``out=None`` writes nothing (θ and ``.grad`` untouched); ``out="grad"`` writes the same estimate into
     every parameter's ``.grad``, replacing (not adding to) what was there, in the existing buffers."""
     rule = ONE_OF_EACH_KIND[kind]
-    solver = GradientFlow(iterations=100, step_size=0.5) if kind == "holomorphic" else SOLVER  # no block minimiser
+    solver = (
+        GradientFlow(iterations=100, step_size=0.5) if kind == "holomorphic" else SOLVER
+    )  # no block minimiser
     if kind in READOUT_KINDS:
         net, x, y = SMALL_SYSTEMS["2h-boxed-output"]()
         cost = readout(4, 4)

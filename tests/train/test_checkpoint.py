@@ -265,7 +265,9 @@ def test_a_full_disk_is_a_checkpoint_error_and_leaves_the_last_checkpoint(tmp_pa
         assert load_checkpoint(path)["epoch"] == 1
         """
     )
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
     assert run.returncode == 0, run.stderr
     assert "CheckpointError: cannot write checkpoint" in run.stdout and "disk is not full" in run.stdout
     assert sorted(os.listdir(tmp_path)) == ["checkpoint.pt"]

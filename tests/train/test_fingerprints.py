@@ -19,7 +19,11 @@ HERE = Path(__file__).resolve().parent
 def test_every_preset_family_trains_to_the_stored_weights() -> None:
     stored = json.loads((HERE / "fingerprints.json").read_text(encoding="utf-8"))
     run = subprocess.run(
-        [sys.executable, str(HERE / "fingerprint.py")], capture_output=True, text=True, timeout=600, check=False
+        [sys.executable, str(HERE / "fingerprint.py")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     now = json.loads(run.stdout.strip().splitlines()[-1])

@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     try:
-        args = build_parser().parse_args(argv)  # building the parser loads torch (the rules' help): Ctrl-C-able
+        args = build_parser().parse_args(
+            argv
+        )  # building the parser loads torch (the rules' help): Ctrl-C-able
         return int(args.run(args))
     except Interrupted as err:  # SIGTERM or Ctrl-C: the run saved a checkpoint and says how to resume
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run is saved: another Ctrl-C while exiting is moot

@@ -42,7 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "continues at the next batch",
     )
     p.add_argument(
-        "--no-tensorboard", action="store_true", help="write no TensorBoard event files (default: OUT/tensorboard)"
+        "--no-tensorboard",
+        action="store_true",
+        help="write no TensorBoard event files (default: OUT/tensorboard)",
     )
     p.add_argument(
         "--probe-every",

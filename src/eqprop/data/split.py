@@ -71,7 +71,9 @@ def _validation_count(validation: int | float, n_train: int) -> int:
         )
     if isinstance(validation, int):
         count = validation
-        if count == 0:  # none held out (also of an empty training set: its emptiness is reported where it matters)
+        if (
+            count == 0
+        ):  # none held out (also of an empty training set: its emptiness is reported where it matters)
             return 0
         if count < 0 or count >= n_train:
             raise ConfigError(

@@ -31,9 +31,9 @@ class VectorFieldEqProp(EqProp):
         \widehat{∇}_{W_{ij}} = −\frac{s_j^{*}\,(s_i^{β_2} − s_i^{β_1})}{β_2 − β_1},
 
     for the forward weights (post unit in the layer above) and the backward ones (post unit in the layer below)
-    alike; biases ``−(s^{β₂} − s^{β₁})/(β₂ − β₁)``. With ``same_update=True`` both get the Hebbian contrast of
-    symmetric EqProp instead (Laborieux et al.'s ``--same-update``): weights that start tied then stay tied, and
-    the run is symmetric EqProp exactly. The nudging (``beta``, ``variant``, ``random_sign``) is EqProp's.
+    alike; biases ``−(s^{β₂} − s^{β₁})/(β₂ − β₁)``. With ``same_update=True`` both get the mean of their Hebbian
+    contrasts instead (Laborieux et al.'s ``--same-update``): weights that start tied then stay tied, and the run
+    is symmetric EqProp exactly. The nudging (``beta``, ``variant``, ``random_sign``) is EqProp's.
 
     Raises:
         ConfigError: a system without backward weights (use ``rule.kind = "eqprop"`` there).
@@ -67,7 +67,14 @@ class VectorFieldEqProp(EqProp):
         out: Mapping[str, Tensor] | None,
     ) -> dict[str, Tensor]:
         if self.same_update:
-            return super()._contrast(phases, free, lo, hi, scale, out)
+            grads = super()._contrast(phases, free, lo, hi, scale, out)
+            for name in [n for n in grads if n.startswith("feedback.")]:
+                # Laborieux et al.'s common update: the mean of the two Hebbian contrasts (equal for dense
+                # weights; with max pooling the backward term pools its own argmax)
+                forward, backward = grads["weights." + name.partition(".")[2]], grads[name]
+                forward.add_(backward).mul_(0.5)
+                backward.copy_(forward)
+            return grads
         system = phases.system
         return system.vector_field_contrast(  # type: ignore[attr-defined]
             phases.x, free.state, lo.state, hi.state, scale=scale, out=out

@@ -2,6 +2,7 @@
 
 from eqprop.systems.base import EnergySystem
 from eqprop.systems.conv_hopfield import ConvHopfield
+from eqprop.systems.conv_vector_field import ConvVectorField
 from eqprop.systems.hopfield import DeepHopfield
 from eqprop.systems.netlist import Netlist, ResistiveCircuit
 from eqprop.systems.resistive import DeepResistive
@@ -10,6 +11,7 @@ from eqprop.systems.vector_field import VectorFieldHopfield
 
 __all__ = [
     "ConvHopfield",
+    "ConvVectorField",
     "DeepHopfield",
     "DeepResistive",
     "EnergySystem",

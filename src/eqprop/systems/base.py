@@ -270,7 +270,9 @@ def layer_count(system: nn.Module) -> int:
     return sum(1 for n, _ in system.named_parameters() if n.partition(".")[0] in ("weights", "conductances"))
 
 
-def layer_value(name: str, value: float | Sequence[float], biases: float | Sequence[float] | None = None) -> float:
+def layer_value(
+    name: str, value: float | Sequence[float], biases: float | Sequence[float] | None = None
+) -> float:
     """The value of a per-layer setting for the parameter ``name``: ``biases`` (when given) for ``biases.k``,
     else ``value``; a number applies to every layer, a list holds one value per layer ``k``.
 

@@ -16,6 +16,7 @@ import torch
 from eqprop.errors import ConfigError
 from eqprop.systems.base import EnergySystem
 from eqprop.systems.conv_hopfield import ConvHopfield
+from eqprop.systems.conv_vector_field import ConvVectorField
 from eqprop.systems.hopfield import DeepHopfield
 from eqprop.systems.resistive import DeepResistive
 from eqprop.systems.smooth_hopfield import SmoothHopfield
@@ -24,6 +25,7 @@ from eqprop.systems.vector_field import VectorFieldHopfield
 __all__ = [
     "SYSTEMS",
     "ConvHopfieldConfig",
+    "ConvVectorFieldConfig",
     "DeepHopfieldConfig",
     "DeepResistiveConfig",
     "SmoothHopfieldConfig",
@@ -271,6 +273,43 @@ class VectorFieldConfig(_Layered):
 
 
 @dataclass(frozen=True)
+class ConvVectorFieldConfig(ConvHopfieldConfig):
+    """A convolutional network with backward weights of its own (:class:`~eqprop.systems.ConvVectorField`,
+    Laborieux et al.'s ``VF_CNN``): conv layers with 2×2 pooling, then dense layers; no energy."""
+
+    kind: ClassVar[str] = "conv_vector_field"
+
+    tied: bool = False
+    """Start with the backward weights equal to the forward ones."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.layers < 2:
+            raise ConfigError("a vector-field net needs a hidden layer")
+
+    def build(self, *, boxed_output: bool, generator: torch.Generator | None) -> ConvVectorField:
+        out = (
+            self.output_bounds if self.output_bounds is not None else (self.bounds if boxed_output else None)
+        )
+        return ConvVectorField(
+            self.input_shape,
+            self.channels,
+            self.dense,
+            kernel_size=self.kernel_size,
+            padding=self.padding,
+            pool=self.pool,
+            bounds=_box(self.bounds),
+            output_bounds=_box(out),
+            gains=self.gains,
+            tied=self.tied,
+            generator=generator,
+        )
+
+    def describe(self) -> str:
+        return super().describe() + (" (tied at init)" if self.tied else "")
+
+
+@dataclass(frozen=True)
 class SmoothHopfieldConfig(_Layered):
     """A layered Hopfield network with a smooth, holomorphic activation (:class:`~eqprop.systems.SmoothHopfield`):
     the network of holomorphic EqProp; relax it with ``gradient_flow``."""
@@ -298,6 +337,7 @@ SYSTEMS: dict[str, type] = {
     for cls in (
         DeepHopfieldConfig,
         ConvHopfieldConfig,
+        ConvVectorFieldConfig,
         DeepResistiveConfig,
         VectorFieldConfig,
         SmoothHopfieldConfig,

@@ -313,9 +313,17 @@ class ConvHopfield(EnergySystem):
         (and no pooling or upsampling pass). One small matmul, ``W'[u, v] = ¼ Σ_{a,b ∈ {0,1}} W[u−a, v−b]``;
         it follows the weight's autograd graph like any other expression of it.
         """
-        w = self.weights[j]
+        return self._folded(self.weights[j])
+
+    def _folded(self, w: Tensor) -> Tensor:
+        """:meth:`_pool_kernel` of any kernel ``w`` shaped like a conv weight."""
         c_out, c_in, k, _ = w.shape
         return (w.reshape(c_out * c_in, k * k) @ self._fold(w)).view(c_out, c_in, k + 1, k + 1)
+
+    def _feedback_weight(self, j: int) -> Tensor:
+        """The weight through which layer ``j`` (state index) feeds back onto layer ``j − 1``: ``W_j`` itself
+        (symmetric interactions); a vector-field net has its own, of the same shape."""
+        return self.weights[j]
 
     def _fold(self, w: Tensor) -> Tensor:
         """The linear map of :meth:`_pool_kernel` on flattened ``k×k`` kernels, ``(k², (k+1)²)``: ``kron(A, A)ᵀ``
@@ -355,7 +363,7 @@ class ConvHopfield(EnergySystem):
         """``W_jᵀ Poolᵀ(above)`` for average pooling: the feedback of conv layer ``j`` onto the layer below, as
         one stride-2 transposed convolution (an odd conv output gets its unpooled last row / column back
         through ``output_padding``)."""
-        w = self._pool_kernel(j) if kernel is None else kernel
+        w = self._folded(self._feedback_weight(j)) if kernel is None else kernel
         hc, wc = self._conv_sizes[j]
         return F.conv_transpose2d(
             above, w, stride=2, padding=self.padding[j], output_padding=(hc % 2, wc % 2)
@@ -365,17 +373,22 @@ class ConvHopfield(EnergySystem):
         """The folded kernels that layer ``k``'s field needs (average pooling), computed once per closure."""
         if self.pool != "avg":
             return {}
-        return {j: self._pool_kernel(j) for j in (k, k + 1) if 1 <= j < self._m}
+        kernels = {k: self._pool_kernel(k)} if 1 <= k < self._m else {}  # the drive from below
+        if 1 <= k + 1 < self._m:  # the feedback from above
+            kernels[k + 1] = self._folded(self._feedback_weight(k + 1))
+        return kernels
 
-    def _unpool(self, j: int, s: Tensor, below: Tensor) -> Tensor:
+    def _unpool(self, j: int, s: Tensor, below: Tensor, weight: Tensor | None = None) -> Tensor:
         """``Poolᵀ(s)`` for conv layer ``j``: ``s`` spread back onto the conv output grid, ``(batch, C, Hc, Wc)``.
 
         Average pooling: nearest 2× upsampling ÷ 4. Max pooling: ``s`` at the argmax of each window of
-        ``W_j ⋆ below`` (the conv is recomputed from ``below``: the argmax depends on the current state).
+        ``W_j ⋆ below`` (the conv is recomputed from ``below``: the argmax depends on the current state), or of
+        ``weight ⋆ below`` when a kernel is given (a vector-field net's backward weights pool their own conv).
         """
         hc, wc = self._conv_sizes[j]
         if self.pool == "max":
-            z = F.conv2d(below, self.weights[j], padding=self.padding[j])
+            w = self.weights[j] if weight is None else weight
+            z = F.conv2d(below, w, padding=self.padding[j])
             _, idx = F.max_pool2d(z, 2, return_indices=True)
             return F.max_unpool2d(s, idx, 2, output_size=(hc, wc))
         up = F.interpolate(s * 0.25, scale_factor=2.0, mode="nearest")
@@ -410,14 +423,15 @@ class ConvHopfield(EnergySystem):
             if k + 1 < m and avg:
                 fb = self._pool_feedback(k + 1, above, kernels.get(k + 1) if kernels else None)
             elif k + 1 < m:
+                back = self._feedback_weight(k + 1)
                 if memo is None:
-                    up = self._unpool(k + 1, above, state[k])
+                    up = self._unpool(k + 1, above, state[k], back)
                 else:
                     idx = memo.pool(k + 1, state[k])[1]
                     up = F.max_unpool2d(above, idx, 2, output_size=self._conv_sizes[k + 1])
-                fb = F.conv_transpose2d(up, self.weights[k + 1], padding=self.padding[k + 1])
+                fb = F.conv_transpose2d(up, back, padding=self.padding[k + 1])
             else:
-                fb = (above @ self.weights[k + 1]).view(state[k].shape)
+                fb = (above @ self._feedback_weight(k + 1)).view(state[k].shape)
             h = fb if h is None else h + fb
         assert h is not None  # every layer has a neighbour: there are at least two layers
         return h

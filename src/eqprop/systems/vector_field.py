@@ -66,21 +66,7 @@ class VectorFieldHopfield(DeepHopfield):
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """As :class:`~eqprop.DeepHopfield`, then ``B_k = W_k`` (``tied``) or ``B_k ~ U(±gain_k/√fan_in)``."""
         super().reset_parameters(generator)
-        if "feedback" not in self._modules:
-            self.feedback = nn.ParameterDict(
-                {
-                    str(k): nn.Parameter(torch.empty(shape))
-                    for k, shape in enumerate(self._feedback_shapes, start=1)
-                }
-            )
-        with torch.no_grad():
-            for key, b in self.feedback.items():
-                k = int(key)
-                if self.tied:
-                    b.copy_(self.weights[k])
-                else:
-                    scale = self.gains[k] / math.sqrt(b.shape[1])
-                    b.uniform_(-scale, scale, generator=generator)
+        _reset_feedback(self, self._feedback_shapes, generator)
 
     def _label(self) -> str:
         return f"VectorFieldHopfield({list(self.sizes)})"
@@ -90,12 +76,7 @@ class VectorFieldHopfield(DeepHopfield):
         return False
 
     def energy(self, x: Tensor, state: State) -> Tensor:
-        raise ConfigError(
-            f"{self._label()} has no energy: with backward weights of their own its dynamics is a vector field, "
-            "not a gradient",
-            hint="relax it with GradientFlow or BlockCoordinate (they follow the field), and check it against BPTT "
-            "(BackpropThroughSolver), not implicit differentiation of an energy",
-        )
+        raise _no_energy(self._label())
 
     def _feedback_weight(self, k: int) -> Tensor:
         """``B_{k+1}``: the backward weights that carry layer ``k + 1`` back to layer ``k`` (state indices)."""
@@ -160,10 +141,42 @@ class VectorFieldHopfield(DeepHopfield):
     def diagnostics(self) -> dict[str, Tensor]:
         """The angle in degrees between each ``W_k`` and ``B_k`` (0: symmetric; 90: unrelated), as Laborieux et
         al. log it."""
-        out = {}
-        with torch.no_grad():
-            for key, b in self.feedback.items():
-                w = self.weights[int(key)]
-                cos = (w * b).sum() / (w.norm() * b.norm()).clamp_min(torch.finfo(w.dtype).tiny)
-                out[f"angle/{key}"] = torch.rad2deg(torch.acos(cos.clamp(-1.0, 1.0)))
-        return out
+        return feedback_angles(self)
+
+
+def _reset_feedback(
+    system: nn.Module, shapes: Sequence[tuple[int, ...]], generator: torch.Generator | None
+) -> None:
+    """Create ``system.feedback`` (``B_k`` for ``k = 1, 2, …``, shaped like ``W_k``) on first use, then set
+    ``B_k = W_k`` (``system.tied``) or draw ``B_k ~ U(±gain_k/√fan_in)`` as ``W_k`` was drawn."""
+    if "feedback" not in system._modules:
+        system.feedback = nn.ParameterDict(
+            {str(k): nn.Parameter(torch.empty(shape)) for k, shape in enumerate(shapes, start=1)}
+        )
+    with torch.no_grad():
+        for key, b in system.feedback.items():
+            k = int(key)
+            if system.tied:
+                b.copy_(system.weights[k])
+            else:
+                scale = system.gains[k] / math.sqrt(b[0].numel())
+                b.uniform_(-scale, scale, generator=generator)
+
+
+def _no_energy(label: str) -> ConfigError:
+    return ConfigError(
+        f"{label} has no energy: with backward weights of their own its dynamics is a vector field, not a gradient",
+        hint="relax it with GradientFlow or BlockCoordinate (they follow the field), and check it against BPTT "
+        "(BackpropThroughSolver), not implicit differentiation of an energy",
+    )
+
+
+def feedback_angles(system: nn.Module) -> dict[str, Tensor]:
+    """``angle/k``: the angle in degrees between ``W_k`` and ``B_k`` of a net with backward weights."""
+    out = {}
+    with torch.no_grad():
+        for key, b in system.feedback.items():
+            w = system.weights[int(key)]
+            cos = (w * b).sum() / (w.norm() * b.norm()).clamp_min(torch.finfo(w.dtype).tiny)
+            out[f"angle/{key}"] = torch.rad2deg(torch.acos(cos.clamp(-1.0, 1.0)))
+    return out

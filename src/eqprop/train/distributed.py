@@ -120,7 +120,9 @@ class World:
         if self.size == 1:
             return flag
         assert self._flat is not None  # bound: its device and dtype are the run's
-        return bool(self.sum(torch.tensor([float(flag)], dtype=self._flat.dtype, device=self._flat.device)) > 0)
+        return bool(
+            self.sum(torch.tensor([float(flag)], dtype=self._flat.dtype, device=self._flat.device)) > 0
+        )
 
     def sum(self, values: Tensor) -> Tensor:
         """``values`` summed over the ranks (in place; one all-reduce)."""

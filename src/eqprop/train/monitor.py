@@ -196,7 +196,9 @@ class Monitor:
                     tags.append(f"update_norm/{n}")
             self._before = None
         m = self.monitoring
-        if m.probe_every and step % m.probe_every == 0 and run.system.has_energy:  # needs the energy's Hessian
+        if (
+            m.probe_every and step % m.probe_every == 0 and run.system.has_energy
+        ):  # needs the energy's Hessian
             tags = [*tags, "probe/cosine_to_implicit"]
             tensors.append(self._agreement())
         self._pending.append((step, time.time(), tensors, tags, plain, plain_tags))
