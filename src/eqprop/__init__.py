@@ -53,6 +53,7 @@ _EXPORTS: dict[str, str] = {
     "Solver": "eqprop.solvers",
     "SpringCoupled": "eqprop.rules",
     "SquaredError": "eqprop.costs",
+    "Synchronous": "eqprop.solvers",
     "State": "eqprop._types",
     "TotalEnergy": "eqprop.solvers",
     "Variable": "eqprop._types",
@@ -103,6 +104,7 @@ __all__ = [
     "SpringCoupled",
     "SquaredError",
     "State",
+    "Synchronous",
     "TotalEnergy",
     "Variable",
     "VectorFieldEqProp",
@@ -161,6 +163,7 @@ if TYPE_CHECKING:  # the names, for type checkers and IDEs
         Phases,
         Solver,
         SolveStats,
+        Synchronous,
         TotalEnergy,
         solve,
     )

@@ -6,7 +6,10 @@ The discrete-time dynamics is the solver's step. For :class:`~eqprop.GradientFlo
 ``Φ = ½‖s‖² − η·(E + βC)``, and ``Π`` the projection onto the units' box. With η = 1 on a Hopfield energy of unit
 self-curvature and box [0, 1] this is exactly Laborieux et al.'s ``s_{t+1} = hard_sigmoid(∂Φ/∂s)`` dynamics (their
 ``hard_sigmoid(x) = clip(x, 0, 1)``; their ``my_hard_sig(x) = clip(x/2, 0, 1)`` is ``DeepHopfield(self_curvature=2)``
-with η = 0.5), including the nudged output step ``σ(∂Φ/∂s − β·∂ℓ/∂s)``.
+with η = 0.5), including the nudged output step ``σ(∂Φ/∂s − β·∂ℓ/∂s)``. :class:`~eqprop.solvers.Synchronous` runs
+the same dynamics (η = 1) and also their ``my_sigmoid`` one, ``s_{t+1} = σ(∂Φ/∂s)`` with a smooth σ
+(``DeepHopfield(activation="sigmoid")``), for which the theorem holds only approximately: the step's Jacobian
+``diag(σ')·∂²Φ/∂s²`` is not symmetric, so the step is not the gradient of a primitive function.
 
 Let the free phase run ``T`` steps and ``L = C(s_T)`` (batch mean). The theorem compares, for t = 0 … K−1:
 
@@ -25,6 +28,7 @@ of the dynamics and are not compared.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +41,7 @@ from eqprop.errors import ConfigError
 from eqprop.rules.base import VARIANTS, phase_betas
 from eqprop.solvers.base import Solver, TotalEnergy, relax
 from eqprop.solvers.flow import GradientFlow
+from eqprop.solvers.synchronous import Synchronous
 from eqprop.systems.base import EnergySystem
 
 __all__ = ["GDUTrace", "gdu_check", "plot_gdu", "summarize"]
@@ -74,12 +79,15 @@ class GDUTrace:
 
 def _dynamics(solver: Solver) -> float:
     """The step size η of ``solver``'s step as a primitive-function dynamics; refuse other solvers."""
+    if isinstance(solver, Synchronous):
+        return 1.0
     if not isinstance(solver, GradientFlow):
         raise ConfigError(
-            f"the GDU check follows the dynamics s_(t+1) = clip(s_t - step_size * dF/ds) (GradientFlow), and "
-            f"{type(solver).__name__}'s step is not that dynamics (its nudged step is not the primitive function's)",
-            hint="relax with GradientFlow (in a run's config: --set solver.kind=gradient_flow --set "
-            "solver.step_size=1, Laborieux et al.'s dynamics for a Hopfield net boxed to [0, 1])",
+            f"the GDU check follows the dynamics s_(t+1) = clip(s_t - step_size * dF/ds) (GradientFlow) or "
+            f"s_(t+1) = sigma(dPhi/ds) (Synchronous), and {type(solver).__name__}'s step is neither (its nudged "
+            "step is not the primitive function's)",
+            hint="relax with Synchronous or GradientFlow (in a run's config: --set solver.kind=synchronous, "
+            "Laborieux et al.'s dynamics)",
         )
     return float(solver.step_size)
 
@@ -126,10 +134,10 @@ def gdu_check(
         raise ConfigError(f"gdu_check(beta={beta!r}): need a finite number > 0")
     b1, b2 = phase_betas(variant, beta)
     K = steps
-    stepper = GradientFlow(iterations=1, step_size=eta)
+    stepper = dataclasses.replace(solver, iterations=1, tol=None)
     free = TotalEnergy(system, x, cost=cost, y=y, beta=0.0)
     with torch.no_grad():
-        start = relax(free, GradientFlow(iterations=T - K, step_size=eta), throw=False).state
+        start = relax(free, dataclasses.replace(solver, iterations=T - K, tol=None), throw=False).state
         trajectory = [start]  # s_{T-K}, …, s_T
         for _ in range(K):
             trajectory.append(stepper.step(free, trajectory[-1]))

@@ -25,8 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "variable and parameter: the error at each step relative to the largest BPTT gradient, the sign "
         "agreement, Laborieux et al.'s RMSE and sign error; with several betas, the log-log slope of the error "
         "(1 one-sided, 2 centered; for a state variable, over the units inside their box at the free fixed point: "
-        "units held at a bound do not move in the nudged phase, and BPTT still sends them a gradient). The dynamics is the run's solver, which must be gradient_flow "
-        "(s[t+1] = clip(s[t] - step_size * dF/ds)).",
+        "units held at a bound do not move in the nudged phase, and BPTT still sends them a gradient). The dynamics is the run's solver, which must be "
+        "gradient_flow (s[t+1] = clip(s[t] - step_size * dF/ds)) or synchronous (s[t+1] = sigma(dPhi/ds)).",
     )
     p.add_argument("--preset", help=f"preset name (default {DEFAULT_PRESET})")
     p.add_argument(

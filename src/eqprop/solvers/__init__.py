@@ -8,8 +8,9 @@ from eqprop.solvers.base import Equilibrium, Solver, SolveStats, TotalEnergy, re
 from eqprop.solvers.block import BlockCoordinate
 from eqprop.solvers.flow import GradientFlow
 from eqprop.solvers.phases import Phases, raise_if_diverged
+from eqprop.solvers.synchronous import Synchronous
 
-SOLVERS: dict[str, type[Solver]] = {cls.kind: cls for cls in (BlockCoordinate, GradientFlow)}
+SOLVERS: dict[str, type[Solver]] = {cls.kind: cls for cls in (BlockCoordinate, GradientFlow, Synchronous)}
 """``solver.kind`` → solver class."""
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "Phases",
     "SolveStats",
     "Solver",
+    "Synchronous",
     "TotalEnergy",
     "raise_if_diverged",
     "relax",

@@ -177,6 +177,22 @@ class EnergySystem(nn.Module, metaclass=ABCMeta):
 
         return update
 
+    def block_activation(self, k: int) -> Callable[[Tensor], Tensor]:
+        """``σ_k``: the minimiser over variable ``k``'s box of its self term minus ``h·s_k``, as a function of the
+        field ``h`` (what :class:`~eqprop.solvers.Synchronous` applies to ``∂Φ/∂s_k``). Default, for the self term
+        ``½a‖s_k‖²`` of :meth:`block_curvature`: ``h ↦ clip(h / a)`` onto :meth:`block_bounds`."""
+        a = self.block_curvature(k)
+        lo, hi = self.block_bounds(k)
+        bounded = lo is not None or hi is not None
+        unit = isinstance(a, float) and a == 1.0
+
+        def activation(h: Tensor) -> Tensor:
+            if not unit:
+                h = h / a
+            return h.clamp(lo, hi) if bounded else h
+
+        return activation
+
     def block_curvature(self, k: int) -> float | Tensor:
         """The curvature ``a`` of the energy in variable ``k`` (a scalar or a per-unit tensor)."""
         raise self._no_block_minimizer()

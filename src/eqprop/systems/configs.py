@@ -114,9 +114,12 @@ class DeepHopfieldConfig(_Layered):
     output_bounds: list[float] | None = None
     """Box of the output units; None = linear output (the hidden units' box under a readout)."""
     energy_form: Literal["boxed", "rho"] = "boxed"
+    """``boxed``: ½‖s‖² − b·s − s·Ws' on boxed units; ``rho``: the 2017 paper's form with ρ(s) = clip(s)."""
     self_curvature: float = 1.0
     """``a`` in the self term ``½a‖s‖²``: 2 with gradient_flow steps of 0.5 is Laborieux et al.'s ``my_hard_sig``."""
-    """``boxed``: ½‖s‖² − b·s − s·Ws' on boxed units; ``rho``: the 2017 paper's form with ρ(s) = clip(s)."""
+    activation: Literal["hard_sigmoid", "sigmoid"] = "hard_sigmoid"
+    """``sigmoid``: the units boxed to [0, 1] settle to σ(h) = sigmoid(4(h − ½)) (Laborieux et al.'s
+    ``my_sigmoid``; relax with the ``synchronous`` solver) instead of clip(h)."""
 
     def __post_init__(self) -> None:
         _widths(self.sizes)
@@ -135,11 +138,13 @@ class DeepHopfieldConfig(_Layered):
             gains=self.gains,
             energy_form=self.energy_form,
             self_curvature=self.self_curvature,
+            activation=self.activation,
             generator=generator,
         )
 
     def describe(self) -> str:
-        return "-".join(map(str, self.sizes)) + f" {self.kind}"
+        sig = " (sigmoid units)" if self.activation == "sigmoid" else ""
+        return "-".join(map(str, self.sizes)) + f" {self.kind}{sig}"
 
 
 @dataclass(frozen=True)

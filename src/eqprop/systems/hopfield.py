@@ -62,6 +62,11 @@ class DeepHopfield(EnergySystem):
         self_curvature: ``a`` in the self term ``½a‖s_k‖²`` (default 1); the block update becomes
             ``clip(h_k / a)``. With ``a = 2`` and gradient-flow steps of 0.5 the dynamics is Laborieux et al.'s
             ``s ← my_hard_sig(∂Φ/∂s) = clip(∂Φ/∂s / 2, 0, 1)``.
+        activation: ``"hard_sigmoid"`` (the quadratic self term and the box: ``σ = clip``) or ``"sigmoid"``: the
+            layers boxed to ``[0, 1]`` get the self term ``G(s) = ½s + ¼[s ln s + (1 − s) ln(1 − s)]`` instead of
+            ``½‖s‖²``, whose block minimiser is ``σ(h) = 1/(1 + e^{−4(h − ½)})`` (Laborieux et al.'s
+            ``my_sigmoid``): :class:`~eqprop.solvers.Synchronous` then runs their ``s ← σ(∂Φ/∂s)`` dynamics, and
+            the equilibria are the stationary points of ``E = Σ G(s_k) − Φ``.
         generator: optional ``torch.Generator`` for the initialisation.
 
     Example:
@@ -82,9 +87,13 @@ class DeepHopfield(EnergySystem):
         gains: float | Sequence[float] = 0.7,
         energy_form: Literal["boxed", "rho"] = "boxed",
         self_curvature: float = 1.0,
+        activation: Literal["hard_sigmoid", "sigmoid"] = "hard_sigmoid",
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
+        if activation not in ("hard_sigmoid", "sigmoid"):
+            raise ConfigError(f"DeepHopfield(activation={activation!r}): choose 'hard_sigmoid' or 'sigmoid'")
+        self.activation = activation
         if (
             isinstance(self_curvature, bool)
             or not isinstance(self_curvature, int | float)
@@ -126,6 +135,16 @@ class DeepHopfield(EnergySystem):
             Variable(f"s{k}", (m,), b)
             for k, (m, b) in enumerate(zip(sizes[1:], self._block_bounds, strict=True), start=1)
         )
+        # Which layers have the sigmoid's self term (activation "sigmoid": those boxed to [0, 1]).
+        self._sigmoid = tuple(activation == "sigmoid" and b == (0.0, 1.0) for b in self._block_bounds)
+        if activation == "sigmoid" and (
+            energy_form != "boxed" or self.self_curvature != 1.0 or self.hidden_bounds != (0.0, 1.0)
+        ):
+            raise ConfigError(
+                "DeepHopfield(activation='sigmoid') is the self term of units in (0, 1): it needs bounds (0, 1), "
+                "energy_form 'boxed' and self_curvature 1",
+                hint="set bounds=(0, 1) (and output_bounds=(0, 1) for a sigmoid output), or use 'hard_sigmoid'",
+            )
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Weights ``U(±gain/√fan_in)``, biases zero (the reference DHN initialisation)."""
@@ -141,6 +160,7 @@ class DeepHopfield(EnergySystem):
             f"sizes={list(self.sizes)}, bounds={self.hidden_bounds}, output_bounds={self.output_bounds}, "
             f"energy_form={self.energy_form!r}"
             + (f", self_curvature={self.self_curvature:g}" if self.self_curvature != 1.0 else "")
+            + (f", activation={self.activation!r}" if self.activation != "hard_sigmoid" else "")
         )
 
     def _label(self) -> str:
@@ -159,7 +179,10 @@ class DeepHopfield(EnergySystem):
     def energy(self, x: Tensor, state: State) -> Tensor:
         r = [self._rho(k, s) for k, s in enumerate(state)]
         e = x.new_zeros(x.shape[0])
-        for s, rs, b in zip(state, r, self.biases, strict=True):
+        for s, rs, b, sig in zip(state, r, self.biases, self._sigmoid, strict=True):
+            if sig:
+                e = e + _sigmoid_self_term(s).sum(-1) - rs @ b
+                continue
             quad = 0.5 * (s * s).sum(-1)
             e = e + (quad if self.self_curvature == 1.0 else self.self_curvature * quad) - rs @ b
         for w, below, above in zip(self.weights, (x, *r[:-1]), r, strict=True):
@@ -178,7 +201,21 @@ class DeepHopfield(EnergySystem):
 
     @property
     def has_block_minimizer(self) -> bool:
-        return True
+        """True for the hard sigmoid; a sigmoid unit's nudged block minimiser has no closed form."""
+        return self.activation == "hard_sigmoid"
+
+    def block_activation(self, k: int) -> Callable[[Tensor], Tensor]:
+        """``clip(h / a)``, or ``σ(h) = 1/(1 + e^{−4(h − ½)})`` for a layer with the sigmoid's self term."""
+        if self._sigmoid[k]:
+            return lambda h: torch.sigmoid(4.0 * h - 2.0)
+        return super().block_activation(k)
+
+    def _no_block_minimizer(self) -> ConfigError:
+        return ConfigError(
+            f"{self._label()} with activation 'sigmoid' has no exact block minimiser in its nudged phase",
+            hint="relax it with Synchronous (solver.kind = 'synchronous': Laborieux et al.'s "
+            "s <- sigmoid(dPhi/ds) dynamics)",
+        )
 
     def block_field(self, k: int, state: State, drive: tuple[Tensor, ...]) -> Tensor:
         """``h_k = drive_k + W_{k-1}ρ(s_{k-1}) + W_kᵀρ(s_{k+1})``, shape ``(batch, n_k)``."""
@@ -238,6 +275,11 @@ class DeepHopfield(EnergySystem):
             return super().state_grad(x, state, drive)
         if drive is None:
             drive = self.prepare(x)
+        if any(self._sigmoid):
+            return tuple(
+                (_sigmoid_inverse(s) if sig else s) - self.block_field(k, state, drive)
+                for k, (s, sig) in enumerate(zip(state, self._sigmoid, strict=True))
+            )
         a = self.self_curvature
         if a == 1.0:
             return tuple(s - self.block_field(k, state, drive) for k, s in enumerate(state))
@@ -291,3 +333,15 @@ class DeepHopfield(EnergySystem):
         for k in range(1, len(self.biases)):
             grads[f"biases.{k}"] = colsum(f"biases.{k}", (ra[k] - rb[k]).mul_(c))
         return grads
+
+
+def _sigmoid_self_term(s: Tensor) -> Tensor:
+    """``G(s) = ½s + ¼[s ln s + (1 − s) ln(1 − s)]``: the Legendre primitive of ``σ⁻¹(s) = ½ + ¼ ln(s/(1 − s))``,
+    so that ``argmin_s G(s) − h·s = σ(h) = 1/(1 + e^{−4(h − ½)})`` (Laborieux et al.'s ``my_sigmoid``)."""
+    return 0.5 * s + 0.25 * (torch.xlogy(s, s) + torch.xlogy(1.0 - s, 1.0 - s))
+
+
+def _sigmoid_inverse(s: Tensor) -> Tensor:
+    """``G'(s) = σ⁻¹(s)``, with ``s`` kept a few ulps inside ``(0, 1)`` (at the bounds it is infinite)."""
+    eps = torch.finfo(s.dtype).eps
+    return 0.5 + 0.25 * torch.logit(s, eps=eps)
