@@ -1,7 +1,9 @@
 """Side by side with Laborieux et al.'s EqProp code (Laborieux-Axel/Equilibrium-Propagation): its MLP P_MLP
-(EqProp), VF_MLP (vector-field EqProp) and its continual EqProp ("CEP"), against our fmnist-ep-mlp, fmnist-vf-mlp and
-fmnist-cep-mlp presets, and its continual VF (VF_MLP with ``--alg CEP``) against fmnist-cvf-mlp, on real
-Fashion-MNIST.
+(EqProp; with ``hard_sigmoid``, ``--algo ep``, or its ``my_sigmoid``, ``--algo ep-sig``), VF_MLP (vector-field
+EqProp) and its continual EqProp ("CEP"), against our fmnist-ep-mlp, fmnist-ep-mlp-sig, fmnist-vf-mlp and
+fmnist-cep-mlp presets, its continual VF (VF_MLP with ``--alg CEP``) against fmnist-cvf-mlp, and its P_CNN and
+VF_CNN (softmax readout, ``--thirdphase``) against fmnist-cnn and fmnist-vf-cnn run with its synchronous dynamics,
+on real Fashion-MNIST.
 
 The reference is imported from a checkout of its public repository at the commit named in ``_common.REFERENCES``,
 in a folder LABORIEUX_REF outside this repository (never vendored here):
@@ -52,7 +54,10 @@ PRESETS = {
     "cep": "fmnist-cep-mlp",
     "cvf": "fmnist-cvf-mlp",
     "cnn": "fmnist-cnn",
+    "vf-cnn": "fmnist-vf-cnn",
+    "ep-sig": "fmnist-ep-mlp-sig",
 }
+CNNS = ("cnn", "vf-cnn")
 CNN_SETS = [  # fmnist-cnn with his synchronous dynamics (gradient flow of step 1) instead of odd-even sweeps
     'solver.kind="gradient_flow"',
     "solver.step_size=1.0",
@@ -94,7 +99,7 @@ def _copy_weights(
             ours.weights[j].copy_(syn.weight)
             ours.biases[j].copy_(syn.bias)
         for k, b in enumerate(getattr(theirs, "B_syn", []), start=1):
-            ours.feedback[str(k)].copy_(b.weight.t())
+            ours.feedback[str(k)].copy_(_feedback(theirs, b))
 
 
 def _weights(theirs: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -103,8 +108,14 @@ def _weights(theirs: torch.nn.Module) -> dict[str, torch.Tensor]:
     for j, syn in enumerate(synapses):
         out[f"weights.{j}"], out[f"biases.{j}"] = syn.weight, syn.bias
     for k, b in enumerate(getattr(theirs, "B_syn", []), start=1):
-        out[f"feedback.{k}"] = b.weight.t()
+        out[f"feedback.{k}"] = _feedback(theirs, b)
     return out
+
+
+def _feedback(theirs: torch.nn.Module, b: torch.nn.Module) -> torch.Tensor:
+    """A backward synapse in our layout: VF_MLP's map layer k+1 down to layer k (transposed here); VF_CNN's map
+    layer k up to k+1 like the forward ones (conv or dense), as ours do."""
+    return b.weight if hasattr(theirs, "kernels") else b.weight.t()
 
 
 def _distance(ours: torch.nn.Module, theirs: torch.nn.Module) -> dict[str, float]:
@@ -154,7 +165,12 @@ class Reference:
         if self.centered:  # its --thirdphase: the -beta phase from the free state, then the symmetric update
             neurons = model(x, y, mu.copy(neurons_1), self.T2, beta=-betas[1], criterion=crit)
             neurons_3 = mu.copy(neurons)
-            model.compute_syn_grads(x, y, neurons_2, neurons_3, (betas[1], -betas[1]), crit)
+            if isinstance(model, mu.VF_CNN) and not model.same_update:  # its VF update, from the free state
+                model.compute_syn_grads(
+                    x, y, neurons_1, neurons_2, (betas[1], -betas[1]), crit, neurons_3=neurons_3
+                )
+            else:
+                model.compute_syn_grads(x, y, neurons_2, neurons_3, (betas[1], -betas[1]), crit)
         else:
             model.compute_syn_grads(x, y, neurons_1, neurons_2, betas, crit)
         self.optimizer.step()
@@ -170,6 +186,34 @@ class Reference:
                 scores = self.model.synapses[-1](out) if self.softmax else out
             correct += int((scores.argmax(1) == yb).sum())
         return correct / len(x)
+
+
+FAMILIES = {  # aten kernels by family, matched on the op name (self times: no double counting)
+    "conv": ("conv", "mkldnn_convolution", "slow_conv"),
+    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"),
+}
+
+
+def _profile(step: Any, batches: list) -> dict[str, float]:
+    """Seconds of CPU self time per kernel family over ``batches`` (each ``step(x, y)``), the time inside
+    ``optimizer.step()`` (all its kernels), and the total wall time (inflated by the profiler's per-op cost)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        for x, y in batches:
+            step(x, y)
+        total = time.perf_counter() - t0
+    out = dict.fromkeys((*FAMILIES, "optimizer"), 0.0)
+    for event in prof.key_averages():
+        if event.key.startswith("Optimizer.step#"):  # torch's own label of every optimizer step
+            out["optimizer"] += event.cpu_time_total / 1e6
+            continue
+        for family, names in FAMILIES.items():
+            if any(name in event.key for name in names):
+                out[family] += event.self_cpu_time_total / 1e6
+                break
+    return {**{k: round(v, 4) for k, v in out.items()}, "total": round(total, 4)}
 
 
 def _our_accuracy(run: Any, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
@@ -214,6 +258,14 @@ def main() -> None:
     p.add_argument(
         "--equivalence-lr", type=float, default=0.001, help="SGD rate of the 5-step equivalence check"
     )
+    p.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="after the run, profile N more batches of each and report the time per kernel family, and the "
+        "speed-up an implementation doing only our convolutions, matmuls and optimizer kernels would reach",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -224,14 +276,15 @@ def main() -> None:
     sets = ["rule.random_sign=false"] if args.fixed_sign and args.algo not in CONTINUAL else []
     if args.algo in CONTINUAL:  # one-sided: the reference scales its centered C-EP phases by 1/β and 1/2β
         sets += ['rule.variant="positive"']
-    if args.algo == "cnn":
+    if args.algo in CNNS:
         sets += CNN_SETS
     config = apply_overrides(load_preset(PRESETS[args.algo]), [*sets, f"train.seed={args.seed}"])
     run = build(config)
     data = load_data(config, run.device, run.dtype, validation=False)
     torch.manual_seed(args.seed)
-    if args.algo == "cnn":
-        model_cls = mu.P_CNN
+    activation = mu.my_sigmoid if args.algo == "ep-sig" else mu.hard_sigmoid
+    if args.algo in CNNS:
+        model_cls = mu.VF_CNN if args.algo == "vf-cnn" else mu.P_CNN
         s = config.system
         theirs = model_cls(
             s.input_shape[1],
@@ -246,7 +299,7 @@ def main() -> None:
         )
     else:
         model_cls = mu.VF_MLP if args.algo in ("vf", "cvf") else mu.P_MLP
-        theirs = model_cls(list(config.system.sizes), activation=mu.hard_sigmoid)
+        theirs = model_cls(list(config.system.sizes), activation=activation)
     _copy_weights(theirs, run.system, run.cost)
     first = [
         (
@@ -304,7 +357,7 @@ def main() -> None:
         "reference": {
             **reference_record("laborieux", ref_dir),
             "stubbed": stubs,
-            "model": f"{model_cls.__name__}({config.system.describe()}, activation=hard_sigmoid)",
+            "model": f"{model_cls.__name__}({config.system.describe()}, activation={activation.__name__})",
         },
         "settings": {
             "T1": reference.T1,
@@ -328,6 +381,24 @@ def main() -> None:
         "load_average": load_average(),
         "environment": environment(run.device),
     }
+    if args.profile > 0:  # our kernel time per batch, against the reference's time per batch measured above
+        picks = [(steps + i) % (n // bs) for i in range(args.profile)]
+        batches = [
+            (data.train.x[order[i * bs : (i + 1) * bs]], data.train.y[order[i * bs : (i + 1) * bs]])
+            for i in picks
+        ]
+        mine = _profile(ours_step, batches)
+        floor = (mine["conv"] + mine["matmul"] + mine["optimizer"]) / args.profile
+        result["profile"] = {
+            "batches": args.profile,
+            "ours_seconds": mine,
+            "ours_kernel_seconds_per_batch": round(floor, 5),
+            "reference_seconds_per_batch": round(theirs_s / steps, 5),
+            "ceiling": round(theirs_s / steps / floor, 2),
+            "ceiling_means": "the reference's time per batch (in the run above) over the time our steps spend in "
+            "convolution, matmul and optimizer kernels alone (profiled): the speed ratio if nothing else of ours "
+            "took any time",
+        }
     json.dump(result, sys.stdout)
     print()
 
