@@ -149,3 +149,47 @@ def test_gdu_with_sigmoid_units(f64: torch.dtype, gen: torch.Generator) -> None:
             assert worst[1][key] > 0.1, key
         else:
             assert 100 / 1.5 < worst[0][key] / worst[1][key] < 100 * 1.5, key
+
+
+@pytest.mark.parametrize(
+    ("activation", "curvature", "act"),
+    [
+        ("sigmoid", 1.0, lambda g: 1 / (1 + torch.exp(-4 * (g - 0.5)))),  # their my_sigmoid
+        ("hard_sigmoid", 2.0, lambda g: (1 + torch.nn.functional.hardtanh(g - 1)) * 0.5),  # their my_hard_sig
+    ],
+)
+def test_conv_nets_follow_laborieux_activations(
+    f64: torch.dtype, gen: torch.Generator, activation: str, curvature: float, act
+) -> None:
+    """Their P_CNN step, ``neurons = activation(grad of Phi)`` with ``Phi`` = Σ⟨MaxPool(conv(s_k)), s_(k+1)⟩ +
+    the dense terms − β·½‖s_L − y‖², written out with autograd: one synchronous step of a ConvHopfield with the
+    matching self term, free and nudged."""
+    import torch.nn.functional as F
+
+    net = ConvHopfield(
+        (1, 12, 12), [3, 4], [5], kernel_size=3, pool="max", gains=1.5, output_bounds=(0, 1),
+        self_curvature=curvature, activation=activation, generator=gen,
+    )  # fmt: skip
+    with torch.no_grad():
+        for b in net.biases:
+            b.uniform_(-0.3, 0.3, generator=gen)
+    x, y = torch.rand(3, 1, 12, 12, generator=gen), torch.randint(0, 5, (3,), generator=gen)
+    target = F.one_hot(y, 5).double()
+    state = tuple(torch.rand((3, *v.shape), generator=gen) for v in net.variables)
+    for beta in (0.0, 0.6):
+        leaves = [s.clone().requires_grad_(True) for s in state]
+        layers = [x, *leaves]
+        phi = x.new_zeros(())
+        for j, w in enumerate(net.weights):
+            if j < 2:
+                z = F.max_pool2d(F.conv2d(layers[j], w, net.biases[j]), 2)
+            else:
+                z = layers[j].flatten(1) @ w.t() + net.biases[j]
+            phi = phi + (z * layers[j + 1]).sum()
+        phi = phi - beta * 0.5 * ((leaves[-1] - target) ** 2).sum()
+        expect = tuple(act(g) for g in torch.autograd.grad(phi, leaves))
+        got = solve(net, x, Synchronous(iterations=1), cost=SquaredError(), y=y, beta=beta, init=state).state
+        assert _close(got, expect, atol=1e-13), beta
+    leaves = [s.clone().clamp(0.01, 0.99).requires_grad_(True) for s in state]
+    ref = torch.autograd.grad(net.energy(x, leaves).sum(), leaves)  # the closed-form ∂E/∂s is autograd's
+    assert _close(net.state_grad(x, tuple(t.detach() for t in leaves)), ref, atol=1e-12)

@@ -23,6 +23,14 @@ from torch.nn.grad import conv2d_weight
 from eqprop._types import State, Variable
 from eqprop.errors import ConfigError
 from eqprop.systems.base import EnergySystem
+from eqprop.systems.self_term import (
+    Activation,
+    check_self_term,
+    no_block_minimizer,
+    sigmoid,
+    sigmoid_inverse,
+    sigmoid_self_term,
+)
 
 __all__ = ["ConvHopfield"]
 
@@ -176,6 +184,11 @@ class ConvHopfield(EnergySystem):
         bounds: box of the hidden units (conv and dense).
         output_bounds: box of the output units; ``None`` = linear output.
         gains: weight init ``U(±gain/√fan_in)`` (``fan_in = C_in·k²`` for a conv), one gain or one per weight.
+        self_curvature: ``a`` in the self term ``½a‖s_k‖²`` (default 1): the block update is ``clip(h_k / a)``; 2,
+            with the ``synchronous`` solver, is Laborieux et al.'s ``my_hard_sig``.
+        activation: ``"hard_sigmoid"`` or ``"sigmoid"`` (units in ``(0, 1)`` settling to
+            ``σ(h) = 1/(1 + e^{−4(h − ½)})``, their ``my_sigmoid``: see :mod:`eqprop.systems.self_term`; relax with
+            the ``synchronous`` solver).
         generator: optional ``torch.Generator`` for the initialisation.
 
     Raises:
@@ -204,9 +217,15 @@ class ConvHopfield(EnergySystem):
         bounds: Sequence[float | None] | None = (0.0, 1.0),
         output_bounds: Sequence[float | None] | None = None,
         gains: float | Sequence[float] = 0.7,
+        self_curvature: float = 1.0,
+        activation: Activation = "hard_sigmoid",
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
+        self.activation = activation
+        self.self_curvature = check_self_term(
+            "ConvHopfield", activation, self_curvature, _check_bounds("bounds", bounds)
+        )
         shape_in = _positive_ints("input_shape", input_shape)
         if len(shape_in) != 3:
             raise ConfigError(
@@ -279,6 +298,8 @@ class ConvHopfield(EnergySystem):
             Variable(f"s{k}", s, b)
             for k, (s, b) in enumerate(zip(layer_shapes, self._block_bounds, strict=True), start=1)
         )
+        # Which layers have the sigmoid's self term (activation "sigmoid": those boxed to [0, 1]).
+        self._sigmoid = tuple(activation == "sigmoid" and b == (0.0, 1.0) for b in self._block_bounds)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Weights ``U(±gain/√fan_in)`` (``fan_in = C_in·k·k`` for a conv kernel), biases zero."""
@@ -294,6 +315,8 @@ class ConvHopfield(EnergySystem):
             f"input_shape={self.input_shape}, channels={list(self.channels)}, dense={list(self.dense)}, "
             f"kernel_size={self.kernel_size}, padding={self.padding}, pool={self.pool!r}, "
             f"bounds={self.hidden_bounds}, output_bounds={self.output_bounds}"
+            + (f", self_curvature={self.self_curvature:g}" if self.self_curvature != 1.0 else "")
+            + (f", activation={self.activation!r}" if self.activation != "hard_sigmoid" else "")
         )
 
     def _label(self) -> str:
@@ -447,7 +470,11 @@ class ConvHopfield(EnergySystem):
             else:
                 drive = below.flatten(1) @ self.weights[j].t()
                 e = e - s @ b
-            e = e + 0.5 * (s * s).flatten(1).sum(1) - (drive * s).flatten(1).sum(1)
+            if self._sigmoid[j]:
+                own = sigmoid_self_term(s)
+            else:
+                own = (0.5 * self.self_curvature) * (s * s) if self.self_curvature != 1.0 else 0.5 * (s * s)
+            e = e + own.flatten(1).sum(1) - (drive * s).flatten(1).sum(1)
             below = s
         return e
 
@@ -460,7 +487,15 @@ class ConvHopfield(EnergySystem):
 
     @property
     def has_block_minimizer(self) -> bool:
-        return True
+        """True for the hard sigmoid; a sigmoid unit's nudged block minimiser has no closed form."""
+        return self.activation == "hard_sigmoid"
+
+    def block_activation(self, k: int) -> Callable[[Tensor], Tensor]:
+        """``clip(h / a)``, or ``σ(h) = 1/(1 + e^{−4(h − ½)})`` for a layer with the sigmoid's self term."""
+        return sigmoid if self._sigmoid[k] else super().block_activation(k)
+
+    def _no_block_minimizer(self) -> ConfigError:
+        return no_block_minimizer(self._label())
 
     def block_field(self, k: int, state: State, drive: tuple[Tensor, ...]) -> Tensor:
         """``h_k = drive_k + Pool(W_k ⋆ s_{k−1}) + W_{k+1}ᵀ Poolᵀ(s_{k+1})`` (dense terms for dense layers),
@@ -518,13 +553,18 @@ class ConvHopfield(EnergySystem):
         return memo
 
     def block_curvature(self, k: int) -> float:
-        return 1.0
+        return self.self_curvature
 
     def state_grad(self, x: Tensor, state: State, drive: tuple[Tensor, ...] | None = None) -> State:
-        """``∂E/∂s_k = s_k − h_k`` (at the current argmax, for max pooling)."""
+        """``∂E/∂s_k = a·s_k − h_k`` (``σ⁻¹(s_k) − h_k`` for sigmoid units; at the current argmax, for max
+        pooling)."""
         if drive is None:
             drive = self.prepare(x)
-        return tuple(s - self.block_field(k, state, drive) for k, s in enumerate(state))
+        a = self.self_curvature
+        return tuple(
+            (sigmoid_inverse(s) if sig else (s if a == 1.0 else a * s)) - self.block_field(k, state, drive)
+            for k, (s, sig) in enumerate(zip(state, self._sigmoid, strict=True))
+        )
 
     def param_grads(self, x: Tensor, state: State) -> dict[str, Tensor]:
         """Closed form, batch means: ``∂E/∂W_k = −⟨s_{k−1} ⋆ Poolᵀ(s_k)⟩`` (the correlation of the layer

@@ -16,6 +16,7 @@ from torch.nn.grad import conv2d_weight
 from eqprop._types import State
 from eqprop.errors import ConfigError
 from eqprop.systems.conv_hopfield import ConvHopfield, Pool
+from eqprop.systems.self_term import Activation
 from eqprop.systems.vector_field import _no_energy, _reset_feedback, feedback_angles
 
 __all__ = ["ConvVectorField"]
@@ -39,8 +40,8 @@ class ConvVectorField(ConvHopfield):
     :meth:`vector_field_contrast` is the vector-field update.
 
     Args:
-        input_shape, channels, dense, kernel_size, padding, pool, bounds, output_bounds, gains, generator: as
-            :class:`~eqprop.systems.ConvHopfield`.
+        input_shape, channels, dense, kernel_size, padding, pool, bounds, output_bounds, gains, self_curvature,
+            activation, generator: as :class:`~eqprop.systems.ConvHopfield`.
         tied: start with ``B = W``; default: independent draws of the same scale.
     """
 
@@ -58,6 +59,8 @@ class ConvVectorField(ConvHopfield):
         bounds: Sequence[float | None] | None = (0.0, 1.0),
         output_bounds: Sequence[float | None] | None = None,
         gains: float | Sequence[float] = 0.7,
+        self_curvature: float = 1.0,
+        activation: Activation = "hard_sigmoid",
         tied: bool = False,
         generator: torch.Generator | None = None,
     ) -> None:
@@ -74,6 +77,8 @@ class ConvVectorField(ConvHopfield):
             bounds=bounds,
             output_bounds=output_bounds,
             gains=gains,
+            self_curvature=self_curvature,
+            activation=activation,
             generator=generator,
         )
 

@@ -19,6 +19,13 @@ from torch import Tensor, nn
 from eqprop._types import State, Variable
 from eqprop.errors import ConfigError
 from eqprop.systems.base import EnergySystem
+from eqprop.systems.self_term import (
+    check_self_term,
+    no_block_minimizer,
+    sigmoid,
+    sigmoid_inverse,
+    sigmoid_self_term,
+)
 
 __all__ = ["DeepHopfield"]
 
@@ -91,16 +98,12 @@ class DeepHopfield(EnergySystem):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        if activation not in ("hard_sigmoid", "sigmoid"):
-            raise ConfigError(f"DeepHopfield(activation={activation!r}): choose 'hard_sigmoid' or 'sigmoid'")
         self.activation = activation
-        if (
-            isinstance(self_curvature, bool)
-            or not isinstance(self_curvature, int | float)
-            or not (0 < self_curvature < math.inf)
-        ):
-            raise ConfigError(f"DeepHopfield(self_curvature={self_curvature!r}): need a finite number > 0")
-        self.self_curvature = float(self_curvature)
+        self.self_curvature = check_self_term(
+            "DeepHopfield", activation, self_curvature, _check_bounds("bounds", bounds)
+        )
+        if activation == "sigmoid" and energy_form != "boxed":
+            raise ConfigError("DeepHopfield(activation='sigmoid'): needs energy_form 'boxed'")
         sizes = list(sizes)
         if len(sizes) < 2 or any((not isinstance(n, int)) or isinstance(n, bool) or n < 1 for n in sizes):
             raise ConfigError(
@@ -137,14 +140,6 @@ class DeepHopfield(EnergySystem):
         )
         # Which layers have the sigmoid's self term (activation "sigmoid": those boxed to [0, 1]).
         self._sigmoid = tuple(activation == "sigmoid" and b == (0.0, 1.0) for b in self._block_bounds)
-        if activation == "sigmoid" and (
-            energy_form != "boxed" or self.self_curvature != 1.0 or self.hidden_bounds != (0.0, 1.0)
-        ):
-            raise ConfigError(
-                "DeepHopfield(activation='sigmoid') is the self term of units in (0, 1): it needs bounds (0, 1), "
-                "energy_form 'boxed' and self_curvature 1",
-                hint="set bounds=(0, 1) (and output_bounds=(0, 1) for a sigmoid output), or use 'hard_sigmoid'",
-            )
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Weights ``U(±gain/√fan_in)``, biases zero (the reference DHN initialisation)."""
@@ -181,7 +176,7 @@ class DeepHopfield(EnergySystem):
         e = x.new_zeros(x.shape[0])
         for s, rs, b, sig in zip(state, r, self.biases, self._sigmoid, strict=True):
             if sig:
-                e = e + _sigmoid_self_term(s).sum(-1) - rs @ b
+                e = e + sigmoid_self_term(s).sum(-1) - rs @ b
                 continue
             quad = 0.5 * (s * s).sum(-1)
             e = e + (quad if self.self_curvature == 1.0 else self.self_curvature * quad) - rs @ b
@@ -206,16 +201,10 @@ class DeepHopfield(EnergySystem):
 
     def block_activation(self, k: int) -> Callable[[Tensor], Tensor]:
         """``clip(h / a)``, or ``σ(h) = 1/(1 + e^{−4(h − ½)})`` for a layer with the sigmoid's self term."""
-        if self._sigmoid[k]:
-            return lambda h: torch.sigmoid(4.0 * h - 2.0)
-        return super().block_activation(k)
+        return sigmoid if self._sigmoid[k] else super().block_activation(k)
 
     def _no_block_minimizer(self) -> ConfigError:
-        return ConfigError(
-            f"{self._label()} with activation 'sigmoid' has no exact block minimiser in its nudged phase",
-            hint="relax it with Synchronous (solver.kind = 'synchronous': Laborieux et al.'s "
-            "s <- sigmoid(dPhi/ds) dynamics)",
-        )
+        return no_block_minimizer(self._label())
 
     def block_field(self, k: int, state: State, drive: tuple[Tensor, ...]) -> Tensor:
         """``h_k = drive_k + W_{k-1}ρ(s_{k-1}) + W_kᵀρ(s_{k+1})``, shape ``(batch, n_k)``."""
@@ -277,7 +266,7 @@ class DeepHopfield(EnergySystem):
             drive = self.prepare(x)
         if any(self._sigmoid):
             return tuple(
-                (_sigmoid_inverse(s) if sig else s) - self.block_field(k, state, drive)
+                (sigmoid_inverse(s) if sig else s) - self.block_field(k, state, drive)
                 for k, (s, sig) in enumerate(zip(state, self._sigmoid, strict=True))
             )
         a = self.self_curvature
@@ -333,15 +322,3 @@ class DeepHopfield(EnergySystem):
         for k in range(1, len(self.biases)):
             grads[f"biases.{k}"] = colsum(f"biases.{k}", (ra[k] - rb[k]).mul_(c))
         return grads
-
-
-def _sigmoid_self_term(s: Tensor) -> Tensor:
-    """``G(s) = ½s + ¼[s ln s + (1 − s) ln(1 − s)]``: the Legendre primitive of ``σ⁻¹(s) = ½ + ¼ ln(s/(1 − s))``,
-    so that ``argmin_s G(s) − h·s = σ(h) = 1/(1 + e^{−4(h − ½)})`` (Laborieux et al.'s ``my_sigmoid``)."""
-    return 0.5 * s + 0.25 * (torch.xlogy(s, s) + torch.xlogy(1.0 - s, 1.0 - s))
-
-
-def _sigmoid_inverse(s: Tensor) -> Tensor:
-    """``G'(s) = σ⁻¹(s)``, with ``s`` kept a few ulps inside ``(0, 1)`` (at the bounds it is infinite)."""
-    eps = torch.finfo(s.dtype).eps
-    return 0.5 + 0.25 * torch.logit(s, eps=eps)
