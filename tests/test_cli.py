@@ -603,8 +603,8 @@ def test_gducheck_from_a_checkpoint_needs_the_gradient_flow_dynamics(
     _fails(
         ["gducheck", "--checkpoint", str(trained_run[0]), "--batch-size", "2"],
         capsys,
-        "BlockCoordinate's step is not that dynamics",
-        "solver.kind=gradient_flow",
+        "BlockCoordinate's step is neither",
+        "solver.kind=synchronous",
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -98,9 +98,39 @@ class SquaredError(Cost):
     constant_nudge = True
     _smallest_curvature: tuple[Tensor, int, float] | None = None  # (a, a._version, min a): see check_beta
 
-    def __init__(self, *, target_index: int = -1) -> None:
+    def __init__(
+        self, *, target_index: int = -1, class_means: int | None = None, spread: float = 2.0, outputs: int = 0
+    ) -> None:
         super().__init__()
         self.target_index = target_index
+        if class_means is not None:
+            if class_means < 2 or outputs < 1 or not spread > 0:
+                raise ConfigError(
+                    f"SquaredError(class_means={class_means}, outputs={outputs}, spread={spread}): need >= 2 "
+                    "classes, >= 1 output and spread > 0"
+                )
+            self.spread = float(spread)
+            # Stern et al.'s targets, one output vector per class, set by `calibrate` before training
+            self.register_buffer("class_targets", torch.full((class_means, outputs), math.nan))
+        else:
+            self.class_targets: Tensor | None = None
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether the class targets still have to be set from the untrained network's outputs (:meth:`calibrate`)."""
+        return self.class_targets is not None and bool(torch.isnan(self.class_targets).any())
+
+    def calibrate(self, outputs: Tensor, labels: Tensor) -> None:
+        """Stern et al.'s targets from the free outputs of the untrained network on the training set:
+        ``T_c = m + spread·(m_c − m)``, ``m`` the mean output, ``m_c`` the mean output of class ``c`` (the class
+        means pushed apart)."""
+        assert self.class_targets is not None
+        m = outputs.mean(0)
+        for c in range(self.class_targets.shape[0]):
+            pick = labels == c
+            if not bool(pick.any()):
+                raise ConfigError(f"SquaredError: no training example of class {c} to set its target from")
+            self.class_targets[c] = m + self.spread * (outputs[pick].mean(0) - m)
 
     @property
     def curvature(self) -> float:
@@ -108,6 +138,13 @@ class SquaredError(Cost):
 
     def prepare_target(self, y: Tensor, state_like: Tensor) -> Tensor:
         if y.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            if self.class_targets is not None:
+                if self.needs_calibration:
+                    raise ConfigError(
+                        "SquaredError: the class targets are not set yet",
+                        hint="call cost.calibrate(free outputs, labels) on the training set first (a run does)",
+                    )
+                return self.class_targets[y.long()].to(state_like.dtype)
             return _one_hot(y.long(), state_like.shape[-1], state_like)
         if y.shape != state_like.shape:
             raise ConfigError(
@@ -122,7 +159,11 @@ class SquaredError(Cost):
         return 0.5 * (d * d).sum(-1)
 
     def predict(self, state: State) -> Tensor:
-        return state[self.target_index]
+        """The output itself, or with class targets minus the squared distance to each (the nearest wins)."""
+        out = state[self.target_index]
+        if self.class_targets is None:
+            return out
+        return -(torch.cdist(out.flatten(1), self.class_targets.to(out.dtype)) ** 2)
 
     def nudge(self, s: Tensor | None, target: Tensor) -> tuple[float, Tensor]:
         return 1.0, target
@@ -249,17 +290,36 @@ class CostConfig(Protocol):
 
 @dataclass(frozen=True)
 class SquaredErrorConfig:
-    """``cost.kind = "squared_error"``: :class:`SquaredError` on the output layer (no settings)."""
+    """``cost.kind = "squared_error"``: :class:`SquaredError` on the output layer."""
 
     kind: ClassVar[str] = "squared_error"
     boxed_output: ClassVar[bool] = False
     """Whether the system's output units should default to the hidden units' box."""
 
+    targets: Literal["one_hot", "class_means"] = "one_hot"
+    """``one_hot``: one output unit per class; ``class_means``: one target vector per class, the untrained
+    network's class-mean outputs pushed apart by ``spread`` (Stern et al.'s coupled-learning networks), the
+    nearest target is the prediction."""
+    classes: int = 10
+    """Classes, with ``targets = "class_means"``."""
+    spread: float = 2.0
+    """How far ``class_means`` pushes the class means from their mean (Stern: 2)."""
+
+    def __post_init__(self) -> None:
+        if self.targets not in ("one_hot", "class_means"):
+            raise ConfigError(f"cost.targets = {self.targets!r}: choose 'one_hot' or 'class_means'")
+        if self.targets == "class_means" and (self.classes < 2 or not self.spread > 0):
+            raise ConfigError(
+                f"cost.classes = {self.classes}, cost.spread = {self.spread}: need >= 2 and > 0"
+            )
+
     def predicted_classes(self, output_width: int) -> int:
-        """How many classes the model predicts: one per output unit."""
-        return output_width
+        """How many classes the model predicts: one per output unit, or ``classes`` with class targets."""
+        return self.classes if self.targets == "class_means" else output_width
 
     def build(self, *, in_features: int, generator: torch.Generator | None) -> SquaredError:
+        if self.targets == "class_means":
+            return SquaredError(class_means=self.classes, spread=self.spread, outputs=in_features)
         return SquaredError()
 
 

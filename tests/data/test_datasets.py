@@ -14,9 +14,12 @@ from hypothesis import strategies as st
 from eqprop.data import (
     DATASETS,
     ENV_DATA_DIR,
+    Dataset,
+    Split,
     load_cifar,
     load_dataset,
     load_svhn,
+    prepare_dataset,
     read_cifar_batch,
     read_svhn_mat,
 )
@@ -279,3 +282,232 @@ def test_dataset_names_and_settings_are_checked(tmp_path: Path) -> None:
         load_dataset("cifar10", data_dir=tmp_path, coarse_labels=True)
     make_fake_cifar(tmp_path, "cifar100")
     assert load_dataset("CIFAR-100", data_dir=tmp_path, coarse_labels=True).classes == 20
+
+
+# --- classes, train_size, test_size, crop, downsample ---------------------------------------------------------
+def test_classes_keep_those_examples_relabelled_in_the_order_given(tmp_path: Path) -> None:
+    make_fake_fashion_mnist(tmp_path, n_train=40, n_test=30)
+    plain = load_dataset("fashion-mnist", data_dir=tmp_path, flatten=False)
+    two = load_dataset("fashion-mnist", data_dir=tmp_path, flatten=False, classes=[2, 0])
+    assert two.classes == 2 and two.image_shape == (1, 28, 28)
+    for old, new in ((plain.train, two.train), (plain.test, two.test)):
+        keep = (old.y == 2) | (old.y == 0)
+        assert len(new) == int(keep.sum()) > 0
+        assert torch.equal(new.x, old.x[keep])  # the files' order
+        assert torch.equal(new.y, torch.where(old.y[keep] == 2, 0, 1))  # 2 -> 0, 0 -> 1
+
+
+def test_classes_work_for_every_reader(tmp_path: Path) -> None:
+    make_fake_cifar(tmp_path, "cifar100", n=8)
+    make_fake_svhn(tmp_path, n=30)
+    coarse = load_dataset("cifar100", data_dir=tmp_path, coarse_labels=True)
+    picked = load_dataset("cifar100", data_dir=tmp_path, coarse_labels=True, classes=[19, 3, 7])
+    keep = torch.isin(coarse.train.y, torch.tensor([19, 3, 7]))
+    assert picked.classes == 3 and torch.equal(picked.train.x, coarse.train.x[keep])
+    assert set(picked.train.y.tolist()) <= {0, 1, 2}
+    svhn = load_dataset("svhn", data_dir=tmp_path, classes=[0, 1, 2, 3, 4])
+    assert svhn.classes == 5 and int(svhn.train.y.max()) <= 4 and len(svhn.train) < 30
+
+
+@pytest.mark.parametrize(
+    ("classes", "message"),
+    [
+        ([0, 10], r"classes = \[0, 10\]: fashion-mnist has no class 10; choose classes from 0 … 9"),
+        ([1, 2, 1], r"classes = \[1, 2, 1\]: class 1 is listed twice; list each class once"),
+        ([3], "a classifier needs at least 2 classes"),
+        ([0, -1], "class labels as ints >= 0"),
+        ("012", "give a list of class labels"),
+    ],
+)
+def test_bad_classes_are_one_line_config_errors(tmp_path: Path, classes: object, message: str) -> None:
+    make_fake_fashion_mnist(tmp_path, n_train=8, n_test=4)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_dataset("fashion-mnist", data_dir=tmp_path, classes=classes)  # type: ignore[arg-type]
+    assert "\n" not in info.value.message
+
+
+def test_sizes_keep_the_first_examples_after_the_class_filter(tmp_path: Path) -> None:
+    make_fake_fashion_mnist(tmp_path, n_train=60, n_test=40)
+    three = load_dataset("fashion-mnist", data_dir=tmp_path, classes=[0, 1, 2])
+    small = load_dataset("fashion-mnist", data_dir=tmp_path, classes=[0, 1, 2], train_size=10, test_size=7)
+    assert (len(small.train), len(small.test), small.validation) == (10, 7, None)
+    assert torch.equal(small.train.x, three.train.x[:10]) and torch.equal(small.train.y, three.train.y[:10])
+    assert torch.equal(small.test.x, three.test.x[:7]) and torch.equal(small.test.y, three.test.y[:7])
+    # the validation split is held out of the first train_size examples
+    held = load_dataset("fashion-mnist", data_dir=tmp_path, train_size=12, validation=4, seed=5)
+    assert held.validation is not None and (len(held.train), len(held.validation)) == (8, 4)
+    first = load_dataset("fashion-mnist", data_dir=tmp_path).train.x[:12]
+    rows = {tuple(r.tolist()) for r in first}
+    assert {tuple(r.tolist()) for r in torch.cat([held.train.x, held.validation.x])} == rows
+    only_test = load_dataset("fashion-mnist", data_dir=tmp_path, test_size=5)
+    assert (len(only_test.train), len(only_test.test)) == (60, 5)
+
+
+def test_bad_sizes_are_config_errors_that_say_how_many_there_are(tmp_path: Path) -> None:
+    make_fake_fashion_mnist(tmp_path, n_train=20, n_test=10)
+    with pytest.raises(
+        ConfigError, match=r"train_size = 21: fashion-mnist holds only 20 train examples$"
+    ) as info:
+        load_dataset("fashion-mnist", data_dir=tmp_path, train_size=21)
+    assert info.value.hint == "use at most 20, or leave train_size unset for all"
+    n = len(load_dataset("fashion-mnist", data_dir=tmp_path, classes=[0, 1]).test)
+    with pytest.raises(ConfigError, match=rf"holds only {n} test examples of classes \[0, 1\]"):
+        load_dataset("fashion-mnist", data_dir=tmp_path, classes=[0, 1], test_size=n + 1)
+    for size in (0, -3, True, 2.5):
+        with pytest.raises(ConfigError, match=r"test_size = .*: give an int >= 1"):
+            load_dataset("fashion-mnist", data_dir=tmp_path, test_size=size)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="validation=20 examples is out of range for 20"):
+        load_dataset("fashion-mnist", data_dir=tmp_path, train_size=20, validation=20)
+
+
+def _one_image_dataset(image: np.ndarray) -> Dataset:
+    x = torch.from_numpy(image).to(torch.float64)[None, None]
+    return Dataset(
+        name="hand",
+        train=Split(x=x, y=torch.zeros(1, dtype=torch.int64)),
+        test=Split(x=x, y=torch.zeros(1, dtype=torch.int64)),
+        validation=None,
+        classes=2,
+        image_shape=(1, *image.shape),
+    )
+
+
+def test_crop_and_downsample_match_a_hand_computation() -> None:
+    image = np.arange(36, dtype=np.float64).reshape(6, 6)  # pixel (r, c) = 6r + c
+    cropped = prepare_dataset(_one_image_dataset(image), crop=1, flatten=False)
+    assert cropped.image_shape == (1, 4, 4)
+    assert cropped.train.x[0, 0].tolist() == [
+        [7, 8, 9, 10],
+        [13, 14, 15, 16],
+        [19, 20, 21, 22],
+        [25, 26, 27, 28],
+    ]
+    both = prepare_dataset(_one_image_dataset(image), crop=1, downsample=2, flatten=False)
+    # the blocks' means: (7 + 8 + 13 + 14) / 4 = 10.5, (9 + 10 + 15 + 16) / 4 = 12.5, ...
+    assert both.image_shape == (1, 2, 2) and both.test.x[0, 0].tolist() == [[10.5, 12.5], [22.5, 24.5]]
+    pooled = prepare_dataset(_one_image_dataset(image), downsample=3)  # no crop: 6x6 -> 2x2, flattened
+    assert pooled.train.x.tolist() == [[7.0, 10.0, 25.0, 28.0]] and pooled.image_shape == (1, 2, 2)
+    # then pad and normalise: crop 1, downsample 2, pad to 4, (x - 0.5) / 2
+    padded = prepare_dataset(_one_image_dataset(image), crop=1, downsample=2, pad_to=4, mean=[0.5], std=[2.0])
+    expected = np.full((4, 4), -0.25)
+    expected[1:3, 1:3] = [[5.0, 6.0], [11.0, 12.0]]
+    assert padded.image_shape == (1, 4, 4) and padded.train.x.tolist() == [expected.reshape(-1).tolist()]
+
+
+def test_crop_and_downsample_of_fashion_mnist_and_npz(tmp_path: Path) -> None:
+    make_fake_fashion_mnist(tmp_path, n_train=8, n_test=4)
+    plain = load_dataset("fashion-mnist", data_dir=tmp_path, flatten=False, dtype=torch.float64)
+    small = load_dataset("fashion-mnist", data_dir=tmp_path, crop=4, downsample=2, dtype=torch.float64)
+    assert (
+        small.image_shape == (1, 10, 10)
+        and small.train.x.shape == (8, 100)
+        and small.test.x.shape == (4, 100)
+    )
+    centre = plain.train.x[:, :, 4:24, 4:24]
+    blocks = centre.reshape(8, 1, 10, 2, 10, 2).mean(dim=(3, 5))
+    assert torch.allclose(small.train.x, blocks.reshape(8, 100), rtol=0, atol=1e-12)
+    # the same on your own arrays (uint8, scaled to [0, 1] first)
+    rng = np.random.default_rng(3)
+    x, x_test = (
+        rng.integers(0, 256, (6, 12, 12), dtype=np.uint8),
+        rng.integers(0, 256, (3, 12, 12), dtype=np.uint8),
+    )
+    np.savez(
+        tmp_path / "data.npz", x=x, y=np.array([0, 1, 2, 0, 1, 2]), x_test=x_test, y_test=np.array([2, 1, 0])
+    )
+    own = load_dataset(
+        "npz", data_dir=tmp_path / "data.npz", crop=1, downsample=5, flatten=False, dtype=torch.float64
+    )
+    assert own.image_shape == (1, 2, 2)
+    expected = x[:, 1:11, 1:11].reshape(6, 2, 5, 2, 5).astype(np.float64).mean(axis=(2, 4)) / 255
+    assert np.allclose(own.train.x[:, 0].numpy(), expected, rtol=0, atol=1e-6)
+    picked = load_dataset(
+        "npz", data_dir=tmp_path / "data.npz", classes=[2, 1], train_size=3, test_size=1, validation=1
+    )
+    assert picked.classes == 2 and picked.test.y.tolist() == [
+        0
+    ]  # the first test example of class 2 or 1: 2 -> 0
+    assert picked.validation is not None and len(picked.train) + len(picked.validation) == 3
+
+
+def test_bad_crop_and_downsample_are_config_errors(tmp_path: Path) -> None:
+    make_fake_fashion_mnist(tmp_path, n_train=8, n_test=4)
+    with pytest.raises(
+        ConfigError,
+        match="crop = 14: removing 14 pixels from every border of fashion-mnist's 28×28 images leaves none",
+    ) as info:
+        load_dataset("fashion-mnist", data_dir=tmp_path, crop=14)
+    assert info.value.hint == "use a crop of at most 13"
+    with pytest.raises(
+        ConfigError,
+        match=r"downsample = 3: fashion-mnist's 20×20 images \(after crop\) do not split into 3×3 blocks",
+    ):
+        load_dataset("fashion-mnist", data_dir=tmp_path, crop=4, downsample=3)
+    with pytest.raises(ConfigError, match="downsample = 0: give an int >= 1"):
+        load_dataset("fashion-mnist", data_dir=tmp_path, downsample=0)
+    with pytest.raises(ConfigError, match="crop = -1: give an int >= 0"):
+        load_dataset("fashion-mnist", data_dir=tmp_path, crop=-1)
+    with pytest.raises(ConfigError, match="cannot centre fashion-mnist's 10×10 images in 13×13"):
+        load_dataset("fashion-mnist", data_dir=tmp_path, crop=4, downsample=2, pad_to=13)
+    padded = load_dataset("fashion-mnist", data_dir=tmp_path, crop=4, downsample=2, pad_to=14, flatten=False)
+    assert padded.image_shape == (1, 14, 14) and not padded.train.x[:, :, :2].any()
+
+
+def test_defaults_leave_the_data_as_before(tmp_path: Path) -> None:
+    """The options at their defaults change nothing; and selecting everything gives the same data and the same
+    validation split as no selection (it is drawn by the same permutation)."""
+    make_fake_fashion_mnist(tmp_path, n_train=30, n_test=10)
+    before = load_dataset("fashion-mnist", data_dir=tmp_path, validation=6, seed=2)
+    same = load_dataset(
+        "fashion-mnist",
+        data_dir=tmp_path,
+        validation=6,
+        seed=2,
+        classes=None,
+        train_size=None,
+        test_size=None,
+        crop=0,
+        downsample=1,
+    )
+    everything = load_dataset(
+        "fashion-mnist",
+        data_dir=tmp_path,
+        validation=6,
+        seed=2,
+        classes=list(range(10)),
+        train_size=30,
+        test_size=10,
+    )
+    for other in (same, everything):
+        assert other.validation is not None and before.validation is not None
+        assert other.classes == before.classes == 10 and other.image_shape == before.image_shape == (
+            1,
+            28,
+            28,
+        )
+        for a, b in (
+            (before.train, other.train),
+            (before.test, other.test),
+            (before.validation, other.validation),
+        ):
+            assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+
+
+REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not REAL_FASHION_MNIST.is_dir(), reason="Debian's Fashion-MNIST files are not installed")
+def test_stern_10x10_task_on_the_real_fashion_mnist() -> None:
+    data = load_dataset(
+        "fashion-mnist",
+        data_dir=REAL_FASHION_MNIST,
+        classes=[0, 1, 2],
+        crop=4,
+        downsample=2,
+        train_size=400,
+        test_size=600,
+    )
+    assert data.classes == 3 and data.image_shape == (1, 10, 10)
+    assert data.train.x.shape == (400, 100) and data.test.x.shape == (600, 100)
+    assert set(data.train.y.tolist()) == set(data.test.y.tolist()) == {0, 1, 2}
+    assert float(data.train.x.min()) >= 0 and float(data.train.x.max()) <= 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -16,9 +17,12 @@ from eqprop import (
     CrossEntropyReadout,
     DeepHopfield,
     DeepResistive,
+    DirectSolver,
     EqProp,
+    FlowNetwork,
     GradientFlow,
     SquaredError,
+    Synchronous,
 )
 from eqprop.errors import ConfigError
 from eqprop.rules import AgnosticEqProp, BackpropThroughSolver, ContrastiveLearning, ImplicitDiff
@@ -55,13 +59,15 @@ def test_every_preset_loads_and_validates(name: str) -> None:
     assert config.description
     # the system reads the dataset's images and predicts its classes
     # the model (its output layer, or a readout of it) predicts the dataset's classes
+    d = config.data
     classes = config.cost.predicted_classes(config.system.output_width)
-    assert classes == (100 if config.data.dataset == "cifar100" else 10)
-    if len(config.system.input_shape) == 1:  # dense: flattened 28x28 images
-        assert tuple(config.system.input_shape) == (784,)
-    else:  # convolutional: (channels, height, width) of the (padded) images
-        channels = 3 if config.data.dataset.startswith("cifar") else 1
-        side = config.data.pad_to or (32 if channels == 3 else 28)
+    assert classes == (len(d.classes) if d.classes else 100 if d.dataset == "cifar100" else 10)
+    # the images as loaded: cropped, downsampled, then padded
+    channels = 3 if d.dataset.startswith("cifar") else 1
+    side = d.pad_to or ((32 if channels == 3 else 28) - 2 * d.crop) // d.downsample
+    if len(config.system.input_shape) == 1:  # dense: flattened images (784 for 28x28)
+        assert tuple(config.system.input_shape) == (channels * side * side,)
+    else:  # convolutional: (channels, height, width) of the images
         assert tuple(config.system.input_shape) == (channels, side, side)
     lr = config.optimizer.lr
     assert not isinstance(lr, list) or len(lr) == config.system.layers
@@ -69,8 +75,8 @@ def test_every_preset_loads_and_validates(name: str) -> None:
     # the objects build (weights of up to 784-1024x3-10 or 128-256-512-512 convs are cheap to allocate)
     run = build(config)
     system, cost, solver, rule = run.system, run.cost, run.solver, run.rule
-    assert isinstance(system, DeepHopfield | ConvHopfield | DeepResistive | SmoothHopfield)
-    assert isinstance(solver, BlockCoordinate | GradientFlow)
+    assert isinstance(system, DeepHopfield | ConvHopfield | DeepResistive | SmoothHopfield | FlowNetwork)
+    assert isinstance(solver, BlockCoordinate | GradientFlow | Synchronous | DirectSolver)
     if name in SHIPPED:  # the DHN recipes of the issue
         assert config.published, "every shipped preset says which published number it targets"
         assert isinstance(rule, EqProp) and rule.variant == "centered" and rule.beta == 0.2
@@ -255,13 +261,79 @@ def test_nudged_solver_override_starts_from_the_free_solver() -> None:
             "nudged_solver.iterations = 0: a training run needs at least one sweep",
         ),
         ("rule.beta=nan", "rule.beta = nan: expected a finite number"),
+        ("data.classes=[0]", "data.classes = \\[0\\]: give at least two class labels"),
+        ("data.classes=[0, -1]", "give at least two class labels >= 0"),
+        ("data.classes=[0, 1, 0]", "list each class once"),
+        ("data.classes=[0, 1.5]", r"data.classes = \[0, 1.5\]: expected list\[int\]"),
+        ("data.train_size=0", "data.train_size = 0: must be >= 1"),
+        ("data.test_size=-5", "data.test_size = -5: must be >= 1"),
+        (["data.train_size=10", "data.validation=10"], "leaves none of data.train_size = 10"),
+        ("data.crop=-1", "data.crop = -1: must be >= 0"),
+        ("data.downsample=0", "data.downsample = 0: must be >= 1"),
     ],
 )
-def test_values_no_run_can_use_are_one_config_error(item: str, message: str) -> None:
+def test_values_no_run_can_use_are_one_config_error(item: str | list[str], message: str) -> None:
     """Each is refused when the config is read, as one ConfigError naming the setting and the value (not later, as
     a NaN learning rate or a run that never moves)."""
     with pytest.raises(ConfigError, match=message):
-        apply_overrides(_dhn1h(), [item])
+        apply_overrides(_dhn1h(), item if isinstance(item, list) else [item])
+
+
+TEN_BY_TEN = [  # Stern et al.'s small-data "10x10 digits" task, on Fashion-MNIST
+    "data.classes=[0, 1, 2]",
+    "data.crop=4",
+    "data.downsample=2",
+    "data.train_size=40",
+    "data.test_size=15",
+    "system.sizes=[100, 16, 3]",
+]
+
+
+@pytest.mark.usefixtures("quiet_torch")
+def test_crop_downsample_and_classes_set_the_input_and_output_the_system_must_have(fake_data) -> None:
+    from eqprop.train import load_data
+    from eqprop.train.config import data_options
+
+    config = apply_overrides(_dhn1h(), [*TEN_BY_TEN, f'data.data_dir="{fake_data}"', "data.validation=4"])
+    assert config_from_dict(json.loads(json.dumps(config_to_dict(config)))) == config
+    options = data_options(config)
+    assert (options["classes"], options["crop"], options["downsample"]) == ([0, 1, 2], 4, 2)
+    assert (options["train_size"], options["test_size"]) == (40, 15)
+    assert "crop" not in data_options(_dhn1h())  # at their defaults, the options are as before
+    run = build(config)
+    data = load_data(config, run.device, run.dtype)
+    assert data.classes == 3 and data.image_shape == (1, 10, 10)
+    assert data.train.x.shape == (36, 100) and data.validation is not None and len(data.validation) == 4
+    assert data.test.x.shape == (15, 100) and set(data.train.y.tolist()) <= {0, 1, 2}
+    # the input width and the output width follow the preprocessing
+    for sets, message in [
+        (["system.sizes=[784, 16, 3]"], r"sizes\[0\] expects inputs of shape \[784\].*\[100\]"),
+        (["system.sizes=[100, 16, 10]"], "predicts 10 classes but fashion-mnist has 3"),
+        (["data.pad_to=12", "system.sizes=[100, 16, 3]"], r"\[100\] but .*\[144\]"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_data(apply_overrides(config, sets), run.device, run.dtype)
+    padded = apply_overrides(config, ["data.pad_to=12", "system.sizes=[144, 16, 3]"])
+    assert load_data(padded, run.device, run.dtype).image_shape == (1, 12, 12)
+    # data given from Python is selected and resampled the same way
+    from eqprop.data import Dataset, Split, from_arrays
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(150) % 10  # 45 training and 18 test examples of classes 0, 1, 2
+    given = from_arrays(rng.random((150, 28, 28)), labels, rng.random((60, 28, 28)), labels[:60], classes=10)
+    mine = load_data(config, run.device, run.dtype, given=given)
+    assert mine.validation is not None and (mine.classes, mine.image_shape) == (3, (1, 10, 10))
+    assert (len(mine.train), len(mine.validation), len(mine.test)) == (36, 4, 15)
+    flat = Dataset(
+        name="flat",
+        train=Split(x=given.train.x.flatten(1), y=given.train.y),
+        test=given.test,
+        validation=None,
+    )
+    with pytest.raises(ConfigError, match=r"data.crop, data.downsample, .* need images \(n, C, H, W\)"):
+        load_data(config, run.device, run.dtype, given=flat)
+    plain = apply_overrides(config, ["data.crop=0", "data.downsample=1", "system.sizes=[784, 16, 3]"])
+    assert load_data(plain, run.device, run.dtype, given=flat).train.x.shape == (36, 784)
 
 
 def test_changing_a_sections_kind_keeps_only_the_shared_settings() -> None:
@@ -429,6 +501,12 @@ def test_overrides_round_trip_through_their_own_text() -> None:
         (["rule.kind=backprop", "rule.steps=3"], BackpropThroughSolver, SquaredError, BlockCoordinate),
         (["cost.kind=cross_entropy_readout", "cost.classes=3"], EqProp, CrossEntropyReadout, BlockCoordinate),
         (["system.sizes=[12,8,6,3]", "optimizer.lr=[0.1,0.1,0.1]"], EqProp, SquaredError, BlockCoordinate),
+        (
+            ['system.activation="sigmoid"', "system.output_bounds=[0,1]", 'solver.kind="synchronous"'],
+            EqProp,
+            SquaredError,
+            Synchronous,
+        ),
     ],
 )
 def test_build_returns_working_objects(sets: list[str], rule_type, cost_type, solver_type) -> None:

@@ -3,7 +3,7 @@
 from eqprop.data.arrays import NPZ_FILE, from_arrays, from_torch, load_npz
 from eqprop.data.augment import Augment, random_crop, random_flip
 from eqprop.data.cifar import CIFAR_FILES, load_cifar, read_cifar_batch
-from eqprop.data.datasets import DATASETS, hold_out, load_dataset, prepare_dataset
+from eqprop.data.datasets import DATASETS, hold_out, load_dataset, prepare_dataset, select_examples
 from eqprop.data.idx import (
     DATASET_NAMES,
     ENV_DATA_DIR,
@@ -42,4 +42,5 @@ __all__ = [
     "read_cifar_batch",
     "read_idx",
     "read_svhn_mat",
+    "select_examples",
 ]

@@ -67,6 +67,14 @@ class _OutputClamping(Rule):
                     hint="use a cost whose target lives in the output variable (SquaredError)",
                 )
             error = target - output  # y − o*
+            scale = 1.0
+            if getattr(self, "misclassified_only", False):
+                # Stern et al.'s rule: only the misclassified examples move the parameters, averaged over them
+                labels = phases.y if not phases.y.is_floating_point() else phases.y.argmax(-1)
+                wrong = cost.predict(free.state).argmax(-1) != labels
+                count = int(wrong.sum())  # host sync
+                error = error * wrong.view(-1, *([1] * (error.dim() - 1))).to(error.dtype)
+                scale = output.shape[0] / count if count else 0.0
 
             def phase(b: float) -> Equilibrium:
                 if b == 0.0:
@@ -79,7 +87,7 @@ class _OutputClamping(Rule):
             used = (free, lo, hi) if b1 != 0.0 and b2 != 0.0 else (free, hi if b1 == 0.0 else lo)
             raise_if_diverged(*used)
             contrast = system.param_grad_difference(
-                phases.x, lo.state, hi.state, scale=1.0 / (b2 - b1), out=out
+                phases.x, lo.state, hi.state, scale=scale / (b2 - b1), out=out
             )
             grads = {f"system.{n}": g for n, g in contrast.items()}
             loss = cost(free.state, target).mean()
@@ -146,6 +154,9 @@ class CoupledLearning(_OutputClamping):
         beta: the clamping fraction ``β > 0``; the sign of each phase comes from ``variant``
             (``beta = 1``, ``"positive"`` is contrastive learning). The comparative study used 0.25.
         variant: ``"positive"``, ``"negative"`` or ``"centered"``.
+        misclassified_only: average the update over the misclassified examples of the batch only (the others
+            are clamped at their free output, so they contribute nothing): Stern et al.'s "cross-entropy-like"
+            rule for their digit network. No example misclassified: no update.
 
     Example:
         >>> rule = CoupledLearning(beta=0.25, variant="centered")
@@ -161,9 +172,14 @@ class CoupledLearning(_OutputClamping):
 
     beta: float = 0.2
     variant: Variant = "centered"
+    misclassified_only: bool = False
 
     def __post_init__(self) -> None:
         check_beta_and_variant("CoupledLearning", self.beta, self.variant)
+        if not isinstance(self.misclassified_only, bool):
+            raise ConfigError(
+                f"CoupledLearning(misclassified_only={self.misclassified_only!r}): need true or false"
+            )
 
     @property
     def betas(self) -> tuple[float, float]:

@@ -6,16 +6,20 @@ fields are that kind's settings.
 
 from eqprop.solvers.base import Equilibrium, Solver, SolveStats, TotalEnergy, relax, solve
 from eqprop.solvers.block import BlockCoordinate
+from eqprop.solvers.direct import DirectSolver
 from eqprop.solvers.flow import GradientFlow
 from eqprop.solvers.phases import Phases, raise_if_diverged
 from eqprop.solvers.synchronous import Synchronous
 
-SOLVERS: dict[str, type[Solver]] = {cls.kind: cls for cls in (BlockCoordinate, GradientFlow, Synchronous)}
+SOLVERS: dict[str, type[Solver]] = {
+    cls.kind: cls for cls in (BlockCoordinate, DirectSolver, GradientFlow, Synchronous)
+}
 """``solver.kind`` → solver class."""
 
 __all__ = [
     "SOLVERS",
     "BlockCoordinate",
+    "DirectSolver",
     "Equilibrium",
     "GradientFlow",
     "Phases",

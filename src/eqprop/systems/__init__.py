@@ -3,6 +3,7 @@
 from eqprop.systems.base import EnergySystem
 from eqprop.systems.conv_hopfield import ConvHopfield
 from eqprop.systems.conv_vector_field import ConvVectorField
+from eqprop.systems.flow_network import FlowNetwork
 from eqprop.systems.hopfield import DeepHopfield
 from eqprop.systems.netlist import Netlist, ResistiveCircuit
 from eqprop.systems.resistive import DeepResistive
@@ -15,6 +16,7 @@ __all__ = [
     "DeepHopfield",
     "DeepResistive",
     "EnergySystem",
+    "FlowNetwork",
     "Netlist",
     "ResistiveCircuit",
     "SmoothHopfield",

@@ -17,6 +17,7 @@ from eqprop.errors import ConfigError
 from eqprop.systems.base import EnergySystem
 from eqprop.systems.conv_hopfield import ConvHopfield
 from eqprop.systems.conv_vector_field import ConvVectorField
+from eqprop.systems.flow_network import FlowNetwork, pick_terminals, random_graph
 from eqprop.systems.hopfield import DeepHopfield
 from eqprop.systems.resistive import DeepResistive
 from eqprop.systems.smooth_hopfield import SmoothHopfield
@@ -28,6 +29,7 @@ __all__ = [
     "ConvVectorFieldConfig",
     "DeepHopfieldConfig",
     "DeepResistiveConfig",
+    "FlowNetworkConfig",
     "SmoothHopfieldConfig",
     "SystemConfig",
     "VectorFieldConfig",
@@ -167,6 +169,10 @@ class ConvHopfieldConfig:
     """Weight init U(±gain/√fan_in): one gain, or one per weight (convs, then dense)."""
     bounds: list[float] = field(default_factory=lambda: [0.0, 1.0])
     output_bounds: list[float] | None = None
+    self_curvature: float = 1.0
+    """``a`` in the self term ``½a‖s‖²``: 2 with the synchronous solver is Laborieux et al.'s ``my_hard_sig``."""
+    activation: Literal["hard_sigmoid", "sigmoid"] = "hard_sigmoid"
+    """``sigmoid``: units settling to sigmoid(4(h − ½)) (their ``my_sigmoid``; relax with ``synchronous``)."""
 
     def __post_init__(self) -> None:
         if len(self.input_shape) != 3 or min(self.input_shape) < 1:
@@ -202,6 +208,8 @@ class ConvHopfieldConfig:
             bounds=_box(self.bounds),
             output_bounds=_box(out),
             gains=self.gains,
+            self_curvature=self.self_curvature,
+            activation=self.activation,
             generator=generator,
         )
 
@@ -306,12 +314,104 @@ class ConvVectorFieldConfig(ConvHopfieldConfig):
             bounds=_box(self.bounds),
             output_bounds=_box(out),
             gains=self.gains,
+            self_curvature=self.self_curvature,
+            activation=self.activation,
             tied=self.tied,
             generator=generator,
         )
 
     def describe(self) -> str:
         return super().describe() + (" (tied at init)" if self.tied else "")
+
+
+@dataclass(frozen=True)
+class FlowNetworkConfig:
+    """A linear flow (resistor) network on a graph (:class:`~eqprop.systems.FlowNetwork`), Stern et al.'s coupled
+    learning network: the input applied as pressure drops across edges (or pressures at nodes), the output read
+    the same way; relax it with the ``direct`` solver."""
+
+    kind: ClassVar[str] = "flow_network"
+
+    nodes: int = 300
+    edges: int = 1500
+    """Edges of a random graph (each a pair of distinct nodes drawn uniformly, from ``graph_seed``)."""
+    edge_list: list[list[int]] | None = None
+    """The graph itself, as ``[[a, b], ...]`` (then ``edges`` is ignored)."""
+    graph_seed: int = 0
+    """Seed of the random graph and of the random choice of terminals: the architecture, the same for every
+    ``train.seed``."""
+    ground: list[int] = field(default_factory=lambda: [0])
+    inputs: int = 100
+    """Input terminals: one per input feature."""
+    outputs: int = 3
+    input_on: Literal["edges", "nodes"] = "edges"
+    output_on: Literal["edges", "nodes"] = "edges"
+    sources: list[int] | None = None
+    """The input edges (or nodes); None = drawn at random (edges forming no cycle, nodes other than the ground)."""
+    targets: list[int] | None = None
+    """The output edges (or nodes); None = drawn at random like ``sources``."""
+    conductance: list[float] = field(default_factory=lambda: [1.0, 0.1])
+    """Initial conductances ``mean·(1 + spread·U(−½, ½))`` as ``[mean, spread]`` (Stern: 1 ± 5 %)."""
+    bounds: list[float] = field(default_factory=lambda: [1e-6, 1e4])
+    """``[k_min, k_max]``, enforced after every update."""
+
+    def __post_init__(self) -> None:
+        if self.nodes < 2 or self.inputs < 1 or self.outputs < 1:
+            raise ConfigError(
+                f"system.nodes = {self.nodes}, inputs = {self.inputs}, outputs = {self.outputs}: need >= 2, >= 1, >= 1"
+            )
+        if self.edge_list is None and self.edges < 1:
+            raise ConfigError(f"system.edges = {self.edges}: need at least one edge")
+        for name in ("input_on", "output_on"):
+            if getattr(self, name) not in ("edges", "nodes"):
+                raise ConfigError(f"system.{name} = {getattr(self, name)!r}: choose 'edges' or 'nodes'")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.inputs,)
+
+    @property
+    def layers(self) -> int:
+        return 1
+
+    @property
+    def output_width(self) -> int:
+        return self.outputs
+
+    def build(self, *, boxed_output: bool, generator: torch.Generator | None) -> FlowNetwork:
+        graph = torch.Generator().manual_seed(self.graph_seed)
+        pairs = (
+            torch.tensor(self.edge_list, dtype=torch.long)
+            if self.edge_list is not None
+            else random_graph(self.nodes, self.edges, graph)
+        )
+        sources, targets = pick_terminals(
+            self.nodes,
+            pairs,
+            self.ground,
+            (self.input_on, self.inputs, self.sources),
+            (self.output_on, self.outputs, self.targets),
+            graph,
+        )
+        return FlowNetwork(
+            self.nodes,
+            pairs,
+            ground=self.ground,
+            source_nodes=sources if self.input_on == "nodes" else (),
+            source_edges=sources if self.input_on == "edges" else (),
+            target_nodes=targets if self.output_on == "nodes" else (),
+            target_edges=targets if self.output_on == "edges" else (),
+            conductance=(self.conductance[0], self.conductance[1]),
+            bounds=(self.bounds[0], self.bounds[1]),
+            generator=generator,
+        )
+
+    def describe(self) -> str:
+        size = len(self.edge_list) if self.edge_list is not None else self.edges
+        return (
+            f"{self.kind}: {self.nodes} nodes, {size} edges, {self.inputs} input {self.input_on}, "
+            f"{self.outputs} output {self.output_on}"
+        )
 
 
 @dataclass(frozen=True)
@@ -344,6 +444,7 @@ SYSTEMS: dict[str, type] = {
         ConvHopfieldConfig,
         ConvVectorFieldConfig,
         DeepResistiveConfig,
+        FlowNetworkConfig,
         VectorFieldConfig,
         SmoothHopfieldConfig,
     )

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from eqprop.costs import Cost
-from eqprop.data import Dataset, Split, hold_out, load_dataset, prepare_dataset
+from eqprop.data import Dataset, Split, hold_out, load_dataset, prepare_dataset, select_examples
 from eqprop.errors import CheckpointError, ConfigError
 from eqprop.rules.base import Rule
 from eqprop.solvers.base import Solver
@@ -266,7 +266,8 @@ def load_data(
     Args:
         validation: hold out the validation split (evaluation of a finished run reads the test split only).
         given: data passed in from Python (e.g. :func:`eqprop.data.from_arrays`) instead of the files of
-            ``config.data``; the config's validation hold-out, padding, normalisation and augmentation apply.
+            ``config.data``; the config's class and size selection, validation hold-out, crop, downsampling,
+            padding, normalisation and augmentation apply.
 
     Raises:
         ConfigError: the images do not fit the system's input, the classes its output, or a split is empty.
@@ -278,19 +279,15 @@ def load_data(
     if given is None:
         data = load_dataset(**options)
     else:
-        data = hold_out(given, options["validation"], options["seed"])
+        select = {k: options[k] for k in ("classes", "train_size", "test_size") if k in options}
+        data = hold_out(select_examples(given, **select), options["validation"], options["seed"])
+        images = {k: options[k] for k in ("crop", "downsample", "pad_to", "mean", "std") if k in options}
         if data.train.x.dim() == 4:
-            data = prepare_dataset(
-                data,
-                pad_to=options["pad_to"],
-                mean=options["mean"],
-                std=options["std"],
-                flatten=options["flatten"],
-            )
-        elif options["pad_to"] is not None or options["mean"] is not None:
+            data = prepare_dataset(data, **images, flatten=options["flatten"])
+        elif any(images.get(k) is not None for k in ("crop", "downsample", "pad_to", "mean")):
             raise ConfigError(
-                "data.pad_to and data.mean/std need images (n, C, H, W); the data given holds "
-                f"{tuple(data.train.x.shape)}"
+                "data.crop, data.downsample, data.pad_to and data.mean/std need images (n, C, H, W); the data "
+                f"given holds {tuple(data.train.x.shape)}"
             )
     _check_fit(config, data)
 

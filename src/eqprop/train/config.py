@@ -45,6 +45,21 @@ class DataConfig:
     """Training examples held out for validation (a count, or a fraction in (0, 1)); 0 = none."""
     coarse_labels: bool = False
     """cifar100 only: the 20 superclasses instead of the 100 classes."""
+    classes: list[int] | None = None
+    """Keep only the examples of these classes (train and test), relabelled 0 … k−1 in the order given: [0, 1, 2]
+    keeps Fashion-MNIST's first three as a 3-class task (the output layer must then be k wide). None = all."""
+    train_size: int | None = None
+    """Keep only the first train_size training examples (after the class filter; the validation examples are
+    then held out of them). None = all."""
+    test_size: int | None = None
+    """Keep only the first test_size test examples (after the class filter). None = all."""
+    crop: int = 0
+    """Remove this many pixels from every border of every image (train and test) when loaded, before downsample
+    and pad_to: 4 turns 28×28 into 20×20. (Not augmentation's random crop, crop_padding.) 0 = none."""
+    downsample: int = 1
+    """Average-pool every image (train and test) by this factor when loaded: each pixel becomes the mean of a
+    downsample×downsample block (2 turns 20×20 into 10×10); after crop, before pad_to and normalisation. The
+    (cropped) size must be divisible by it. 1 = none."""
     pad_to: int | None = None
     """Zero-pad every image (train and test) to pad_to×pad_to, centred, when loaded; 32 turns 28×28
     MNIST-family images into the 32×32 inputs of the comparative study's DCHN. None = as stored."""
@@ -63,6 +78,29 @@ class DataConfig:
     """Training batches only: mirror each image left-right with probability 0.5."""
 
     def __post_init__(self) -> None:
+        if self.classes is not None:
+            if len(self.classes) < 2 or min(self.classes) < 0:
+                raise ConfigError(
+                    f"data.classes = {self.classes}: give at least two class labels >= 0, e.g. [0, 1, 2]"
+                )
+            if len(set(self.classes)) != len(self.classes):
+                raise ConfigError(f"data.classes = {self.classes}: list each class once")
+        for name in ("train_size", "test_size"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"data.{name} = {getattr(self, name)}: must be >= 1 (or unset for all)")
+        if (
+            isinstance(self.validation, int)
+            and self.train_size is not None
+            and self.validation >= self.train_size
+        ):
+            raise ConfigError(
+                f"data.validation = {self.validation} leaves none of data.train_size = {self.train_size} examples",
+                hint=f"hold out fewer than {self.train_size}, or a fraction",
+            )
+        if self.crop < 0:
+            raise ConfigError(f"data.crop = {self.crop}: must be >= 0 (0 = no crop)")
+        if self.downsample < 1:
+            raise ConfigError(f"data.downsample = {self.downsample}: must be >= 1 (1 = no downsampling)")
         if self.crop_padding < 0:
             raise ConfigError(f"data.crop_padding = {self.crop_padding}: must be >= 0 (0 = no random crop)")
         if self.pad_to is not None and self.pad_to < 1:
@@ -194,4 +232,14 @@ def data_options(config: RunConfig) -> dict[str, Any]:
         "mean": d.mean,
         "std": d.std,
         "coarse_labels": d.coarse_labels,
+    } | {  # the selection and resampling options only when set: the options of other runs stay as they were
+        name: getattr(d, name)
+        for name, default in (
+            ("classes", None),
+            ("train_size", None),
+            ("test_size", None),
+            ("crop", 0),
+            ("downsample", 1),
+        )
+        if getattr(d, name) != default
     }

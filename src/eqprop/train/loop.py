@@ -29,6 +29,7 @@ from eqprop.data import Augment, Batches, Dataset
 from eqprop.errors import CheckpointError, ConfigError, DivergenceError, Interrupted
 from eqprop.rules.base import Estimate, Rule, named_parameters
 from eqprop.train.build import Run, build, data_fingerprint, load_data
+from eqprop.train.calibrate import calibrate
 from eqprop.train.checkpoint import generator_state, save_checkpoint, set_generator_state
 from eqprop.train.config import RunConfig, config_to_dict
 from eqprop.train.distributed import World
@@ -179,6 +180,8 @@ def _train(
         )
     run.data_fingerprint = fingerprint
     run.rule.check_data_parallel(world.size)
+    if run.epoch == 0 and not run.position:  # a fresh run: costs that set themselves from the untrained net
+        calibrate(run, data.train, t.eval_batch_size)
     if main:
         write_json(out / CONFIG, config_to_dict(config))
         # The metrics log is rewritten from the checkpoint: an epoch logged but not checkpointed is dropped.
