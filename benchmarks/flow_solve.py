@@ -44,7 +44,7 @@ def _scipy_step(
 ) -> np.ndarray:
     """One coupled-learning step on the reduced quadratic (the same unknowns as ours), in scipy."""
     d_state = sp.csr_matrix(net.drop_state.double().numpy())  # (E, n)
-    d_in = sp.csr_matrix(net.drop_input.double().numpy())  # (E, n_in)
+    d_in = sp.csr_matrix(net.sparse_drop_input.to_dense().double().numpy())  # (E, n_in)
     n_out = targets.shape[1]
     h = (d_state.T @ sp.diags(k) @ d_state).tocsc()
     drive = d_in @ x.T  # (E, batch)

@@ -129,3 +129,14 @@ def load_model(args: argparse.Namespace, *, default_preset: str) -> Any:
         sets.append(f"data.data_dir={json.dumps(args.data_dir)}")
     config = apply_overrides(load_preset(args.preset or default_preset), sets)
     return build(apply_rule_name(config, rule) if rule else config)
+
+
+def test_data(run: Any) -> Any:
+    """The test split a check draws its batch from; a fresh model whose cost sets itself from the untrained network
+    (class-mean targets) is calibrated on the training split first, as a run would be."""
+    from eqprop.train import load_data
+    from eqprop.train.calibrate import calibrate
+
+    data = load_data(run.config, run.device, run.dtype, validation=False)
+    calibrate(run, data.train, run.config.train.eval_batch_size)
+    return data.test

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from eqprop.cli._common import add_overrides, emit, load_model
+from eqprop.cli._common import add_overrides, emit, load_model, test_data
 from eqprop.errors import ConfigError
 
 __all__ = ["gducheck", "register"]
@@ -57,7 +57,6 @@ def gducheck(args: argparse.Namespace) -> int:
 
     from eqprop.analysis.gdu import gdu_check, plot_gdu, summarize
     from eqprop.analysis.gradcheck import loglog_slope
-    from eqprop.train import load_data
 
     if args.batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
@@ -74,7 +73,7 @@ def gducheck(args: argparse.Namespace) -> int:
             hint="e.g. --betas 0.1 0.01 0.001",
         )
     variant = args.variant or getattr(run.rule, "variant", "positive")
-    test = load_data(run.config, run.device, run.dtype, validation=False).test
+    test = test_data(run)
     pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))[: args.batch_size]
     x, y = test.x[pick.to(test.x.device)], test.y[pick.to(test.y.device)]
     rows = []

@@ -7,7 +7,7 @@ import dataclasses
 import sys
 from typing import Any
 
-from eqprop.cli._common import add_overrides, emit, load_model
+from eqprop.cli._common import add_overrides, emit, load_model, test_data
 from eqprop.errors import ConfigError
 
 __all__ = ["gradcheck", "register"]
@@ -61,7 +61,6 @@ def gradcheck(args: argparse.Namespace) -> int:
 
     from eqprop.analysis.gradcheck import gradcheck as run_check
     from eqprop.analysis.gradcheck import sweeps_beta
-    from eqprop.train import load_data
 
     if args.batch_size < 1 or args.iterations < 1:
         raise ConfigError("--batch-size and --iterations must be >= 1")
@@ -74,7 +73,7 @@ def gradcheck(args: argparse.Namespace) -> int:
             hint="use a preset whose rule nudges or clamps by beta (eqprop, coupled, aeqprop), or pass --rule NAME",
         )
     solver = dataclasses.replace(run.solver, iterations=args.iterations, tol=args.tol)
-    test = load_data(run.config, run.device, run.dtype, validation=False).test
+    test = test_data(run)
     pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))[: args.batch_size]
     x, y = test.x[pick.to(test.x.device)], test.y[pick.to(test.y.device)]
     variants = args.variants or ([run.rule.variant] if args.rule else ["positive", "negative", "centered"])

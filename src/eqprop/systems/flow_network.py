@@ -31,6 +31,11 @@ def random_graph(nodes: int, edges: int, generator: torch.Generator | None = Non
     return torch.stack((first, (first + shift) % nodes), 1)
 
 
+def _rows_times(rows: Tensor, matrix: Tensor) -> Tensor:
+    """``rows @ matrixᵀ`` for a sparse ``matrix`` ``(m, n)`` and dense ``rows`` ``(batch, n)``: ``(batch, m)``."""
+    return torch.sparse.mm(matrix, rows.t()).t()
+
+
 def pick_terminals(
     nodes: int,
     pairs: Tensor,
@@ -176,8 +181,18 @@ class FlowNetwork(EnergySystem):
         )  # (E, n_free + n_out)
         drop_input = incidence @ offsets[:, : self.input_shape[0]]  # (E, n_in)
         _check_anchored(nodes, pairs, terminals, free_of)
-        self.register_buffer("drop_state", drop_state.to(torch.get_default_dtype()), persistent=False)
-        self.register_buffer("drop_input", drop_input.to(torch.get_default_dtype()), persistent=False)
+        dtype = torch.get_default_dtype()
+        self.register_buffer("drop_state", drop_state.to(dtype), persistent=False)
+        # The same maps as sparse matrices (a few nonzeros per edge), for the products with a batch of states.
+        self.register_buffer(
+            "sparse_drop_state", drop_state.to(dtype).to_sparse().coalesce(), persistent=False
+        )
+        self.register_buffer(
+            "sparse_drop_state_t", drop_state.t().to(dtype).to_sparse().coalesce(), persistent=False
+        )
+        self.register_buffer(
+            "sparse_drop_input", drop_input.to(dtype).to_sparse().coalesce(), persistent=False
+        )
         self.conductances = nn.Parameter(torch.empty(len(pairs)))
         self.conductance_init = (float(conductance[0]), float(conductance[1]))
         self.reset_parameters(generator)
@@ -209,7 +224,7 @@ class FlowNetwork(EnergySystem):
     def drops(self, x: Tensor, state: State) -> Tensor:
         """The pressure drop across every edge, ``(batch, E)``."""
         z = torch.cat(tuple(state), 1)
-        return z @ self.drop_state.t() + x @ self.drop_input.t()
+        return _rows_times(z, self.sparse_drop_state) + _rows_times(x, self.sparse_drop_input)
 
     def energy(self, x: Tensor, state: State) -> Tensor:
         d = self.drops(x, state)
@@ -217,7 +232,7 @@ class FlowNetwork(EnergySystem):
 
     def prepare(self, x: Tensor) -> Tensor:
         """The drops the input imposes, ``(batch, E)`` (computed once per batch)."""
-        return x @ self.drop_input.t()
+        return _rows_times(x, self.sparse_drop_input)
 
     def hessian(self) -> Tensor:
         """``∂²E/∂z²`` over the state ``z = (p, o)`` flattened: ``Dᵀ diag(k) D``, shared by the batch (cached until
@@ -235,15 +250,14 @@ class FlowNetwork(EnergySystem):
 
     def linear_term(self, drive: Tensor) -> Tensor:
         """``b`` in ``∂E/∂z = Hz − b``, ``(batch, n)``: the pull of the imposed drops."""
-        return -(drive * self.conductances) @ self.drop_state.to(drive.dtype)
+        return -_rows_times(drive * self.conductances, self.sparse_drop_state_t)
 
     def state_grad(self, x: Tensor, state: State, drive: Any = None) -> State:
-        d = (
-            self.drops(x, state)
-            if drive is None
-            else torch.cat(tuple(state), 1) @ self.drop_state.t() + drive
-        )
-        g = (d * self.conductances) @ self.drop_state
+        if drive is None:
+            d = self.drops(x, state)
+        else:
+            d = _rows_times(torch.cat(tuple(state), 1), self.sparse_drop_state) + drive
+        g = _rows_times(d * self.conductances, self.sparse_drop_state_t)
         return tuple(g.split([v.shape[0] for v in self.variables], 1))
 
     def param_grads(self, x: Tensor, state: State) -> dict[str, Tensor]:
