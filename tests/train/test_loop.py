@@ -35,6 +35,7 @@ from eqprop.train import (
     read_checkpoint,
     resume,
 )
+from eqprop.train.calibrate import calibrate
 from eqprop.train.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from eqprop.train.monitor import Monitoring
 from eqprop.train.optim import AdamConfig, SGDConfig
@@ -551,8 +552,14 @@ def _shrunk(name: str, fake_data: Path, tmp_path: Path) -> RunConfig:
     sets = ["train.batch_size=8", "solver.iterations=3"]
     if config.nudged_solver is not None:
         sets.append("nudged_solver.iterations=2")
-    if system.kind == "conv_hopfield":
+    if system.kind in ("conv_hopfield", "conv_vector_field"):
         sets.append(f"system.channels={[2] * len(system.channels)}")
+    elif system.kind == "flow_network":  # a smaller graph, as many input and output edges; fewer images
+        sets += ["system.nodes=150", "system.edges=600", "data.train_size=40", "data.validation=8"]
+        sets.append(
+            "rule.misclassified_only=false"
+        )  # every example moves the conductances (fake data: few errors)
+        sets.append("data.test_size=10")
     else:  # a resistive net's output curvature grows with the conductances feeding it: beta up to 2 needs width
         width = 256 if system.kind == "deep_resistive" else 16
         sets.append(f"system.sizes={[784, *[width] * (system.layers - 1), system.output_width]}")
@@ -568,6 +575,7 @@ def test_a_runs_state_round_trips_through_a_checkpoint(name: str, fake_data: Pat
     config = _shrunk(name, fake_data, tmp_path)
     run = build(config)
     data = load_data(config, run.device, run.dtype)
+    calibrate(run, data.train, 64)  # costs that set themselves from the untrained net (class-mean targets)
     augment = Augment(
         crop_padding=config.data.crop_padding,
         flip=config.data.flip,

@@ -187,4 +187,16 @@ def change_kind(table: dict[str, Any], kind: Any, kinds_table: Mapping[str, type
         return {**table, "kind": kind}
     cls = kinds_table[kind]
     defaults = to_table(cls())
-    return {**defaults, **{k: v for k, v in table.items() if k in defaults}, "kind": kind}
+    hints = typing.get_type_hints(cls)
+
+    def fits(
+        key: str, value: Any
+    ) -> bool:  # a shared name whose value the new kind accepts (e.g. an activation)
+        try:
+            coerce(value, hints[key], key)
+        except (ConfigError, KeyError):
+            return False
+        return True
+
+    kept = {k: v for k, v in table.items() if k in defaults and fits(k, v)}
+    return {**defaults, **kept, "kind": kind}
