@@ -216,3 +216,94 @@ def test_bad_netlists_are_config_errors(kwargs, match):
     base.update(kwargs)
     with pytest.raises(ConfigError, match=match):
         ResistiveCircuit(Netlist(6, **base), inputs=[(0, 0, 1.0)])
+
+
+# -- ill-posed circuits: refused before they are solved -------------------------------------------------------------
+def _solve(net: Netlist) -> None:
+    circuit = ResistiveCircuit(net, inputs=[(0, 0, 1.0)], dtype=torch.float64)
+    solve(circuit, torch.ones(1, 1, dtype=torch.float64), BlockCoordinate(200, order="forward"))
+
+
+def test_a_current_source_into_a_floating_island_is_refused() -> None:
+    """Nodes 2-3 hang on nothing conductive; a current source charges them: their potential has no bound (the
+    solver used to stop at hundreds of volts and call it converged)."""
+    net = Netlist(
+        3,
+        resistors=[(1, 0), (2, 3)],
+        conductances=[1.0, 1.0],
+        sources=[1],
+        voltages=[0.0],
+        injections=[2],
+        currents=[1e-3],
+        outputs=[3],
+    )
+    with pytest.raises(ConfigError, match="output node"):  # the output sits on the island too
+        _solve(net)
+    net = Netlist(
+        4,
+        resistors=[(1, 4), (4, 0), (2, 3)],
+        conductances=[1.0, 1.0, 1.0],
+        sources=[1],
+        voltages=[0.0],
+        injections=[2],
+        currents=[1e-3],
+        outputs=[4],
+    )
+    with pytest.raises(ConfigError, match="without bound"):
+        _solve(net)
+    # a diode to ground that conducts when the island rises bounds it: then it is a well-posed circuit
+    bounded = Netlist(
+        4,
+        resistors=[(1, 4), (4, 0), (2, 3)],
+        conductances=[1.0, 1.0, 1.0],
+        diodes=[(2, 0)],
+        sources=[1],
+        voltages=[0.0],
+        injections=[2],
+        currents=[1e-3],
+        outputs=[4],
+    )
+    _solve(bounded)
+
+
+def test_floating_outputs_and_zero_conductances_are_refused() -> None:
+    floating_output = Netlist(
+        3, resistors=[(1, 2), (2, 0)], conductances=[1.0, 1.0], sources=[1], voltages=[0.0], outputs=[3]
+    )
+    with pytest.raises(ConfigError, match="output node"):
+        _solve(floating_output)
+    all_zero = Netlist(
+        2, resistors=[(1, 2), (2, 0)], conductances=[0.0, 0.0], sources=[1], voltages=[0.0], outputs=[2]
+    )
+    with pytest.raises(ConfigError, match="output node"):
+        _solve(all_zero)
+    # a conductance trained to 0 that cuts an output off is caught at the next solve
+    circuit = ResistiveCircuit(
+        Netlist(
+            2, resistors=[(1, 2), (2, 0)], conductances=[1.0, 1.0], sources=[1], voltages=[0.0], outputs=[2]
+        ),
+        inputs=[(0, 0, 1.0)],
+        dtype=torch.float64,
+    )
+    x = torch.ones(1, 1, dtype=torch.float64)
+    solve(circuit, x, BlockCoordinate(50, order="forward"))
+    with torch.no_grad():
+        circuit.conductances.zero_()
+    with pytest.raises(ConfigError, match="output node") as err:
+        solve(circuit, x, BlockCoordinate(50, order="forward"))
+    assert "trained to 0" in str(err.value.hint)
+
+
+def test_a_harmless_island_is_left_alone() -> None:
+    """A cut-off node with no output and no current source changes nothing: the circuit still solves."""
+    net = Netlist(
+        3,
+        resistors=[(1, 2), (2, 0), (2, 3)],
+        conductances=[1.0, 1.0, 0.0],
+        sources=[1],
+        voltages=[0.0],
+        outputs=[2],
+    )
+    circuit = ResistiveCircuit(net, inputs=[(0, 0, 1.0)], dtype=torch.float64)
+    eq = solve(circuit, torch.ones(1, 1, dtype=torch.float64), BlockCoordinate(100, order="forward"))
+    assert abs(float(eq.state[-1][0, 0]) - 0.5) < 1e-12

@@ -385,3 +385,21 @@ def test_sparse_and_dense_conductance_solves_agree(monkeypatch):
     sparse = spice_tolerance(net, potentials)
     for key in ("leakage", "solver", "tolerance"):
         assert sparse[key] == pytest.approx(dense[key], rel=1e-9)
+
+
+@needs_ngspice
+def test_no_pass_on_an_infinite_tolerance():
+    """Nodes 3-4 form an island with no path to a fixed potential: the tolerance's bound does not apply there (it
+    is infinite, with a note), so the check cannot pass, however small the difference."""
+    net = Netlist(
+        4,
+        resistors=[(1, 2), (2, 0), (3, 4)],
+        conductances=[1.0, 1.0, 1.0],
+        sources=[1],
+        voltages=[0.0],
+        outputs=[2],
+    )
+    circuit = ResistiveCircuit(net, inputs=[(0, 0, 1.0)], dtype=torch.float64)
+    result = spice_check(circuit, torch.ones(1, dtype=torch.float64))
+    assert math.isinf(result["tolerance"]) and result["note"]
+    assert result["max_abs_dv"] < 1e-8 and not result["passed"]

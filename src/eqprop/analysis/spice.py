@@ -482,7 +482,7 @@ def spice_check(
         timeout: seconds ngspice may take.
         netlist_out: also write the deck there.
 
-    Returns a JSON-ready dict: ``passed`` (``max_abs_dv <= tolerance``), ``max_abs_dv`` (volts, over every
+    Returns a JSON-ready dict: ``passed`` (``max_abs_dv <= tolerance``, both finite), ``max_abs_dv`` (volts, over every
     node), ``worst_node``, ``tolerance`` and its terms (:func:`spice_tolerance`), ``kcl_residual``, the sizes
     of the circuit, ``spice_seconds``.
     """
@@ -531,7 +531,10 @@ def spice_check(
     bound = spice_tolerance(netlist, ours, diode_model=model, options=options)
     max_dv = float(diff.max())
     return {
-        "passed": bool(max_dv <= bound["tolerance"]),
+        # an infinite or NaN tolerance (or difference) is no pass: the bound does not apply there
+        "passed": bool(
+            math.isfinite(max_dv) and math.isfinite(bound["tolerance"]) and max_dv <= bound["tolerance"]
+        ),
         "max_abs_dv": max_dv,
         "worst_node": netlist.name(worst),
         "ours_at_worst": float(ours[worst]),

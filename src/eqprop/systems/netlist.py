@@ -344,7 +344,72 @@ class ResistiveCircuit(EnergySystem):
         return a.clamp_min(torch.finfo(a.dtype).tiny)
 
     def prepare(self, x: Tensor) -> Tensor:
+        self.check_steady_state()
         return self.source_potentials(x)
+
+    def check_steady_state(self) -> None:
+        """Refuse a circuit without a unique, bounded steady state where it matters, before it is solved.
+
+        The free nodes that no conductive path (resistors of conductance > 0) joins to ground or a voltage source
+        form islands, whose potentials the resistive network does not fix. An island that holds an output node
+        (it would read an arbitrary value, 0 V from the solver's start), or that a current source charges with no
+        diode to stop it in that direction (its potential would run off to ±∞), is an error. Other islands (a node
+        cut off by a conductance trained to 0) do not change any output: they are left where they are, as
+        :func:`eqprop.analysis.spice.spice_check` leaves them out. Checked once per parameter update (cached).
+
+        Raises:
+            ConfigError: naming the island's nodes and what is wrong with them.
+        """
+        key = (self.conductances._version, self.currents._version, self.conductances.data_ptr())
+        if getattr(self, "_steady_checked", None) == key:
+            return
+        net = self.netlist
+        g = self.conductances.detach().cpu()
+        parent = list(range(net.n_nodes + 1))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        for (a, b), gk in zip(net.resistors.tolist(), g.tolist(), strict=True):
+            if gk > 0:
+                parent[find(a)] = find(b)
+        anchored = {find(0), *(find(int(v)) for v in net.sources)}
+        islands: dict[int, list[int]] = {}
+        for v in net.free_nodes().tolist():
+            r = find(v)
+            if r not in anchored:
+                islands.setdefault(r, []).append(v)
+        if islands:
+            outputs = set(net.outputs.tolist())
+            currents = dict.fromkeys(net.injections.tolist(), 0.0)
+            for node, i in zip(net.injections.tolist(), self.currents.detach().cpu().tolist(), strict=True):
+                currents[node] += i
+            fixed_diode = {}  # node -> the directions a diode stops it in: "up" (anode) / "down" (cathode)
+            for anode, cathode in net.diodes.tolist():
+                fixed_diode.setdefault(anode, set()).add("up")
+                fixed_diode.setdefault(cathode, set()).add("down")
+            for nodes in islands.values():
+                names = ", ".join(net.name(v) for v in nodes[:6]) + (", …" if len(nodes) > 6 else "")
+                if outputs & set(nodes):
+                    raise ConfigError(
+                        f"{self._label()}: output node(s) {names} have no conductive path to ground or a voltage "
+                        "source: their potential is undetermined (the solver would report its starting value)",
+                        hint="connect them through a resistor of conductance > 0 (a conductance trained to 0 may "
+                        "have cut them off)",
+                    )
+                net_in = sum(currents.get(v, 0.0) for v in nodes)
+                stops = set().union(*(fixed_diode.get(v, set()) for v in nodes))
+                if net_in != 0.0 and ("up" if net_in > 0 else "down") not in stops:
+                    raise ConfigError(
+                        f"{self._label()}: current sources push {net_in:+.3g} A into node(s) {names}, which have no "
+                        "conductive path to ground or a voltage source and no diode to stop them: the potential "
+                        "grows without bound",
+                        hint="connect them through a resistor, or remove the current source",
+                    )
+        self._steady_checked = key
 
     def block_field(self, k: int, state: State, drive: Any) -> Tensor:
         """``h = Σ g·V_neighbour + I`` at each node of block ``k``."""
