@@ -1,4 +1,4 @@
-"""The ``eqprop`` command: ``train``, ``eval``, ``presets``, ``gradcheck``, ``compare`` and the analyses.
+"""The ``eqprop`` command: ``train``, ``eval``, ``presets``, ``gradcheck``, ``compare``, ``robustness`` and the analyses.
 
 ``main(argv)`` builds the parser and runs one subcommand inside the error boundary: a known problem
 (:class:`~eqprop.errors.EqpropError`) prints ``eqprop: error: <message>`` and ``hint: <what to do>`` on
@@ -15,12 +15,12 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from eqprop.cli import compare, gducheck, gradcheck, presets, report, spice, study, thermo, train
+from eqprop.cli import compare, gducheck, gradcheck, presets, report, robustness, spice, study, thermo, train
 from eqprop.errors import EqpropError, Interrupted
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (train, report, presets, gradcheck, gducheck, compare, thermo, study, spice)
+COMMANDS = (train, report, presets, gradcheck, gducheck, compare, robustness, thermo, study, spice)
 """The subcommand modules, in the order `eqprop --help` lists them (`train` also adds `eval`)."""
 
 

@@ -17,6 +17,7 @@ import torch
 
 from eqprop.costs import Cost
 from eqprop.data import Dataset, Split, hold_out, load_dataset, prepare_dataset, select_examples
+from eqprop.devices.config import Devices
 from eqprop.errors import CheckpointError, ConfigError
 from eqprop.rules.base import Rule
 from eqprop.solvers.base import Solver
@@ -103,11 +104,18 @@ class Run:
     generator's state at the epoch's start, the running tallies), or None between epochs."""
     data_fingerprint: str | None = None
     """The fingerprint of the data the run trains on (:func:`data_fingerprint`), once the loop has read it."""
+    hardware: Devices | None = None
+    """The devices' non-idealities (``config.hardware``); None = ideal."""
 
     def update(self) -> None:
-        """One parameter update from the ``.grad`` just written: the optimizer's step, then the physics'
-        constraints (e.g. conductances back to >= 0)."""
+        """One parameter update from the ``.grad`` just written: the optimizer's step, what the devices make of it
+        (pulsed hardware), then the physics' constraints (e.g. conductances back to >= 0)."""
+        pulsed = self.hardware is not None and self.hardware.pulsed
+        before = {n: p.detach().clone() for n, p in self.system.named_parameters()} if pulsed else {}
         self.optimizer.step()
+        if pulsed:
+            assert self.hardware is not None
+            self.hardware.apply(self.system, before)
         self.system.constrain_parameters()
 
     def state(self) -> dict[str, Any]:
@@ -237,12 +245,16 @@ def build(config: RunConfig) -> Run:
     cost.to(device=device, dtype=dtype)
     optimizer = make_optimizer(config.optimizer, system, cost, config.rule)
     config.rule.check(system, cost, optimizer)
+    hardware = config.hardware.build(
+        system, torch.Generator().manual_seed(t.seed + 5)
+    )  # device-to-device draws
     return Run(
         config=config,
         system=system,
         cost=cost,
-        solver=config.solver,
-        nudged_solver=config.nudged_solver,
+        solver=hardware.wrap(config.solver),  # type: ignore[arg-type]
+        nudged_solver=hardware.wrap(config.nudged_solver),
+        hardware=hardware,
         rule=config.rule,
         optimizer=optimizer,
         scheduler=config.schedule.build(optimizer, t.epochs),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from eqprop.costs import COSTS, CostConfig, SquaredErrorConfig
+from eqprop.devices.config import HardwareConfig
 from eqprop.errors import ConfigError
 from eqprop.rules import RULES, EqProp, Rule
 from eqprop.solvers import SOLVERS, BlockCoordinate, Solver
@@ -170,6 +171,8 @@ class RunConfig:
     optimizer: OptimizerConfig = field(default_factory=SGDConfig, metadata=kinds(OPTIMIZERS))
     schedule: ScheduleConfig = field(default_factory=ExponentialScheduleConfig, metadata=kinds(SCHEDULES))
     train: TrainConfig = field(default_factory=TrainConfig)
+    hardware: HardwareConfig = field(default_factory=HardwareConfig)
+    """The devices' non-idealities (read noise, pulsed updates); the default is the ideal machine."""
     measured: dict[str, Any] = field(default_factory=dict)
     """Numbers produced by real runs of this preset (command, machine, figures). Never typed in."""
     published: dict[str, Any] = field(default_factory=dict)

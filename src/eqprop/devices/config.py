@@ -1,0 +1,180 @@
+"""``[hardware]`` of a run configuration: the non-idealities of the hardware a run simulates."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from eqprop.devices.pulsed import DeviceArray, Response
+from eqprop.devices.readout import NoisyReadout
+from eqprop.errors import ConfigError
+from eqprop.solvers.base import Solver
+
+__all__ = ["Devices", "HardwareConfig"]
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    """The hardware's non-idealities; every setting at its default is the ideal machine (bit for bit today's run).
+
+    Read noise acts on what is measured (the equilibria a rule reads and the outputs a prediction reads, in every
+    phase, training and test); pulsed updates act on every parameter of the system after each optimizer step (see
+    :mod:`eqprop.devices.pulsed` for the responses and their source).
+    """
+
+    parameters: list[str] | None = None
+    """Which system parameters are devices (pulsed), by name or by the name before its first dot (e.g.
+    ``["conductances"]``: the biases of a resistive network stay ideal); None = all of them."""
+    read_noise: float = 0.0
+    """Standard deviation of the Gaussian noise on every measured state value (volts for a circuit)."""
+    update: Literal["ideal", "pulsed"] = "ideal"
+    """``ideal``: the optimizer's step as computed; ``pulsed``: through the device model below."""
+    response: Response = "constant"
+    """``constant``, ``linear``, ``soft_bounds`` or ``exponential`` step."""
+    range: list[float] | None = None
+    """``[w_min, w_max]`` of every device (pulsed); the parameters must start inside it."""
+    bits: int | None = None
+    """Resolution: ``Δw_min = (w_max − w_min)/2**bits`` (give ``bits`` or ``dw_min``)."""
+    dw_min: float | None = None
+    """The nominal step of one pulse, in parameter units."""
+    rounding: Literal["stochastic", "deterministic"] = "stochastic"
+    """Pulses per update: rounded stochastically (unbiased) or to the nearest integer."""
+    max_pulses: int = 31
+    """At most this many pulses per update and device (aihwkit's default bit length, 31)."""
+    up_down: float = 0.0
+    """Systematic asymmetry: ``Δw⁺ = Δw_min(1 + up_down)``, ``Δw⁻ = Δw_min(1 − up_down)``; in (−1, 1)."""
+    dw_min_dtod: float = 0.0
+    """Device-to-device relative spread (std) of the step sizes, drawn once per device."""
+    gamma_up: float = 0.0
+    """``linear`` response: how much the up step shrinks at the upper bound (``soft_bounds``: 1)."""
+    gamma_down: float = 0.0
+    """``linear`` response: how much the down step shrinks at the lower bound (``soft_bounds``: 1)."""
+    gamma_dtod: float = 0.0
+    """Device-to-device spread (std) of ``γ``."""
+    exp: list[float] = field(default_factory=lambda: [0.00081, 0.36833, 12.44625, 12.78785, 0.244, 0.2425])
+    """``exponential`` response: ``[A_up, A_down, gamma_up, gamma_down, a, b]`` (aihwkit's ExpStepDevice defaults)."""
+    c2c: float = 0.0
+    """Cycle-to-cycle multiplicative noise (std) of every pulse."""
+    bias: float = 0.0
+    """Per-device update bias (Dillavou et al.): each device's every update is offset by ``b_i`` pulses,
+    ``b_i ~ N(0, bias²)`` drawn once."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.read_noise) and self.read_noise >= 0):
+            raise ConfigError(f"hardware.read_noise = {self.read_noise}: need a noise level >= 0")
+        for name in ("dw_min_dtod", "gamma_dtod", "c2c", "bias", "gamma_up", "gamma_down"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"hardware.{name} = {value}: need a finite number >= 0")
+        if not -1 < self.up_down < 1:
+            raise ConfigError(f"hardware.up_down = {self.up_down}: need -1 < up_down < 1")
+        if self.parameters is not None and not self.parameters:
+            raise ConfigError(
+                "hardware.parameters = []: name at least one parameter (or leave it unset for all)"
+            )
+        if self.update == "pulsed":
+            if self.range is None or len(self.range) != 2 or not self.range[0] < self.range[1]:
+                raise ConfigError(
+                    f"hardware.range = {self.range}: pulsed devices need [w_min, w_max] with w_min < w_max"
+                )
+            if (self.bits is None) == (self.dw_min is None):
+                raise ConfigError("hardware: give the resolution as bits or dw_min (one of them)")
+            if self.bits is not None and not 1 <= self.bits <= 24:
+                raise ConfigError(f"hardware.bits = {self.bits}: need 1 to 24")
+            if self.dw_min is not None and not self.dw_min > 0:
+                raise ConfigError(f"hardware.dw_min = {self.dw_min}: need > 0")
+            if self.max_pulses < 1:
+                raise ConfigError(f"hardware.max_pulses = {self.max_pulses}: need >= 1")
+            if len(self.exp) != 6:
+                raise ConfigError(
+                    f"hardware.exp = {self.exp}: give [A_up, A_down, gamma_up, gamma_down, a, b]"
+                )
+
+    @property
+    def step(self) -> float:
+        """``Δw_min``."""
+        assert self.range is not None
+        if self.dw_min is not None:
+            return float(self.dw_min)
+        assert self.bits is not None
+        return (self.range[1] - self.range[0]) / 2**self.bits
+
+    def build(self, system: nn.Module, generator: torch.Generator) -> Devices:
+        """The run's devices, their device-to-device properties drawn from ``generator`` (fixed by the seed)."""
+        return Devices(self, system, generator)
+
+
+class Devices:
+    """The non-idealities of one run: a solver wrapper for read noise and the pulsed update of the parameters.
+
+    Raises:
+        ConfigError: a parameter outside the devices' range at the start.
+    """
+
+    def __init__(self, config: HardwareConfig, system: nn.Module, generator: torch.Generator) -> None:
+        self.config = config
+        self.arrays: dict[str, DeviceArray] = {}
+        if config.update != "pulsed":
+            return
+        assert config.range is not None
+        lo, hi = float(config.range[0]), float(config.range[1])
+        soft = config.response == "soft_bounds"
+        chosen = None if config.parameters is None else set(config.parameters)
+        for name, p in system.named_parameters():
+            if chosen is not None and name not in chosen and name.partition(".")[0] not in chosen:
+                continue
+            low, high = float(p.detach().min()), float(p.detach().max())
+            if low < lo or high > hi:
+                raise ConfigError(
+                    f"hardware.range = [{lo:g}, {hi:g}] excludes the initial values of {name} "
+                    f"(from {low:.4g} to {high:.4g})",
+                    hint="widen hardware.range to hold every parameter, or initialise the system inside it",
+                )
+
+            def spread(mean: float, std: float, p: Tensor = p) -> Tensor:
+                draw = torch.randn(p.shape, generator=generator, dtype=torch.float64)
+                return (mean * (1.0 + std * draw)).clamp_min(0.0).to(p.dtype)
+
+            def gamma(value: float, p: Tensor = p) -> Tensor:
+                draw = torch.randn(p.shape, generator=generator, dtype=torch.float64)
+                return (value + config.gamma_dtod * draw).abs().to(p.dtype)
+
+            dw = config.step
+            self.arrays[name] = DeviceArray(
+                w_min=lo,
+                w_max=hi,
+                dw_up=spread(dw * (1 + config.up_down), config.dw_min_dtod),
+                dw_down=spread(dw * (1 - config.up_down), config.dw_min_dtod),
+                gamma_up=gamma(1.0 if soft else config.gamma_up),
+                gamma_down=gamma(1.0 if soft else config.gamma_down),
+                bias=(config.bias * torch.randn(p.shape, generator=generator, dtype=torch.float64)).to(
+                    p.dtype
+                ),
+                response=config.response,
+                rounding=config.rounding,
+                max_pulses=int(config.max_pulses),
+                c2c=float(config.c2c),
+                exp=tuple(float(v) for v in config.exp),  # type: ignore[arg-type]
+            )
+
+    @property
+    def pulsed(self) -> bool:
+        return bool(self.arrays)
+
+    def wrap(self, solver: Solver | None) -> Solver | None:
+        """``solver`` whose results are read with the configured noise (unchanged without read noise)."""
+        if solver is None or self.config.read_noise == 0:
+            return solver
+        return NoisyReadout(inner=solver, noise=self.config.read_noise)
+
+    def apply(self, system: nn.Module, before: dict[str, Tensor]) -> None:
+        """Replace each parameter's new value (the optimizer's step from ``before``) by what its devices do."""
+        with torch.no_grad():
+            for name, p in system.named_parameters():
+                devices = self.arrays.get(name)
+                if devices is not None:
+                    p.copy_(devices.to(p).apply(before[name], p))

@@ -1,0 +1,131 @@
+"""A preset trained under each value of one setting (a non-ideality: read noise, update resolution, …), one folder
+per run, tabulated and plotted against the setting.
+
+``sweep(config, "hardware.read_noise", [0, 0.01, 0.03, 0.1], out_dir)`` trains ``config`` with ``--set
+hardware.read_noise=v`` for each ``v`` into ``out_dir/<key>=<v>/`` (finished runs are skipped, interrupted ones
+resumed: the same rules as ``eqprop compare``), then writes ``robustness.csv``, ``robustness.md``,
+``robustness.json`` and ``robustness.png`` (final test accuracy against the value) to ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from eqprop.errors import ConfigError
+from eqprop.train.compare import _ensure_run, _write_text
+from eqprop.train.config import RunConfig
+from eqprop.train.presets import apply_overrides
+from eqprop.train.rundir import read_history
+
+__all__ = ["parse_vary", "sweep"]
+
+
+def parse_vary(text: str) -> tuple[str, list[str]]:
+    """``"hardware.read_noise=0,0.01,0.1"`` → ``("hardware.read_noise", ["0", "0.01", "0.1"])`` (values as TOML
+    literals, as ``--set`` reads them; a list value is written ``[1,2]`` and separated by ``;``)."""
+    key, sep, values = text.partition("=")
+    key = key.strip()
+    if not sep or not key or not values.strip():
+        raise ConfigError(f"--vary {text!r}: give KEY=V1,V2,…, e.g. hardware.read_noise=0,0.01,0.03")
+    split = ";" if ";" in values else ","
+    items = [v.strip() for v in values.split(split) if v.strip()]
+    if len(items) < 2 or len(set(items)) != len(items):
+        raise ConfigError(f"--vary {text!r}: give at least two distinct values")
+    return key, items
+
+
+def sweep(
+    config: RunConfig,
+    key: str,
+    values: Sequence[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    progress: bool = True,
+    log: TextIO | None = None,
+) -> dict[str, Any]:
+    """Train ``config`` with ``key`` set to each of ``values`` (TOML literals) and tabulate the final accuracies.
+
+    Every configuration is built and validated before the first run starts (a bad value fails at once).
+
+    Returns:
+        ``{"preset", "key", "epochs", "rows": [{"value", "test_accuracy", "train_accuracy", "seconds_per_epoch",
+        "out"}], "runs": {"trained", "resumed", "skipped"}, "csv", "markdown", "json", "plot", "out_dir"}``.
+    """
+    log = sys.stderr if log is None else log
+    plan = [(v, apply_overrides(config, [f"{key}={v}"])) for v in values]
+    out = Path(out_dir)
+    counts = {"trained": 0, "resumed": 0, "skipped": 0}
+    rows = []
+    for value, c in plan:
+        folder = out / f"{key}={value}".replace("/", "_")
+        counts[_ensure_run(c, folder, progress=progress, log=log)] += 1
+        history = [r for r in read_history(folder) if r["epoch"] <= c.train.epochs]
+        last = history[-1]
+        rows.append(
+            {
+                "value": value,
+                "test_accuracy": last["test_accuracy"],
+                "train_accuracy": last["train_accuracy"],
+                "seconds_per_epoch": sum(r["train_seconds"] for r in history) / len(history),
+                "out": str(folder),
+            }
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        k: out / f"robustness.{ext}" for k, ext in (("csv", "csv"), ("markdown", "md"), ("json", "json"))
+    }
+    paths["plot"] = out / "robustness.png"
+    result = {
+        "preset": config.name,
+        "key": key,
+        "epochs": config.train.epochs,
+        "rows": rows,
+        "runs": counts,
+        **{k: str(p) for k, p in paths.items()},
+        "out_dir": str(out),
+    }
+    header = f"| {key} | test accuracy | train accuracy | s / epoch |\n|---|---|---|---|\n"
+    lines = "".join(
+        f"| {r['value']} | {100 * r['test_accuracy']:.2f}% | {100 * r['train_accuracy']:.2f}% | "
+        f"{r['seconds_per_epoch']:.1f} |\n"
+        for r in rows
+    )
+    _write_text(paths["markdown"], f"{config.name}, {config.train.epochs} epoch(s)\n\n{header}{lines}")
+    _write_text(
+        paths["csv"],
+        "value,test_accuracy,train_accuracy,seconds_per_epoch\n"
+        + "".join(
+            f"{r['value']},{r['test_accuracy']},{r['train_accuracy']},{r['seconds_per_epoch']}\n"
+            for r in rows
+        ),
+    )
+    _write_text(paths["json"], json.dumps(result, indent=2, allow_nan=False) + "\n")
+    _plot(paths["plot"], rows, key, config)
+    return result
+
+
+def _plot(path: Path, rows: Sequence[dict[str, Any]], key: str, config: RunConfig) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [str(r["value"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.plot(labels, [100 * r["test_accuracy"] for r in rows], "o-", label="test")
+    ax.plot(labels, [100 * r["train_accuracy"] for r in rows], "s--", label="train")
+    ax.set_xlabel(key)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{config.name}, {config.train.epochs} epoch(s)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
