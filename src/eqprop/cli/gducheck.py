@@ -63,8 +63,8 @@ def gducheck(args: argparse.Namespace) -> int:
     run = load_model(args, default_preset=DEFAULT_PRESET)
     steps = args.steps
     if steps is None:
-        steps = (run.nudged_solver or run.solver).iterations
-    free_steps = args.free_steps if args.free_steps is not None else run.solver.iterations
+        steps = (run.config.nudged_solver or run.config.solver).iterations
+    free_steps = args.free_steps if args.free_steps is not None else run.config.solver.iterations
     rule_beta = getattr(run.rule, "beta", None)
     betas = args.betas or ([rule_beta] if rule_beta is not None else None)
     if not betas:
@@ -82,7 +82,7 @@ def gducheck(args: argparse.Namespace) -> int:
         trace = gdu_check(
             run.system,
             run.cost,
-            run.solver,
+            run.config.solver,  # the dynamics itself, without hardware read noise
             x,
             y,
             steps=steps,

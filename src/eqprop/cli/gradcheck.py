@@ -72,7 +72,8 @@ def gradcheck(args: argparse.Namespace) -> int:
             f"gradcheck sweeps beta, and the rule of {run.config.name!r} ({run.rule.kind}) has none",
             hint="use a preset whose rule nudges or clamps by beta (eqprop, coupled, aeqprop), or pass --rule NAME",
         )
-    solver = dataclasses.replace(run.solver, iterations=args.iterations, tol=args.tol)
+    # the checks compare exact gradients: the configured solver, without hardware read noise
+    solver = dataclasses.replace(run.config.solver, iterations=args.iterations, tol=args.tol)
     test = test_data(run)
     pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))[: args.batch_size]
     x, y = test.x[pick.to(test.x.device)], test.y[pick.to(test.y.device)]

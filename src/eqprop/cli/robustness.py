@@ -42,7 +42,8 @@ def robustness(args: argparse.Namespace) -> int:
     from eqprop.train.robustness import parse_vary, sweep
 
     key, values = parse_vary(args.vary)
-    config = apply_overrides(load_preset(args.preset), flag_overrides(args))
+    # validated with the first value in place (a setting may need it, e.g. a pulsed update needs its bits)
+    config = apply_overrides(load_preset(args.preset), [*flag_overrides(args), f"{key}={values[0]}"])
     out = args.out_dir or f"runs/robustness-{config.name}-{key}"
     result = sweep(config, key, values, out, progress=not args.no_progress)
     if not args.json:

@@ -70,11 +70,14 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _ensure_run(config: RunConfig, out: Path, *, progress: bool, log: TextIO) -> str:
-    """Train ``config`` into ``out`` unless it is already there; return what was done."""
+def _ensure_run(
+    config: RunConfig, out: Path, *, progress: bool, log: TextIO, command: str = "compare"
+) -> str:
+    """Train ``config`` into ``out`` unless it is already there; return what was done (``command`` prefixes the
+    messages)."""
     label = f"{out.parent.name} seed {config.train.seed}"
     if not (out / CHECKPOINT).exists():
-        print(f"compare: training {label} -> {out}", file=log)
+        print(f"{command}: training {label} -> {out}", file=log)
         fit(config, out, progress=progress)
         return "trained"
     stored, _ = read_checkpoint(out)
@@ -86,14 +89,14 @@ def _ensure_run(config: RunConfig, out: Path, *, progress: bool, log: TextIO) ->
             if old.get(k) != new.get(k)
         ]
         raise ConfigError(
-            f"{out} holds a run with other settings than this comparison's: {'; '.join(diff[:3])}",
+            f"{out} holds a run with other settings than this {command}'s: {'; '.join(diff[:3])}",
             hint="choose another --out-dir, or delete that folder to retrain it",
         )
     done = len(read_history(out))
     if done >= config.train.epochs:
-        print(f"compare: {label} is done ({done} epochs), skipped", file=log)
+        print(f"{command}: {label} is done ({done} epochs), skipped", file=log)
         return "skipped"
-    print(f"compare: resuming {label} at epoch {done + 1}/{config.train.epochs}", file=log)
+    print(f"{command}: resuming {label} at epoch {done + 1}/{config.train.epochs}", file=log)
     t = config.train
     resume(
         out,

@@ -209,7 +209,8 @@ class Monitor:
         run = self.run
         x, y = self._probe
         est = run.rule.gradients(run.system, run.cost, run.solver, x, y, nudged_solver=run.nudged_solver)
-        solver = dataclasses.replace(run.solver, iterations=max(run.solver.iterations, 200), tol=None)
+        exact = run.config.solver  # the reference reads the true equilibrium (no hardware read noise)
+        solver = dataclasses.replace(exact, iterations=max(exact.iterations, 200), tol=None)
         with torch.enable_grad():
             ref = ImplicitDiff().gradients(run.system, run.cost, solver, x, y)
         names = sorted(ref.grads)

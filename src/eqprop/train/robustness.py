@@ -63,7 +63,7 @@ def sweep(
     rows = []
     for value, c in plan:
         folder = out / f"{key}={value}".replace("/", "_")
-        counts[_ensure_run(c, folder, progress=progress, log=log)] += 1
+        counts[_ensure_run(c, folder, progress=progress, log=log, command="robustness")] += 1
         history = [r for r in read_history(folder) if r["epoch"] <= c.train.epochs]
         last = history[-1]
         rows.append(
