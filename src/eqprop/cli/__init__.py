@@ -15,12 +15,24 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from eqprop.cli import compare, gducheck, gradcheck, presets, report, robustness, spice, study, thermo, train
+from eqprop.cli import (
+    compare,
+    energy,
+    gducheck,
+    gradcheck,
+    presets,
+    report,
+    robustness,
+    spice,
+    study,
+    thermo,
+    train,
+)
 from eqprop.errors import EqpropError, Interrupted
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (train, report, presets, gradcheck, gducheck, compare, robustness, thermo, study, spice)
+COMMANDS = (train, report, presets, gradcheck, gducheck, compare, robustness, energy, thermo, study, spice)
 """The subcommand modules, in the order `eqprop --help` lists them (`train` also adds `eval`)."""
 
 

@@ -230,6 +230,11 @@ class FlowNetwork(EnergySystem):
         d = self.drops(x, state)
         return 0.5 * (d * d) @ self.conductances
 
+    def dissipated_power(self, x: Tensor, state: State) -> Tensor:
+        """``Σ k Δp²`` over the pipes (or resistors), per example: the power the flow dissipates."""
+        d = self.drops(x, state)
+        return (d * d) @ self.conductances
+
     def prepare(self, x: Tensor) -> Tensor:
         """The drops the input imposes, ``(batch, E)`` (computed once per batch)."""
         return _rows_times(x, self.sparse_drop_input)

@@ -322,6 +322,12 @@ class ResistiveCircuit(EnergySystem):
         e = 0.5 * (drop * drop) @ self.conductances
         return e - v[:, self._injected_at] @ self.currents
 
+    def dissipated_power(self, x: Tensor, state: State) -> Tensor:
+        """``Σ g(V_a − V_b)²`` over the resistors, per example (watts for siemens and volts)."""
+        v = self.potentials(x, state)
+        drop = v[:, self._ends[:, 0]] - v[:, self._ends[:, 1]]
+        return (drop * drop) @ self.conductances
+
     def kcl_residual(self, x: Tensor, state: State) -> Tensor:
         """The largest Kirchhoff-current imbalance (or diode-complementarity violation) at a free node, per
         example, in amperes."""

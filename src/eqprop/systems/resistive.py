@@ -258,6 +258,20 @@ class DeepResistive(EnergySystem):
             e = e - s @ b
         return e
 
+    def dissipated_power(self, x: Tensor, state: State) -> Tensor:
+        """``Σ g(V_i − V_j)²`` over the resistors, per example: watts for siemens and volts (ideal diodes and
+        sources dissipate nothing)."""
+        v = (self.input_potentials(x), *state)
+        p = x.new_zeros(x.shape[0])
+        for g, below, above in zip(self.conductances, v[:-1], v[1:], strict=True):
+            p = (
+                p
+                + (above * above) @ g.sum(1)
+                + (below * below) @ g.sum(0)
+                - 2 * ((below @ g.t()) * above).sum(-1)
+            )
+        return p
+
     def kcl_residual(self, x: Tensor, state: State) -> Tensor:
         """The largest violation of the steady-state conditions, per example, in amperes.
 
