@@ -3,7 +3,7 @@ per run, tabulated and plotted against the setting.
 
 ``sweep(config, "hardware.read_noise", [0, 0.01, 0.03, 0.1], out_dir)`` trains ``config`` with ``--set
 hardware.read_noise=v`` for each ``v`` into ``out_dir/<key>=<v>/`` (finished runs are skipped, interrupted ones
-resumed: the same rules as ``eqprop compare``), then writes ``robustness.csv``, ``robustness.md``,
+resumed: the same rules as ``eqprop compare``; a run that diverges is recorded as such, not retried), then writes ``robustness.csv``, ``robustness.md``,
 ``robustness.json`` and ``robustness.png`` (final test accuracy against the value) to ``out_dir``.
 """
 
@@ -16,13 +16,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from eqprop.errors import ConfigError
+from eqprop.errors import ConfigError, DivergenceError
 from eqprop.train.compare import _ensure_run, _write_text
 from eqprop.train.config import RunConfig
 from eqprop.train.presets import apply_overrides
 from eqprop.train.rundir import read_history
 
-__all__ = ["parse_vary", "sweep"]
+__all__ = ["DIVERGED", "parse_vary", "sweep"]
+
+DIVERGED = "diverged.json"
+"""Written into a run's folder when it diverged: the sweep reports it and does not retrain it."""
 
 
 def parse_vary(text: str) -> tuple[str, list[str]]:
@@ -59,11 +62,23 @@ def sweep(
     log = sys.stderr if log is None else log
     plan = [(v, apply_overrides(config, [f"{key}={v}"])) for v in values]
     out = Path(out_dir)
-    counts = {"trained": 0, "resumed": 0, "skipped": 0}
+    counts = {"trained": 0, "resumed": 0, "skipped": 0, "diverged": 0}
     rows = []
     for value, c in plan:
         folder = out / f"{key}={value}".replace("/", "_")
-        counts[_ensure_run(c, folder, progress=progress, log=log, command="robustness")] += 1
+        marker = folder / DIVERGED
+        if not marker.exists():
+            try:
+                counts[_ensure_run(c, folder, progress=progress, log=log, command="robustness")] += 1
+            except DivergenceError as err:  # a result of the sweep, not a reason to stop it
+                folder.mkdir(parents=True, exist_ok=True)
+                marker.write_text(json.dumps({"error": str(err)}) + "\n", encoding="utf-8")
+                print(f"robustness: {key}={value} diverged: {err}", file=log)
+        if marker.exists():
+            counts["diverged"] += 1
+            rows.append({"value": value, "test_accuracy": None, "train_accuracy": None, "diverged": True,
+                         "seconds_per_epoch": None, "out": str(folder)})  # fmt: skip
+            continue
         history = [r for r in read_history(folder) if r["epoch"] <= c.train.epochs]
         last = history[-1]
         rows.append(
@@ -71,6 +86,7 @@ def sweep(
                 "value": value,
                 "test_accuracy": last["test_accuracy"],
                 "train_accuracy": last["train_accuracy"],
+                "diverged": False,
                 "seconds_per_epoch": sum(r["train_seconds"] for r in history) / len(history),
                 "out": str(folder),
             }
@@ -91,7 +107,9 @@ def sweep(
     }
     header = f"| {key} | test accuracy | train accuracy | s / epoch |\n|---|---|---|---|\n"
     lines = "".join(
-        f"| {r['value']} | {100 * r['test_accuracy']:.2f}% | {100 * r['train_accuracy']:.2f}% | "
+        f"| {r['value']} | diverged | diverged | |\n"
+        if r["diverged"]
+        else f"| {r['value']} | {100 * r['test_accuracy']:.2f}% | {100 * r['train_accuracy']:.2f}% | "
         f"{r['seconds_per_epoch']:.1f} |\n"
         for r in rows
     )
@@ -100,7 +118,8 @@ def sweep(
         paths["csv"],
         "value,test_accuracy,train_accuracy,seconds_per_epoch\n"
         + "".join(
-            f"{r['value']},{r['test_accuracy']},{r['train_accuracy']},{r['seconds_per_epoch']}\n"
+            f"{r['value']},{'' if r['diverged'] else r['test_accuracy']},"
+            f"{'' if r['diverged'] else r['train_accuracy']},{'' if r['diverged'] else r['seconds_per_epoch']}\n"
             for r in rows
         ),
     )
@@ -117,8 +136,12 @@ def _plot(path: Path, rows: Sequence[dict[str, Any]], key: str, config: RunConfi
 
     labels = [str(r["value"]) for r in rows]
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    ax.plot(labels, [100 * r["test_accuracy"] for r in rows], "o-", label="test")
-    ax.plot(labels, [100 * r["train_accuracy"] for r in rows], "s--", label="train")
+    nan = float("nan")  # a diverged run: a gap in the curve, and a mark on the axis
+    ax.plot(labels, [nan if r["diverged"] else 100 * r["test_accuracy"] for r in rows], "o-", label="test")
+    ax.plot(labels, [nan if r["diverged"] else 100 * r["train_accuracy"] for r in rows], "s--", label="train")
+    for i, r in enumerate(rows):
+        if r["diverged"]:
+            ax.annotate("diverged", (i, 0), rotation=90, ha="center", va="bottom", fontsize=8)
     ax.set_xlabel(key)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{config.name}, {config.train.epochs} epoch(s)")
