@@ -69,18 +69,26 @@ class DeviceArray:
         if self.dw_up.device == like.device and self.dw_up.dtype == like.dtype:
             return self
         moved = {k: getattr(self, k).to(like) for k in ("dw_up", "dw_down", "gamma_up", "gamma_down", "bias")}
-        return replace(self, **moved)
+        return replace(self, **moved)  # (re-runs __post_init__ on the moved tensors)
+
+    def __post_init__(self) -> None:
+        dw = 0.5 * (self.dw_up + self.dw_down)
+        self._inv_dw = 1.0 / dw.clamp_min(torch.finfo(dw.dtype).tiny)
+        # one step size for every device and direction (no asymmetry, no variation): scalar arithmetic
+        same = bool(torch.equal(self.dw_up, self.dw_down)) and bool(
+            (self.dw_up == self.dw_up.flatten()[0]).all()
+        )
+        self._uniform = float(self.dw_up.flatten()[0]) if same and self.dw_up.numel() else None
+        self._biased = bool(self.bias.ne(0).any())
 
     def pulses(self, delta: Tensor) -> Tensor:
         """The signed number of pulses for the update ``delta`` (rounded, capped, bias included)."""
-        dw = 0.5 * (self.dw_up + self.dw_down)
-        n = delta / dw.clamp_min(torch.finfo(delta.dtype).tiny) + self.bias
-        if self.rounding == "stochastic":
-            low = torch.floor(n)
-            n = low + (torch.rand_like(n) < (n - low)).to(n.dtype)  # E[n] unchanged: unbiased
-        else:
-            n = torch.round(n)
-        return n.clamp(-self.max_pulses, self.max_pulses)
+        n = delta * (1.0 / self._uniform) if self._uniform is not None else delta * self._inv_dw
+        if self._biased:
+            n = n.add_(self.bias)
+        # stochastic: floor(n + U), U uniform in [0, 1): n's floor, or one more with the probability of its fraction
+        n = n.add_(torch.rand_like(n)).floor_() if self.rounding == "stochastic" else n.round_()
+        return n.clamp_(-self.max_pulses, self.max_pulses)
 
     def step(self, w: Tensor, up: Tensor) -> Tensor:
         """The change of each device for one pulse, up where ``up`` else down (>= 0 up, <= 0 down)."""
@@ -103,12 +111,15 @@ class DeviceArray:
     def apply(self, before: Tensor, after: Tensor) -> Tensor:
         """The devices' new values when the optimizer asked to go from ``before`` to ``after``."""
         n = self.pulses(after - before)
+        if self.response == "constant" and self.c2c == 0:  # closed form: n equal steps, then the range
+            if self._uniform is not None:
+                w = torch.add(before, n, alpha=self._uniform)
+            else:
+                w = before.addcmul(n, torch.where(n > 0, self.dw_up, self.dw_down))
+            return w.clamp_(self.w_min, self.w_max)
         w = before.clone()
         remaining = n.abs()
         up = n > 0
-        if self.response == "constant" and self.c2c == 0:  # closed form: n equal steps, then the range
-            w = w + torch.where(up, self.dw_up, -self.dw_down) * remaining
-            return w.clamp(self.w_min, self.w_max)
         for _ in range(int(remaining.max()) if remaining.numel() else 0):  # one pulse at a time, all devices
             active = remaining > 0
             w = torch.where(active, (w + self.step(w, up)).clamp(self.w_min, self.w_max), w)

@@ -111,7 +111,8 @@ class Run:
         """One parameter update from the ``.grad`` just written: the optimizer's step, what the devices make of it
         (pulsed hardware), then the physics' constraints (e.g. conductances back to >= 0)."""
         pulsed = self.hardware is not None and self.hardware.pulsed
-        before = {n: p.detach().clone() for n, p in self.system.named_parameters()} if pulsed else {}
+        devices = self.hardware.arrays if self.hardware is not None else {}
+        before = {n: p.detach().clone() for n, p in self.system.named_parameters() if n in devices}
         self.optimizer.step()
         if pulsed:
             assert self.hardware is not None
