@@ -9,6 +9,7 @@ from eqprop.solvers.block import BlockCoordinate
 from eqprop.solvers.direct import DirectSolver
 from eqprop.solvers.flow import GradientFlow
 from eqprop.solvers.phases import Phases, raise_if_diverged
+from eqprop.solvers.settling import Settling
 from eqprop.solvers.synchronous import Synchronous
 
 SOLVERS: dict[str, type[Solver]] = {
@@ -23,6 +24,7 @@ __all__ = [
     "Equilibrium",
     "GradientFlow",
     "Phases",
+    "Settling",
     "SolveStats",
     "Solver",
     "Synchronous",
