@@ -13,7 +13,7 @@ from eqprop.solvers.settling import Settling
 from eqprop.solvers.synchronous import Synchronous
 
 SOLVERS: dict[str, type[Solver]] = {
-    cls.kind: cls for cls in (BlockCoordinate, DirectSolver, GradientFlow, Synchronous)
+    cls.kind: cls for cls in (BlockCoordinate, DirectSolver, GradientFlow, Settling, Synchronous)
 }
 """``solver.kind`` → solver class."""
 
