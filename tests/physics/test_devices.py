@@ -150,3 +150,13 @@ def test_a_run_on_noisy_pulsed_hardware_trains_and_resumes_bit_exactly(
     # the weights sit on the devices' grid where no variation moved them: every one inside the range
     config = apply_overrides(load_preset("fmnist-quick"), ["system.sizes=[784,32,10]"])
     assert all(float(v.abs().max()) <= 1.5 for v in wa.values()) and config.hardware.update == "ideal"
+
+
+def test_non_ideal_hardware_runs_in_one_process() -> None:
+    holder = torch.nn.Module()
+    holder.w = torch.nn.Parameter(torch.zeros(3))
+    HardwareConfig().build(holder, torch.Generator()).check_data_parallel(4)  # ideal: any number of processes
+    noisy = HardwareConfig(read_noise=0.01).build(holder, torch.Generator())
+    noisy.check_data_parallel(1)
+    with pytest.raises(ConfigError, match="one process"):
+        noisy.check_data_parallel(2)

@@ -161,6 +161,16 @@ class Devices:
                 exp=tuple(float(v) for v in config.exp),  # type: ignore[arg-type]
             )
 
+    def check_data_parallel(self, processes: int) -> None:
+        """Refuse several processes with non-ideal hardware: each rank would draw its own read noise and rounding
+        from its own generator, and the ranks' parameters would drift apart."""
+        ideal = self.config.read_noise == 0 and not self.pulsed
+        if processes > 1 and not ideal:
+            raise ConfigError(
+                f"hardware non-idealities are simulated in one process; this run has {processes}",
+                hint="run it with one process (no torchrun), or without [hardware] settings",
+            )
+
     @property
     def pulsed(self) -> bool:
         return bool(self.arrays)

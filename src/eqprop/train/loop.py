@@ -180,6 +180,8 @@ def _train(
         )
     run.data_fingerprint = fingerprint
     run.rule.check_data_parallel(world.size)
+    if run.hardware is not None:
+        run.hardware.check_data_parallel(world.size)
     if run.epoch == 0 and not run.position:  # a fresh run: costs that set themselves from the untrained net
         calibrate(run, data.train, t.eval_batch_size)
     if main:
