@@ -281,6 +281,23 @@ def test_holomorphic_eqprop_trains_a_smooth_network(
     assert summary["test_accuracy"] > 0.5
 
 
+def test_thermal_eqprop_trains_through_the_loop(tiny_config: Callable[..., RunConfig], tmp_path: Path) -> None:
+    """Langevin chains (several per example) in the loop: the scores are the chains' average, the monitor logs."""
+    sets = (
+        'rule.kind="thermal"',
+        "rule.samples=4",
+        "rule.beta=0.2",
+        'solver.kind="langevin"',
+        "solver.temperature=0.001",
+        "solver.step_size=0.5",
+        "solver.iterations=30",
+        "optimizer.lr=0.1",
+        "train.epochs=2",
+    )
+    summary = fit(tiny_config(*sets), tmp_path / "run", progress=False, monitoring=Monitoring(probe_every=8))
+    assert summary["test_accuracy"] > 0.5
+
+
 # -- resume ---------------------------------------------------------------------------------------------------------
 def test_resume_is_bit_exact(fake_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a, b = tmp_path / "a", tmp_path / "b"

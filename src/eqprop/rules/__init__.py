@@ -14,6 +14,7 @@ from eqprop.rules.holomorphic import HolomorphicEqProp
 from eqprop.rules.implicit import ImplicitDiff
 from eqprop.rules.names import RULE_NAMES, RULES, by_name
 from eqprop.rules.physical import Homeostat, HomeostaticSystem, PhysicalSystem, SpringCoupled
+from eqprop.rules.thermal import ThermalEqProp
 from eqprop.rules.unrolled import BackpropThroughSolver
 from eqprop.rules.vector_field import VectorFieldEqProp
 
@@ -35,6 +36,7 @@ __all__ = [
     "PhysicalSystem",
     "Rule",
     "SpringCoupled",
+    "ThermalEqProp",
     "VectorFieldEqProp",
     "agnostic_step",
     "by_name",

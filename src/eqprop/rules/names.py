@@ -25,6 +25,7 @@ from eqprop.rules.contrastive import ContrastiveLearning, CoupledLearning
 from eqprop.rules.eqprop import EqProp
 from eqprop.rules.holomorphic import HolomorphicEqProp
 from eqprop.rules.implicit import ImplicitDiff
+from eqprop.rules.thermal import ThermalEqProp
 from eqprop.rules.unrolled import BackpropThroughSolver
 from eqprop.rules.vector_field import VectorFieldEqProp
 
@@ -37,6 +38,7 @@ RULES: dict[str, type[Rule]] = {
         ContinualEqProp,
         VectorFieldEqProp,
         HolomorphicEqProp,
+        ThermalEqProp,
         AgnosticEqProp,
         ContrastiveLearning,
         CoupledLearning,
