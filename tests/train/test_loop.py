@@ -281,7 +281,9 @@ def test_holomorphic_eqprop_trains_a_smooth_network(
     assert summary["test_accuracy"] > 0.5
 
 
-def test_thermal_eqprop_trains_through_the_loop(tiny_config: Callable[..., RunConfig], tmp_path: Path) -> None:
+def test_thermal_eqprop_trains_through_the_loop(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
     """Langevin chains (several per example) in the loop: the scores are the chains' average, the monitor logs."""
     sets = (
         'rule.kind="thermal"',
