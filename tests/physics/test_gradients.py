@@ -18,7 +18,14 @@ from eqprop import (
     SquaredError,
     solve,
 )
-from eqprop.rules import RULES, ContinualEqProp, HolomorphicEqProp, VectorFieldEqProp, named_parameters
+from eqprop.rules import (
+    RULES,
+    ContinualEqProp,
+    HolomorphicEqProp,
+    ThermalEqProp,
+    VectorFieldEqProp,
+    named_parameters,
+)
 from eqprop.systems import SmoothHopfield, VectorFieldHopfield
 from helpers import SMALL_SYSTEMS, cosine, fd_loss_grad, kink_margin, rel_err, tiny_problem
 
@@ -124,6 +131,7 @@ ONE_OF_EACH_KIND = {
     "continual": ContinualEqProp(beta=0.1, variant="centered"),
     "vector_field": VectorFieldEqProp(beta=0.1, variant="centered"),
     "holomorphic": HolomorphicEqProp(beta=0.1, points=4),
+    "thermal": ThermalEqProp(beta=0.1, samples=3),  # with a deterministic solver: EqProp on repeated chains
     "aeqprop": AgnosticEqProp(beta=0.1, epsilon=0.2),
     "contrastive": ContrastiveLearning(),
     "coupled": CoupledLearning(beta=0.25, variant="negative"),
