@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -85,3 +87,55 @@ def test_bad_settings() -> None:
         Langevin(temperature=-1.0)
     with pytest.raises(ConfigError, match="samples"):
         ThermalEqProp(samples=0)
+
+
+def _ising(gen: torch.Generator) -> tuple[DeepHopfield, torch.Tensor, torch.Tensor]:
+    """An Ising machine of 6 spins (4 hidden, 2 output) driven by 3 real inputs: 64 states, enumerable."""
+    net = DeepHopfield([3, 4, 2], bounds=(-1, 1), output_bounds=(-1, 1), gains=1.5, generator=gen)
+    with torch.no_grad():
+        for b in net.biases:
+            b.uniform_(-0.5, 0.5, generator=gen)
+    return net, torch.rand(3, 3, generator=gen) * 2 - 1, torch.tensor([0, 1, 1])
+
+
+def test_thermal_eqprop_on_spins_converges_to_the_exact_gradient(
+    f64: torch.dtype, gen: torch.Generator
+) -> None:
+    """The exact expected cost over all 2⁶ spin states (Boltzmann weights at T = 1), differentiated by autograd; the
+    Gibbs-sampled estimate's error falls as 1/√samples (×~3 per ×10 chains) down to 5 % at 20,000 chains."""
+
+    from eqprop.solvers import GibbsSampler
+
+    net, x, y = _ising(gen)
+    states = torch.tensor(list(itertools.product([-1.0, 1.0], repeat=6)))
+    total = x.new_zeros(())
+    for i in range(len(x)):
+        e = net.energy(x[i : i + 1].expand(len(states), 3), (states[:, :4], states[:, 4:]))
+        target = torch.nn.functional.one_hot(y[i], 2).double()
+        total = total + (torch.softmax(-e, 0) * 0.5 * ((states[:, 4:] - target) ** 2).sum(1)).sum()
+    params = dict(net.named_parameters())
+    ref = torch.cat([g.flatten() for g in torch.autograd.grad(total / len(x), list(params.values()))])
+    errors = []
+    for samples in (2000, 20000):
+        torch.manual_seed(0)
+        est = ThermalEqProp(beta=0.05, samples=samples).gradients(
+            net, SquaredError(), GibbsSampler(temperature=1.0, iterations=30), x, y
+        )
+        flat = torch.cat([est.grads[f"system.{n}"].flatten() for n in params])
+        errors.append(float((flat - ref).norm() / ref.norm()))
+    assert errors[1] < 0.1
+    assert 2.0 < errors[0] / errors[1] < 6.0  # √10 ≈ 3.2
+
+
+def test_gibbs_sampler_at_zero_temperature_and_its_anneal(f64: torch.dtype, gen: torch.Generator) -> None:
+    from eqprop.solvers import GibbsSampler
+
+    net, x, _ = _ising(gen)
+    state = solve(net, x, GibbsSampler(temperature=0.0, iterations=20)).state
+    assert all(set(s.unique().tolist()) <= {-1.0, 1.0} for s in state)
+    drive = net.prepare(x)
+    assert torch.equal(state[0], torch.where(net.block_field(0, state, drive) >= 0, 1.0, -1.0))
+    temps = GibbsSampler(temperature=0.1, iterations=5, anneal_from=10.0)._schedule()
+    assert temps[0] == 10.0 and temps[-1] == 0.1 and all(a > b for a, b in itertools.pairwise(temps))
+    with pytest.raises(ConfigError, match="anneal_from"):
+        GibbsSampler(temperature=1.0, anneal_from=0.5)

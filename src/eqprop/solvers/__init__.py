@@ -8,13 +8,15 @@ from eqprop.solvers.base import Equilibrium, Solver, SolveStats, TotalEnergy, re
 from eqprop.solvers.block import BlockCoordinate
 from eqprop.solvers.direct import DirectSolver
 from eqprop.solvers.flow import GradientFlow
+from eqprop.solvers.gibbs import GibbsSampler
 from eqprop.solvers.langevin import Langevin
 from eqprop.solvers.phases import Phases, raise_if_diverged
 from eqprop.solvers.settling import Settling
 from eqprop.solvers.synchronous import Synchronous
 
 SOLVERS: dict[str, type[Solver]] = {
-    cls.kind: cls for cls in (BlockCoordinate, DirectSolver, GradientFlow, Langevin, Settling, Synchronous)
+    cls.kind: cls
+    for cls in (BlockCoordinate, DirectSolver, GibbsSampler, GradientFlow, Langevin, Settling, Synchronous)
 }
 """``solver.kind`` → solver class."""
 
@@ -23,6 +25,7 @@ __all__ = [
     "BlockCoordinate",
     "DirectSolver",
     "Equilibrium",
+    "GibbsSampler",
     "GradientFlow",
     "Langevin",
     "Phases",
