@@ -89,23 +89,21 @@ class Settling(Solver):
 
 def _node_update(problem: TotalEnergy, k: int, ratio: float, *, nudged: bool) -> Callable[[State], Tensor]:
     system, drive = problem.system, problem.drive
-    a = system.block_curvature(k)
     lo, hi = system.block_bounds(k)
     cost, target, beta = problem.cost, problem.target, problem.beta
+    curvature = system.block_curvature(k)
+    if nudged:  # the cost's curvature c is a constant of the cost (its model's l may move with the state)
+        assert cost is not None and target is not None
+        curvature = curvature + beta * cost.curvature
+    # constants of the relaxation, computed once: the decay over dt and the inverse curvature
+    decay = torch.exp(-ratio * curvature) if isinstance(curvature, Tensor) else math.exp(-ratio * curvature)
+    inverse = 1.0 / curvature
 
-    def update(state: State) -> Tensor:
+    def update(state: State) -> Tensor:  # hot loop: the field, then one exponential step per node
         h = system.block_field(k, state, drive)
-        curvature = a
         if nudged:
-            assert cost is not None and target is not None
-            c, lin = cost.nudge(state[k], target)
-            h = h + beta * lin
-            curvature = a + beta * c
-        if isinstance(curvature, Tensor):
-            decay = torch.exp(-ratio * curvature)
-        else:
-            decay = math.exp(-ratio * curvature)
-        settled = h / curvature
+            h = h + beta * cost.nudge(state[k], target)[1]  # type: ignore[union-attr]
+        settled = h * inverse
         new = settled + (state[k] - settled) * decay
         return new.clamp(lo, hi) if (lo is not None or hi is not None) else new
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 
@@ -195,10 +195,14 @@ class ConvHopfieldConfig:
         return self.dense[-1]
 
     def build(self, *, boxed_output: bool, generator: torch.Generator | None) -> ConvHopfield:
-        out = (
-            self.output_bounds if self.output_bounds is not None else (self.bounds if boxed_output else None)
-        )
-        return ConvHopfield(
+        return self._build(ConvHopfield, boxed_output=boxed_output, generator=generator)
+
+    def _build(self, cls: type[ConvHopfield], **kwargs: Any) -> Any:
+        """``cls`` (ConvHopfield or a subclass) from these settings; ``kwargs``: ``boxed_output``, ``generator``
+        and the subclass's own."""
+        boxed = kwargs.pop("boxed_output")
+        out = self.output_bounds if self.output_bounds is not None else (self.bounds if boxed else None)
+        return cls(
             self.input_shape,
             self.channels,
             self.dense,
@@ -210,7 +214,7 @@ class ConvHopfieldConfig:
             gains=self.gains,
             self_curvature=self.self_curvature,
             activation=self.activation,
-            generator=generator,
+            **kwargs,
         )
 
     def describe(self) -> str:
@@ -295,30 +299,9 @@ class ConvVectorFieldConfig(ConvHopfieldConfig):
     tied: bool = False
     """Start with the backward weights equal to the forward ones."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.layers < 2:
-            raise ConfigError("a vector-field net needs a hidden layer")
-
     def build(self, *, boxed_output: bool, generator: torch.Generator | None) -> ConvVectorField:
-        out = (
-            self.output_bounds if self.output_bounds is not None else (self.bounds if boxed_output else None)
-        )
-        return ConvVectorField(
-            self.input_shape,
-            self.channels,
-            self.dense,
-            kernel_size=self.kernel_size,
-            padding=self.padding,
-            pool=self.pool,
-            bounds=_box(self.bounds),
-            output_bounds=_box(out),
-            gains=self.gains,
-            self_curvature=self.self_curvature,
-            activation=self.activation,
-            tied=self.tied,
-            generator=generator,
-        )
+        # (a conv net always has a hidden layer: at least one conv and one dense layer)
+        return self._build(ConvVectorField, boxed_output=boxed_output, generator=generator, tied=self.tied)  # type: ignore[no-any-return]
 
     def describe(self) -> str:
         return super().describe() + (" (tied at init)" if self.tied else "")
