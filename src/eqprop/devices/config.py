@@ -135,25 +135,22 @@ class Devices:
                     hint="widen hardware.range to hold every parameter, or initialise the system inside it",
                 )
 
-            def spread(mean: float, std: float, p: Tensor = p) -> Tensor:
-                draw = torch.randn(p.shape, generator=generator, dtype=torch.float64)
-                return (mean * (1.0 + std * draw)).clamp_min(0.0).to(p.dtype)
+            def draw(p: Tensor = p) -> Tensor:  # one standard normal per device, fixed by the seed
+                return torch.randn(p.shape, generator=generator, dtype=torch.float64)
 
-            def gamma(value: float, p: Tensor = p) -> Tensor:
-                draw = torch.randn(p.shape, generator=generator, dtype=torch.float64)
-                return (value + config.gamma_dtod * draw).abs().to(p.dtype)
-
-            dw = config.step
+            dw, dtod = config.step, config.dw_min_dtod
+            dw_up = (dw * (1 + config.up_down) * (1.0 + dtod * draw())).clamp_min(0.0)
+            dw_down = (dw * (1 - config.up_down) * (1.0 + dtod * draw())).clamp_min(0.0)
+            gamma_up = (1.0 if soft else config.gamma_up) + config.gamma_dtod * draw()
+            gamma_down = (1.0 if soft else config.gamma_down) + config.gamma_dtod * draw()
             self.arrays[name] = DeviceArray(
                 w_min=lo,
                 w_max=hi,
-                dw_up=spread(dw * (1 + config.up_down), config.dw_min_dtod),
-                dw_down=spread(dw * (1 - config.up_down), config.dw_min_dtod),
-                gamma_up=gamma(1.0 if soft else config.gamma_up),
-                gamma_down=gamma(1.0 if soft else config.gamma_down),
-                bias=(config.bias * torch.randn(p.shape, generator=generator, dtype=torch.float64)).to(
-                    p.dtype
-                ),
+                dw_up=dw_up.to(p.dtype),
+                dw_down=dw_down.to(p.dtype),
+                gamma_up=gamma_up.abs().to(p.dtype),
+                gamma_down=gamma_down.abs().to(p.dtype),
+                bias=(config.bias * draw()).to(p.dtype),
                 response=config.response,
                 rounding=config.rounding,
                 max_pulses=int(config.max_pulses),
