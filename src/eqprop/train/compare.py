@@ -70,7 +70,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _ensure_run(
+def ensure_run(
     config: RunConfig, out: Path, *, progress: bool, log: TextIO, command: str = "compare"
 ) -> str:
     """Train ``config`` into ``out`` unless it is already there; return what was done (``command`` prefixes the
@@ -187,7 +187,7 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
@@ -282,7 +282,7 @@ def compare_rules(
     counts = {"trained": 0, "resumed": 0, "skipped": 0}
     for name, configs in plan.items():
         for c in configs:
-            counts[_ensure_run(c, out / name / f"seed{c.train.seed}", progress=progress, log=log)] += 1
+            counts[ensure_run(c, out / name / f"seed{c.train.seed}", progress=progress, log=log)] += 1
     rows = [
         summarize_runs(
             name, [read_history(out / name / f"seed{c.train.seed}") for c in configs], config.train.epochs
@@ -303,7 +303,7 @@ def compare_rules(
         "out_dir": str(out),
     }
     _write_csv(paths["csv"], rows)
-    _write_text(paths["markdown"], _markdown(rows, config))
-    _write_text(paths["json"], json.dumps(result, indent=2, allow_nan=False) + "\n")
+    write_text(paths["markdown"], _markdown(rows, config))
+    write_text(paths["json"], json.dumps(result, indent=2, allow_nan=False) + "\n")
     _plot(paths["plot"], rows, config)
     return result

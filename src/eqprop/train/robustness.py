@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from eqprop.errors import ConfigError, DivergenceError
-from eqprop.train.compare import _ensure_run, _write_text
+from eqprop.train.compare import ensure_run, write_text
 from eqprop.train.config import RunConfig
 from eqprop.train.presets import apply_overrides
 from eqprop.train.rundir import read_history
@@ -69,7 +69,7 @@ def sweep(
         marker = folder / DIVERGED
         if not marker.exists():
             try:
-                counts[_ensure_run(c, folder, progress=progress, log=log, command="robustness")] += 1
+                counts[ensure_run(c, folder, progress=progress, log=log, command="robustness")] += 1
             except DivergenceError as err:  # a result of the sweep, not a reason to stop it
                 folder.mkdir(parents=True, exist_ok=True)
                 marker.write_text(json.dumps({"error": str(err)}) + "\n", encoding="utf-8")
@@ -113,8 +113,8 @@ def sweep(
         f"{r['seconds_per_epoch']:.1f} |\n"
         for r in rows
     )
-    _write_text(paths["markdown"], f"{config.name}, {config.train.epochs} epoch(s)\n\n{header}{lines}")
-    _write_text(
+    write_text(paths["markdown"], f"{config.name}, {config.train.epochs} epoch(s)\n\n{header}{lines}")
+    write_text(
         paths["csv"],
         "value,test_accuracy,train_accuracy,seconds_per_epoch\n"
         + "".join(
@@ -123,7 +123,7 @@ def sweep(
             for r in rows
         ),
     )
-    _write_text(paths["json"], json.dumps(result, indent=2, allow_nan=False) + "\n")
+    write_text(paths["json"], json.dumps(result, indent=2, allow_nan=False) + "\n")
     _plot(paths["plot"], rows, key, config)
     return result
 
