@@ -29,7 +29,7 @@ from eqprop.train.loop import fit, resume
 from eqprop.train.presets import apply_overrides, apply_rule_name
 from eqprop.train.rundir import CHECKPOINT, WHERE_IT_RUNS, read_checkpoint, read_history
 
-__all__ = ["compare_rules", "parse_rule_names", "summarize_runs"]
+__all__ = ["compare_rules", "ensure_run", "parse_rule_names", "summarize_runs", "write_text"]
 
 CSV_NAME, MARKDOWN_NAME, JSON_NAME, PLOT_NAME = "compare.csv", "compare.md", "compare.json", "compare.png"
 
