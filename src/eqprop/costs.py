@@ -156,7 +156,7 @@ class SquaredError(Cost):
 
     def forward(self, state: State, target: Tensor) -> Tensor:
         d = state[self.target_index] - target
-        return 0.5 * (d * d).sum(-1)
+        return 0.5 * (d * d).flatten(1).sum(1)  # over every unit of an example (a trajectory's, too)
 
     def predict(self, state: State) -> Tensor:
         """The output itself, or with class targets minus the squared distance to each (the nearest wins)."""

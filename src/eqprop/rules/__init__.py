@@ -9,6 +9,7 @@ from eqprop.rules.agnostic import AgnosticEqProp, agnostic_step
 from eqprop.rules.base import VARIANTS, Estimate, Rule, named_parameters, phase_betas
 from eqprop.rules.continual import ContinualEqProp
 from eqprop.rules.contrastive import ContrastiveLearning, CoupledLearning
+from eqprop.rules.echo import HamiltonianEcho
 from eqprop.rules.eqprop import EqProp
 from eqprop.rules.holomorphic import HolomorphicEqProp
 from eqprop.rules.implicit import ImplicitDiff
@@ -29,6 +30,7 @@ __all__ = [
     "CoupledLearning",
     "EqProp",
     "Estimate",
+    "HamiltonianEcho",
     "HolomorphicEqProp",
     "Homeostat",
     "HomeostaticSystem",

@@ -121,6 +121,9 @@ class Rule(metaclass=ABCMeta):
     kind: ClassVar[str]
     """The rule's name in a run configuration (``rule.kind``)."""
     bias_order: int | None = None
+    reads_stationary: ClassVar[bool] = True
+    """Whether the rule reads the solver's states as stationary points of ``E + βC`` (every two-phase rule and
+    implicit differentiation do; backprop through the solver and the Hamiltonian echo do not)."""
 
     def gradients(
         self,
@@ -159,6 +162,7 @@ class Rule(metaclass=ABCMeta):
         """
         if out not in (None, "grad"):
             raise ConfigError(f"gradients(out={out!r}): choose None (return the estimate) or 'grad'")
+        self.check_physics(system)
         self.check(system, cost)
         phases = Phases(system, cost, solver, x, y, nudged_solver=nudged_solver, init=init)
         buffers = None
@@ -177,6 +181,12 @@ class Rule(metaclass=ABCMeta):
     def _estimate(self, phases: Phases, out: Mapping[str, Tensor] | None) -> Estimate:
         """The estimate for ``phases``' batch. ``out`` (name → buffer, names as ``system.named_parameters()``):
         where the system's gradients may be written in place (a rule free to ignore it)."""
+
+    def check_physics(self, system: EnergySystem) -> None:
+        """Raise :class:`ConfigError` if this rule reads stationary points and ``system``'s solver does not give
+        them (a trajectory integrated from initial conditions): the system names what to use instead."""
+        if self.reads_stationary:
+            system.check_stationary(f"rule '{self.kind}'")
 
     # -- hooks for the training run (defaults: nothing) -----------------------------------------------------
     def check(self, system: EnergySystem, cost: Cost, optimizer: torch.optim.Optimizer | None = None) -> None:

@@ -120,6 +120,7 @@ class ContinualEqProp(Rule):
             return super().gradients(
                 system, cost, solver, x, y, nudged_solver=nudged_solver, init=init, out=out
             )
+        self.check_physics(system)
         self.check(system, cost)
         phases = Phases(system, cost, solver, x, y, nudged_solver=nudged_solver, init=init)
         return self._learn(phases, apply)

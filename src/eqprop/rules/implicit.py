@@ -42,7 +42,9 @@ class ImplicitDiff(Rule):
 
     where ``H = ∂²E/∂s²`` and ``F`` is the set of free units: a unit held at a bound of its box (the
     clipped units of a hard-sigmoid layer) does not move with ``θ``, so it is excluded (its adjoint is 0).
-    ``H_FF λ = g`` is solved per example by conjugate gradients with Hessian-vector products from autograd.
+    ``H_FF λ = g`` is solved per example by conjugate gradients with Hessian-vector products from autograd, or
+    exactly by the system when it can (:meth:`~eqprop.systems.EnergySystem.hessian_solve`: the action of a
+    Lagrangian system, whose Hessian is indefinite, where conjugate gradients would fail).
 
     Args:
         cg_iterations: cap on conjugate-gradient iterations.
@@ -92,7 +94,12 @@ class ImplicitDiff(Rule):
                 )
                 return tuple(h * m for h, m in zip(hv, masks, strict=True))
 
-            lam, cg_res, cg_steps = self._cg(hvp, rhs)
+            exact = system.hessian_solve(x, free.state, rhs)  # a system that solves H exactly (any sign)
+            if exact is None:
+                lam, cg_res, cg_steps = self._cg(hvp, rhs)
+            else:
+                lam = tuple(z * m for z, m in zip(exact, masks, strict=True))
+                cg_res, cg_steps = rhs[0].new_zeros(batch), 0
             # ∇θ L = −∂θ(λ·∂sE)/batch for the system; ∂θ C/batch for the cost's own parameters.
             adjoint = sum((lam_k.detach() * g).sum() for lam_k, g in zip(lam, g_e, strict=True))
             sys_grads = torch.autograd.grad(adjoint, list(params.values()), allow_unused=True)

@@ -22,6 +22,7 @@ from eqprop.rules.agnostic import AgnosticEqProp
 from eqprop.rules.base import Rule
 from eqprop.rules.continual import ContinualEqProp
 from eqprop.rules.contrastive import ContrastiveLearning, CoupledLearning
+from eqprop.rules.echo import HamiltonianEcho
 from eqprop.rules.eqprop import EqProp
 from eqprop.rules.holomorphic import HolomorphicEqProp
 from eqprop.rules.implicit import ImplicitDiff
@@ -44,6 +45,7 @@ RULES: dict[str, type[Rule]] = {
         CoupledLearning,
         ImplicitDiff,
         BackpropThroughSolver,
+        HamiltonianEcho,
     )
 }
 """``rule.kind`` → rule class: the one table from a configuration's strings to the rules."""

@@ -38,6 +38,7 @@ class BackpropThroughSolver(Rule):
     steps: int | None = None
 
     bias_order = None
+    reads_stationary: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         if self.steps is not None and (isinstance(self.steps, bool) or self.steps < 1):

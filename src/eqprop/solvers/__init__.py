@@ -10,13 +10,25 @@ from eqprop.solvers.direct import DirectSolver
 from eqprop.solvers.flow import GradientFlow
 from eqprop.solvers.gibbs import GibbsSampler
 from eqprop.solvers.langevin import Langevin
+from eqprop.solvers.leapfrog import Leapfrog
+from eqprop.solvers.newton import Newton
 from eqprop.solvers.phases import Phases, raise_if_diverged
 from eqprop.solvers.settling import Settling
 from eqprop.solvers.synchronous import Synchronous
 
 SOLVERS: dict[str, type[Solver]] = {
     cls.kind: cls
-    for cls in (BlockCoordinate, DirectSolver, GibbsSampler, GradientFlow, Langevin, Settling, Synchronous)
+    for cls in (
+        BlockCoordinate,
+        DirectSolver,
+        GibbsSampler,
+        GradientFlow,
+        Langevin,
+        Leapfrog,
+        Newton,
+        Settling,
+        Synchronous,
+    )
 }
 """``solver.kind`` → solver class."""
 
@@ -28,6 +40,8 @@ __all__ = [
     "GibbsSampler",
     "GradientFlow",
     "Langevin",
+    "Leapfrog",
+    "Newton",
     "Phases",
     "Settling",
     "SolveStats",

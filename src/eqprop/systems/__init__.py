@@ -5,6 +5,7 @@ from eqprop.systems.conv_hopfield import ConvHopfield
 from eqprop.systems.conv_vector_field import ConvVectorField
 from eqprop.systems.flow_network import FlowNetwork
 from eqprop.systems.hopfield import DeepHopfield
+from eqprop.systems.lagrangian import CoupledOscillators, HamiltonianRNN, MechanicalSystem, SpringChain
 from eqprop.systems.netlist import Netlist, ResistiveCircuit
 from eqprop.systems.resistive import DeepResistive
 from eqprop.systems.smooth_hopfield import SmoothHopfield
@@ -12,13 +13,17 @@ from eqprop.systems.vector_field import VectorFieldHopfield
 
 __all__ = [
     "ConvHopfield",
+    "CoupledOscillators",
     "ConvVectorField",
     "DeepHopfield",
     "DeepResistive",
     "EnergySystem",
     "FlowNetwork",
+    "HamiltonianRNN",
+    "MechanicalSystem",
     "Netlist",
     "ResistiveCircuit",
     "SmoothHopfield",
+    "SpringChain",
     "VectorFieldHopfield",
 ]

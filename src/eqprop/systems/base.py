@@ -125,6 +125,23 @@ class EnergySystem(nn.Module, metaclass=ABCMeta):
         return tuple(masks)
 
     @property
+    def stationary(self) -> bool:
+        """Whether the solver's states are stationary points of ``E + βC``: what EqProp's theorem (and implicit
+        differentiation) needs. False for a trajectory integrated forward from initial conditions. Default: True."""
+        return True
+
+    def check_stationary(self, rule: str) -> None:
+        """Raise :class:`ConfigError` (naming what to use instead) if ``rule``, which reads the state as a
+        stationary point of ``E + βC``, cannot train this system. Default: it can."""
+        return
+
+    def hessian_solve(self, x: Tensor, state: State, rhs: State, shift: State | None = None) -> State | None:
+        """Solve ``(∂²E/∂s² + diag(shift)) z = rhs`` per example, exactly, when the system knows how (e.g. a
+        block-tridiagonal action Hessian), else ``None`` (the default): implicit differentiation then uses
+        conjugate gradients, and the Newton solver refuses the system."""
+        return None
+
+    @property
     def has_energy(self) -> bool:
         """Whether :meth:`energy` exists. False for a dynamics that is not a gradient field (a network with
         backward weights of its own): solvers follow its field, and what needs an energy (its value, the

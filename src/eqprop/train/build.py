@@ -245,6 +245,7 @@ def build(config: RunConfig) -> Run:
     system.to(device=device, dtype=dtype)
     cost.to(device=device, dtype=dtype)
     optimizer = make_optimizer(config.optimizer, system, cost, config.rule)
+    config.rule.check_physics(system)
     config.rule.check(system, cost, optimizer)
     hardware = config.hardware.build(
         system, torch.Generator().manual_seed(t.seed + 5)

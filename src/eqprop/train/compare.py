@@ -70,9 +70,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def ensure_run(
-    config: RunConfig, out: Path, *, progress: bool, log: TextIO, command: str = "compare"
-) -> str:
+def ensure_run(config: RunConfig, out: Path, *, progress: bool, log: TextIO, command: str = "compare") -> str:
     """Train ``config`` into ``out`` unless it is already there; return what was done (``command`` prefixes the
     messages)."""
     label = f"{out.parent.name} seed {config.train.seed}"
