@@ -7,6 +7,7 @@
 | ``cifar100`` | ``cifar-100-python/`` | 3×32×32 | 100 (20 with ``coarse_labels``) |
 | ``svhn`` | ``train_32x32.mat``, ``test_32x32.mat`` (:mod:`eqprop.data.svhn`) | 3×32×32 | 10 |
 | ``npz`` | your own ``x``, ``y`` (, ``x_test``, ``y_test``) in one ``.npz`` file (:mod:`eqprop.data.arrays`) | any | any |
+| ``driven-chain``, ``driven-chain-fixed`` | none: generated (:mod:`eqprop.data.trajectories`) | drives 41×2 | 0 (target trajectories) |
 
 Nothing is downloaded: a missing file is a :class:`~eqprop.errors.DataError` naming it and saying where to
 put it. Preprocessing happens once, at load time, in this order (each step optional but the first):
@@ -40,11 +41,12 @@ import torch.nn.functional as F
 
 from eqprop.data.idx import DATASET_NAMES, load_idx_dataset
 from eqprop.data.split import Dataset, Split, _validation_count
+from eqprop.data.trajectories import TRAJECTORY_DATASETS, load_trajectories
 from eqprop.errors import ConfigError, DataError
 
 __all__ = ["DATASETS", "hold_out", "load_dataset", "prepare_dataset", "select_examples"]
 
-DATASETS: tuple[str, ...] = (*DATASET_NAMES, "cifar10", "cifar100", "svhn", "npz")
+DATASETS: tuple[str, ...] = (*DATASET_NAMES, "cifar10", "cifar100", "svhn", "npz", *TRAJECTORY_DATASETS)
 """Every dataset name :func:`load_dataset` accepts."""
 
 _ALIASES = {"cifar-10": "cifar10", "cifar-100": "cifar100"}
@@ -220,6 +222,10 @@ def load_dataset(
     # with a selection, the readers hold nothing out: the validation split is drawn from the examples it keeps
     read_validation = 0 if selecting else validation
 
+    if canonical in TRAJECTORY_DATASETS:
+        return _trajectories(
+            canonical, dtype, validation, seed, classes, train_size, test_size, crop, downsample, pad_to, mean
+        )
     if canonical == "npz":
         from eqprop.data.arrays import load_npz
 
@@ -259,6 +265,44 @@ def load_dataset(
     return prepare_dataset(
         data, crop=crop, downsample=downsample, pad_to=pad_to, mean=mean, std=std, flatten=flatten
     )
+
+
+def _trajectories(
+    name: str,
+    dtype: torch.dtype,
+    validation: int | float,
+    seed: int,
+    classes: Sequence[int] | None,
+    train_size: int | None,
+    test_size: int | None,
+    *image_options: object,
+) -> Dataset:
+    """A generated trajectory dataset: the first ``train_size`` / ``test_size`` examples, then the validation split;
+    the class and image options do not apply to it."""
+    crop, downsample, pad_to, mean = image_options
+    if classes is not None or crop or downsample != 1 or pad_to is not None or mean is not None:
+        raise ConfigError(
+            f"{name} is a regression task on sequences: data.classes, crop, downsample, pad_to and mean/std do not "
+            "apply to it"
+        )
+    data = load_trajectories(name, dtype=dtype)
+
+    def first(split: Split, size: int | None, what: str) -> Split:
+        if size is None:
+            return split
+        if size > len(split):
+            raise ConfigError(f"{what} = {size}: {name} has {len(split)} such examples")
+        return Split(x=split.x[:size], y=split.y[:size])
+
+    data = Dataset(
+        name=name,
+        train=first(data.train, train_size, "train_size"),
+        test=first(data.test, test_size, "test_size"),
+        validation=None,
+        classes=0,
+        image_shape=None,
+    )
+    return hold_out(data, validation, seed)
 
 
 def hold_out(data: Dataset, validation: int | float, seed: int) -> Dataset:

@@ -24,17 +24,24 @@ class Split:
     Attributes:
         x: the images, ``(n, features)`` flattened or ``(n, channels, height, width)``, floating point
             (in [0, 1] unless normalised), e.g. ``(n, 784)`` or ``(n, 1, 28, 28)`` for MNIST.
-        y: the labels, ``(n,)`` int64 in [0, classes).
+        y: the labels, ``(n,)`` int64 in [0, classes); or, for a regression task (``classes = 0``), float targets
+            ``(n, ...)`` (e.g. the target trajectories of :mod:`eqprop.data.trajectories`).
     """
 
     x: torch.Tensor
     y: torch.Tensor
 
     def __post_init__(self) -> None:
-        if self.y.ndim != 1 or self.x.ndim < 1 or self.x.shape[0] != self.y.shape[0]:
+        labels = not self.y.is_floating_point()
+        if (
+            (labels and self.y.ndim != 1)
+            or self.y.ndim < 1
+            or self.x.ndim < 1
+            or self.x.shape[0] != self.y.shape[0]
+        ):
             raise ConfigError(
-                f"Split needs x of shape (n, ...) and y of shape (n,), got x {tuple(self.x.shape)} "
-                f"and y {tuple(self.y.shape)}"
+                f"Split needs x of shape (n, ...) and y of shape (n,) (labels) or (n, ...) (float targets), got x "
+                f"{tuple(self.x.shape)} and y {tuple(self.y.shape)}"
             )
 
     def __len__(self) -> int:
@@ -50,7 +57,7 @@ class Dataset:
         train: the training examples (without the held-out validation examples).
         test: the test examples.
         validation: the held-out validation examples, or None if none were requested.
-        classes: the number of classes.
+        classes: the number of classes; 0 for a regression task (float targets, no accuracy).
         image_shape: ``(channels, height, width)`` of one image, also when ``x`` holds flattened rows
             (what batch augmentation needs to see a row as an image); None if unknown.
     """

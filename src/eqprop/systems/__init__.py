@@ -13,8 +13,8 @@ from eqprop.systems.vector_field import VectorFieldHopfield
 
 __all__ = [
     "ConvHopfield",
-    "CoupledOscillators",
     "ConvVectorField",
+    "CoupledOscillators",
     "DeepHopfield",
     "DeepResistive",
     "EnergySystem",

@@ -19,6 +19,11 @@ from eqprop.systems.conv_hopfield import ConvHopfield
 from eqprop.systems.conv_vector_field import ConvVectorField
 from eqprop.systems.flow_network import FlowNetwork, pick_terminals, random_graph
 from eqprop.systems.hopfield import DeepHopfield
+from eqprop.systems.lagrangian.configs import (
+    CoupledOscillatorsConfig,
+    HamiltonianRNNConfig,
+    SpringChainConfig,
+)
 from eqprop.systems.resistive import DeepResistive
 from eqprop.systems.smooth_hopfield import SmoothHopfield
 from eqprop.systems.vector_field import VectorFieldHopfield
@@ -430,6 +435,9 @@ SYSTEMS: dict[str, type] = {
         FlowNetworkConfig,
         VectorFieldConfig,
         SmoothHopfieldConfig,
+        SpringChainConfig,
+        CoupledOscillatorsConfig,
+        HamiltonianRNNConfig,
     )
 }
 """``system.kind`` → its config class."""

@@ -334,7 +334,9 @@ def _check_fit(config: RunConfig, data: Dataset) -> None:
             hint=f"use --set system.{field_name.partition('[')[0]}={fix}",
         )
     classes = config.cost.predicted_classes(config.system.output_width)
-    if classes != data.classes:
+    if data.classes == 0:  # a regression task: the cost checks the targets' shape against the output's
+        pass
+    elif classes != data.classes:
         raise ConfigError(
             f"the model predicts {classes} classes but {data.name} has {data.classes}",
             hint=f"make the output layer {data.classes} wide",

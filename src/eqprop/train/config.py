@@ -32,9 +32,17 @@ __all__ = ["DataConfig", "RunConfig", "TrainConfig", "config_from_dict", "config
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: Literal["fashion-mnist", "mnist", "kmnist", "cifar10", "cifar100", "svhn", "npz"] = (
-        "fashion-mnist"
-    )
+    dataset: Literal[
+        "fashion-mnist",
+        "mnist",
+        "kmnist",
+        "cifar10",
+        "cifar100",
+        "svhn",
+        "npz",
+        "driven-chain",
+        "driven-chain-fixed",
+    ] = "fashion-mnist"
     """Which dataset, read from local files (never downloaded; see ``eqprop.data.load_dataset``); ``npz``: your
     own arrays in one ``.npz`` file (``data_dir`` is the file, or a folder holding ``data.npz``; the format is in
     ``eqprop.data.arrays``)."""

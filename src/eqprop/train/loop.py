@@ -34,7 +34,7 @@ from eqprop.train.checkpoint import generator_state, save_checkpoint, set_genera
 from eqprop.train.config import RunConfig, config_to_dict
 from eqprop.train.distributed import World
 from eqprop.train.monitor import Monitor, Monitoring
-from eqprop.train.records import epoch_record, summary
+from eqprop.train.records import accuracy, count_correct, epoch_line, epoch_record, summary, write_figures
 from eqprop.train.rundir import (
     CHECKPOINT,
     CONFIG,
@@ -251,7 +251,7 @@ def _train(
                 if i % t.log_every == 0 or at.seen == len(data.train):
                     # host sync, once per log interval
                     bar.set_postfix(
-                        loss=f"{float(at.loss_sum) / at.seen:.4f}", acc=f"{int(at.correct) / at.seen:.4f}"
+                        loss=f"{float(at.loss_sum) / at.seen:.4f}", acc=accuracy(at.correct, at.seen, data)
                     )
                     bar.update(at.seen - bar.n)
                     if monitor is not None:
@@ -278,18 +278,14 @@ def _train(
                     f"training loss became {train_loss} in epoch {epoch}",
                     hint="lower the learning rate or beta",
                 )
-            train_accuracy = int(at.correct) / max(at.seen, 1)
+            train_accuracy = accuracy(at.correct, at.seen, data)
             record = epoch_record(run, data, epoch, train_loss, train_accuracy, at.seen, train_seconds, world)
             run.epoch = epoch
             run.history.append(record)
             if main:
                 append_line(out / METRICS, record)
                 save_checkpoint(out / CHECKPOINT, run.state())
-                print(
-                    f"epoch {epoch}/{t.epochs}: train loss {train_loss:.4f} acc {record['train_accuracy']:.4f} | "
-                    f"test acc {record['test_accuracy']:.4f} | {record['examples_per_s']:.0f} ex/s",
-                    file=sys.stderr,
-                )
+                print(epoch_line(epoch, t.epochs, record), file=sys.stderr)
             saved_at = time.perf_counter()
             if world.any(
                 stops.signal is not None
@@ -298,6 +294,10 @@ def _train(
     result = summary(run, out)
     result["processes"] = world.size
     if main:
+        if figures := write_figures(
+            run, data, out
+        ):  # the system's own (e.g. trajectories: target vs produced)
+            result["figures"] = [str(f) for f in figures]
         write_json(out / SUMMARY, result)
     return result
 
@@ -318,7 +318,7 @@ def _step(
         args = (run.system, run.cost, run.solver, x, y)
         est = rule.gradients(*args, nudged_solver=run.nudged_solver, init=init, out="grad", apply=run.update)
         at.warm = est.last_state if t.warm_start else None
-        hits = (est.scores.argmax(-1) == y).sum()
+        hits = count_correct(est.scores, y)
         loss_sum = est.loss.detach() * x.shape[0]
     else:  # a share of the epoch's last batch can be empty: this process adds nothing to the step
         for p in named_parameters(run.system, run.cost).values():

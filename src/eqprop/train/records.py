@@ -17,7 +17,46 @@ from eqprop.systems.base import EnergySystem
 from eqprop.train.build import Run
 from eqprop.train.distributed import World
 
-__all__ = ["epoch_record", "evaluate", "machine", "summary"]
+__all__ = ["count_correct", "epoch_line", "epoch_record", "evaluate", "machine", "summary", "write_figures"]
+
+
+def count_correct(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Correct predictions of a batch (0-dim, on the device); 0 for float targets (a regression task has no
+    accuracy: its figure is the loss)."""
+    if y.is_floating_point():
+        return torch.zeros((), dtype=torch.long, device=y.device)
+    return (scores.argmax(-1) == y).sum()
+
+
+def accuracy(correct: torch.Tensor | int, seen: int, data: Dataset) -> float | None:
+    """``correct / seen``, or None for a regression task (``data.classes == 0``)."""
+    return None if data.classes == 0 else int(correct) / max(seen, 1)
+
+
+def _figure(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def epoch_line(epoch: int, epochs: int, record: dict[str, Any]) -> str:
+    """The line a run prints at the end of each epoch."""
+    acc = "" if record["test_accuracy"] is None else f" acc {_figure(record['train_accuracy'])}"
+    test = (
+        f"test loss {record['test_loss']:.4g}"
+        if record["test_accuracy"] is None
+        else f"test acc {record['test_accuracy']:.4f}"
+    )
+    return (
+        f"epoch {epoch}/{epochs}: train loss {record['train_loss']:.4f}{acc} | {test} | "
+        f"{record['examples_per_s']:.0f} ex/s"
+    )
+
+
+def write_figures(run: Run, data: Dataset, out: Path, examples: int = 4) -> list[Path]:
+    """The system's own figures of a few test examples, written to the run folder (e.g. a Lagrangian system's
+    trajectories, target against produced): whatever :meth:`~eqprop.systems.EnergySystem.write_figures` draws."""
+    split = data.test
+    n = min(examples, len(split))
+    return run.system.write_figures(run.cost, run.solver, split.x[:n], split.y[:n], out)
 
 
 @torch.no_grad()
@@ -29,8 +68,8 @@ def evaluate(
     *,
     batch_size: int = 1000,
     world: World | None = None,
-) -> dict[str, float]:
-    """Accuracy and mean cost at the free equilibrium over ``split`` (data already on the system's device).
+) -> dict[str, float | None]:
+    """Accuracy (None for float targets) and mean cost at the free equilibrium over ``split`` (data already on the system's device).
 
     In a data-parallel run (``world``), each process evaluates its share of the examples and the sums are
     all-reduced: every process returns the figures of the whole split."""
@@ -42,12 +81,13 @@ def evaluate(
         eq = solve(system, x, solver)
         target = cost.prepare_target(y, eq.state[cost.target_index])
         sums[1] += cost(eq.state, target).sum()
-        sums[0] += (cost.predict(eq.state).argmax(-1) == y).sum()
+        sums[0] += count_correct(cost.predict(eq.state), y)
     sums[2] = len(split)
     if world is not None:
         world.sum(sums)
     n = max(float(sums[2]), 1.0)
-    return {"accuracy": float(sums[0]) / n, "loss": float(sums[1]) / n}  # host sync, once per evaluation
+    acc = None if split.y.is_floating_point() else float(sums[0]) / n  # no accuracy for a regression task
+    return {"accuracy": acc, "loss": float(sums[1]) / n}  # host sync, once per evaluation
 
 
 def epoch_record(
@@ -55,7 +95,7 @@ def epoch_record(
     data: Dataset,
     epoch: int,
     train_loss: float,
-    train_accuracy: float,
+    train_accuracy: float | None,
     seen: int,
     seconds: float,
     world: World | None = None,
@@ -97,7 +137,15 @@ def summary(run: Run, out: Path) -> dict[str, Any]:
         "machine": machine(run.device),
         "out": str(out),
     }
-    if "validation_accuracy" in last:
+    if "validation_accuracy" in last and last["validation_accuracy"] is None:  # regression: select on the loss
+        result["validation_loss"] = last["validation_loss"]
+        best = min(run.history, key=lambda r: r["validation_loss"])
+        result["selected_on_validation"] = {
+            "epoch": best.get("epoch"),
+            "validation_loss": best["validation_loss"],
+            "test_loss": best.get("test_loss"),
+        }
+    elif "validation_accuracy" in last:
         result["validation_accuracy"] = last["validation_accuracy"]
         # the model selected on the validation split (the first epoch with the best accuracy there), and its test
         # accuracy: the held-out figure to report, rather than the best test accuracy

@@ -430,6 +430,30 @@ class MechanicalSystem(EnergySystem):
         scale = 1.0 / ((hi - lo) * b)
         return {n: g * scale for n, g in total.items()}
 
+    @property
+    def first_free_point(self) -> int:
+        """The time index of the state's first point: 1 (``q_0`` is fixed) unless the trajectory is periodic."""
+        return 0 if self.boundary == "periodic" else 1
+
+    def trajectory(self, x: Tensor, solver: Any) -> Tensor:
+        """The whole free trajectory, ``(batch, points, units)``: the boundary points included, and every step of
+        an initial-value one (whatever ``observe`` keeps)."""
+        from eqprop.solvers.base import solve
+
+        with torch.no_grad():
+            if self.boundary == "initial":
+                q = self.positions(self.integrate(x, record=True))
+                return torch.cat((q.new_zeros(q.shape[0], 1, self.units), q), 1)  # q_0: rest
+            return self.path(self.positions(solve(self, x, solver).state))
+
+    def write_figures(self, cost: Any, solver: Any, x: Tensor, y: Tensor, folder: Any) -> list[Any]:
+        """``trajectories.png``: the observed units along the trajectory of each example, against the target."""
+        from pathlib import Path
+
+        from eqprop.analysis.trajectories import plot_trajectories
+
+        return [plot_trajectories(self, cost, solver, x, y, Path(folder) / "trajectories.png")]
+
     def check_trajectory(self, state: State) -> None:
         """Raise :class:`DivergenceError` if a trajectory is not finite (one host sync)."""
         if not all(bool(torch.isfinite(s).all()) for s in state):
