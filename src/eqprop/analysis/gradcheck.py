@@ -16,7 +16,7 @@ from eqprop.rules import VARIANTS, BackpropThroughSolver, EqProp, ImplicitDiff, 
 from eqprop.solvers.base import Solver
 from eqprop.systems.base import EnergySystem
 
-__all__ = ["compare", "gradcheck", "loglog_slope", "sweeps_beta"]
+__all__ = ["compare", "compare_tensors", "gradcheck", "loglog_slope", "reference_gradient", "sweeps_beta"]
 
 
 def _flat(grads: dict[str, Tensor]) -> Tensor:
@@ -25,10 +25,28 @@ def _flat(grads: dict[str, Tensor]) -> Tensor:
 
 def compare(estimate: dict[str, Tensor], reference: dict[str, Tensor]) -> dict[str, float]:
     """Cosine similarity and relative error ``‖ĝ − g‖/‖g‖`` of two gradient dicts (all parameters)."""
-    e, r = _flat(estimate), _flat(reference)
+    e, r = _flat(estimate).detach(), _flat(reference).detach()
     cos = torch.nn.functional.cosine_similarity(e, r, dim=0)
     rel = (e - r).norm() / r.norm().clamp_min(torch.finfo(r.dtype).tiny)
     return {"cosine": float(cos), "relative_error": float(rel)}
+
+
+def compare_tensors(estimate: dict[str, Tensor], reference: dict[str, Tensor]) -> dict[str, dict[str, float]]:
+    """:func:`compare` for each parameter tensor on its own."""
+    return {k: compare({k: estimate[k]}, {k: reference[k]}) for k in sorted(reference)}
+
+
+def reference_gradient(
+    system: EnergySystem, cost: Cost, solver: Solver, x: Tensor, y: Tensor
+) -> tuple[Any, str]:
+    """The exact gradient the estimators are judged against, and its name: implicit differentiation at the free
+    equilibrium, or, for a trajectory integrated from initial conditions (no stationary point), BPTT through the
+    integrator."""
+    if system.stationary:
+        return ImplicitDiff().gradients(
+            system, cost, solver, x, y
+        ), "implicit differentiation at the free equilibrium"
+    return BackpropThroughSolver().gradients(system, cost, solver, x, y), "BPTT through the integrator"
 
 
 def loglog_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
@@ -60,7 +78,9 @@ def gradcheck(
     variants: Sequence[str] = VARIANTS,
     backprop_steps: int | None = None,
 ) -> dict[str, Any]:
-    """Compare a two-phase estimator (each variant, each β) and truncated backprop with implicit differentiation.
+    """Compare a two-phase estimator (each variant, each β) and truncated backprop with the exact gradient:
+    implicit differentiation, or BPTT for a trajectory integrated from initial conditions (the Hamiltonian echo's
+    ``beta`` is its ``ε``).
 
     Args:
         system, cost: the model (use float64 for a clean β-scaling).
@@ -92,7 +112,7 @@ def gradcheck(
     if unknown:
         raise ConfigError(f"unknown variant(s) {unknown}: choose from {', '.join(VARIANTS)}")
 
-    ref = ImplicitDiff().gradients(system, cost, solver, x, y)
+    ref, method = reference_gradient(system, cost, solver, x, y)
     rows = []
     orders = {}
     for variant in variants:
@@ -100,7 +120,14 @@ def gradcheck(
             swept = dataclasses.replace(rule, beta=float(beta), variant=variant)  # type: ignore[type-var]
             orders[variant] = swept.bias_order
             est = swept.gradients(system, cost, solver, x, y)
-            rows.append({"variant": variant, "beta": float(beta), **compare(est.grads, ref.grads)})
+            rows.append(
+                {
+                    "variant": variant,
+                    "beta": float(beta),
+                    **compare(est.grads, ref.grads),
+                    "per_tensor": compare_tensors(est.grads, ref.grads),
+                }
+            )
     slopes = {
         v: loglog_slope(
             [r["beta"] for r in rows if r["variant"] == v],
@@ -108,21 +135,37 @@ def gradcheck(
         )
         for v in variants
     }
+    tensor_slopes = {
+        v: {
+            k: loglog_slope(
+                [r["beta"] for r in rows if r["variant"] == v],
+                [r["per_tensor"][k]["relative_error"] for r in rows if r["variant"] == v],
+            )
+            for k in sorted(ref.grads)
+        }
+        for v in variants
+    }
     steps = backprop_steps if backprop_steps is not None else max(solver.iterations, 1)
-    tbp = BackpropThroughSolver(steps=steps).gradients(system, cost, solver, x, y)
-    free = ref.phases[0]
+    tbp = (
+        BackpropThroughSolver(steps=steps).gradients(system, cost, solver, x, y) if system.stationary else ref
+    )  # from the initial conditions, the reference is already backprop through the whole trajectory
+    free = ref.phases[0] if ref.phases else None
     return {
         "reference": {
-            "method": "implicit differentiation at the free equilibrium",
-            "free_residual": float(free.stats.residual.max()),
-            "cg_residual": float(ref.metrics["cg_residual"].max()),
+            "method": method,
+            "free_residual": float(free.stats.residual.max()) if free is not None else 0.0,
+            "cg_residual": float(ref.metrics["cg_residual"].max()) if "cg_residual" in ref.metrics else 0.0,
             "gradient_norm": float(_flat(ref.grads).norm()),
             "loss": float(ref.loss),
         },
         "eqprop": rows,
         "slopes": slopes,
+        "slopes_per_tensor": tensor_slopes,
         "expected_slopes": orders,
-        "backprop": {"steps": steps, **compare(tbp.grads, ref.grads)},
+        "backprop": {
+            "steps": steps if system.stationary else "all (the reference)",
+            **compare(tbp.grads, ref.grads),
+        },
         "batch": int(x.shape[0]),
         "dtype": str(x.dtype).replace("torch.", ""),
     }

@@ -1,4 +1,4 @@
-"""``eqprop gradcheck``: a two-phase estimator against the implicit-differentiation gradient, per β."""
+"""``eqprop gradcheck``: a two-phase estimator (or the Hamiltonian echo) against the exact gradient, per β."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ __all__ = ["gradcheck", "register"]
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "gradcheck",
-        help="EqProp estimators vs the implicit-differentiation gradient",
+        help="EqProp estimators (or the Hamiltonian echo) vs the exact gradient",
         description="For one batch: cosine and relative error of the run's two-phase estimator (EqProp, coupled "
-        "learning or AEqprop) in each variant (positive, negative, centered) against the implicit-differentiation "
-        "gradient for each beta, the fitted log-log slope of error vs beta (expected 1 one-sided, 2 centered), "
+        "learning, AEqprop, or the Hamiltonian echo) in each variant (positive, negative, centered) against the exact "
+        "gradient (implicit differentiation; BPTT for a trajectory integrated from initial conditions) for each beta, per "
+        "parameter tensor too, the fitted log-log slope of error vs beta (expected 1 one-sided, 2 centered), "
         "and truncated backprop for comparison. Every phase relaxes a fixed --iterations sweeps (no early stop "
         "unless --tol is given), so that each reaches its equilibrium.",
     )
@@ -95,7 +96,7 @@ def gradcheck(args: argparse.Namespace) -> int:
 def _table(result: dict[str, Any]) -> None:
     ref = result["reference"]
     print(
-        f"reference: implicit differentiation, |g| = {ref['gradient_norm']:.4g}, free residual "
+        f"reference: {ref['method']}, |g| = {ref['gradient_norm']:.4g}, free residual "
         f"{ref['free_residual']:.2g}, batch {result['batch']} ({result['dtype']})",
         file=sys.stderr,
     )
@@ -112,8 +113,13 @@ def _table(result: dict[str, Any]) -> None:
             f"{'none: not an estimator of the gradient as beta -> 0' if expected is None else expected})",
             file=sys.stderr,
         )
+    for v, per in result["slopes_per_tensor"].items():
+        print(
+            f"  per tensor, {v}: " + ", ".join(f"{k} {slope:.2f}" for k, slope in per.items()),
+            file=sys.stderr,
+        )
     b = result["backprop"]
     print(
-        f"truncated backprop ({b['steps']} sweeps): cosine {b['cosine']:.8f}, rel. error {b['relative_error']:.3e}",
+        f"backprop ({b['steps']} sweeps): cosine {b['cosine']:.8f}, rel. error {b['relative_error']:.3e}",
         file=sys.stderr,
     )

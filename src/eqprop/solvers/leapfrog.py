@@ -27,6 +27,8 @@ class Leapfrog(Solver):
     """
 
     iterations: int = 1
+    """Kept for the solver interface and ignored: one integration is the whole trajectory (its steps are the
+    input's time points)."""
     tol: float | None = None
     check_every: int = 1
     norm: Literal["max", "layer-l1"] = "max"
@@ -34,10 +36,10 @@ class Leapfrog(Solver):
 
     def __post_init__(self) -> None:
         self._validate()
-        if self.iterations != 1 or self.tol is not None:
+        if self.tol is not None:
             raise ConfigError(
-                f"Leapfrog(iterations={self.iterations}, tol={self.tol}): one integration is the whole trajectory; "
-                "leave iterations = 1 and tol unset (the number of steps is the input's time points)"
+                f"Leapfrog(tol={self.tol}): one integration is the whole trajectory, there is nothing to converge; "
+                "leave tol unset (the number of steps is the input's time points)"
             )
 
     def _check(self, problem: TotalEnergy) -> None:

@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from eqprop.analysis.gradcheck import reference_gradient
 from eqprop.errors import ConfigError
-from eqprop.rules import ImplicitDiff
 from eqprop.rules.base import Estimate
 from eqprop.train.build import Run
 
@@ -204,15 +204,16 @@ class Monitor:
         self._pending.append((step, time.time(), tensors, tags, plain, plain_tags))
 
     def _agreement(self) -> Tensor:
-        """Cosine between the rule's estimate and the implicit-differentiation gradient on the probe batch
-        (pure calls: nothing the run learns changes)."""
+        """Cosine between the rule's estimate and the exact gradient on the probe batch: implicit differentiation,
+        or BPTT for a trajectory integrated from initial conditions (the tag keeps its name); pure calls: nothing
+        the run learns changes."""
         run = self.run
         x, y = self._probe
         est = run.rule.gradients(run.system, run.cost, run.solver, x, y, nudged_solver=run.nudged_solver)
         exact = run.config.solver  # the reference reads the true equilibrium (no hardware read noise)
         solver = dataclasses.replace(exact, iterations=max(exact.iterations, 200), tol=None)
         with torch.enable_grad():
-            ref = ImplicitDiff().gradients(run.system, run.cost, solver, x, y)
+            ref, _ = reference_gradient(run.system, run.cost, solver, x, y)
         names = sorted(ref.grads)
         a = torch.cat([est.grads[n].reshape(-1) for n in names])
         b = torch.cat([ref.grads[n].reshape(-1) for n in names])

@@ -137,7 +137,9 @@ def summary(run: Run, out: Path) -> dict[str, Any]:
         "machine": machine(run.device),
         "out": str(out),
     }
-    if "validation_accuracy" in last and last["validation_accuracy"] is None:  # regression: select on the loss
+    if (
+        "validation_accuracy" in last and last["validation_accuracy"] is None
+    ):  # regression: select on the loss
         result["validation_loss"] = last["validation_loss"]
         best = min(run.history, key=lambda r: r["validation_loss"])
         result["selected_on_validation"] = {
