@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from eqprop.errors import ConfigError
+from eqprop.errors import ConfigError, DivergenceError
 from eqprop.rules.base import Estimate, Rule, named_parameters
 from eqprop.solvers.base import Equilibrium, TotalEnergy
 from eqprop.solvers.phases import Phases, raise_if_diverged
@@ -66,6 +66,11 @@ class BackpropThroughSolver(Rule):
             for _ in range(sweeps):
                 state = solver.step(problem, state)
             assert problem.target is not None
+            if not all(bool(torch.isfinite(s).all()) for s in state):  # host sync, once per batch
+                raise DivergenceError(
+                    f"non-finite state after backprop's {sweeps} sweeps: the relaxation (or trajectory) diverged",
+                    hint="lower the learning rate, or shorten the time step of an integrator",
+                )
             loss = cost(state, problem.target).mean()
             grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
         with torch.no_grad():

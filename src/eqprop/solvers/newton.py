@@ -6,6 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+import torch
+from torch import Tensor
+
 from eqprop._types import State
 from eqprop.errors import ConfigError
 from eqprop.solvers.base import Solver, TotalEnergy
@@ -26,18 +29,29 @@ class Newton(Solver):
     enter through their gradient only, and the iteration is then linearly convergent at rate ``O(β)``.
 
     Args:
-        iterations: Newton steps (or fewer with ``tol``).
-        tol: stop once every example's largest change is within ``tol``.
+        iterations: Newton steps at most.
+        tol: stop once every example's largest change is within ``tol`` (a quadratic action: after the second step;
+            ``solve`` raises if an example is still above it, and a rule logs its residual).
+        backtracking: step halvings per iteration (damped Newton; see the field).
     """
 
-    iterations: int = 20
-    tol: float | None = None
+    iterations: int = 50
+    tol: float | None = 1e-10
+    backtracking: int = 8
+    """Halvings of the step allowed per iteration, for the examples whose residual ``‖∂F/∂s‖`` the full step
+    would increase (damped Newton); 0: always the full step (no extra gradient evaluations)."""
     check_every: int = 1
     norm: Literal["max", "layer-l1"] = "max"
     kind: ClassVar[str] = "newton"
 
     def __post_init__(self) -> None:
         self._validate()
+        if (
+            isinstance(self.backtracking, bool)
+            or not isinstance(self.backtracking, int)
+            or self.backtracking < 0
+        ):
+            raise ConfigError(f"Newton(backtracking={self.backtracking!r}): need an integer >= 0")
 
     def step(self, problem: TotalEnergy, state: State) -> State:
         return self.make_sweep(problem)(state)
@@ -64,10 +78,40 @@ class Newton(Solver):
                     (s.new_full(s.shape, c) if i == k else s.new_zeros(s.shape)) for i, s in enumerate(state)
                 )
 
+        halvings = self.backtracking
+
+        def size(g: State) -> Tensor:
+            return torch.stack([t.flatten(1).square().sum(1) for t in g]).sum(0)
+
         def sweep(state: State) -> State:
             g = problem.grad(state)
             z = system.hessian_solve(x, state, g, None if shift_of is None else shift_of(state))
             assert z is not None
-            return tuple(s - d for s, d in zip(state, z, strict=True))
+            new = tuple(s - d for s, d in zip(state, z, strict=True))
+            if not halvings:
+                return new
+            # damped Newton: halve the step of each example whose residual ‖∂F/∂s‖ grew (far from a solution the
+            # full step can overshoot into another basin)
+            before = size(g)
+            units = sum(t[0].numel() for t in g)
+            floor = (
+                units * (1e3 * torch.finfo(before.dtype).eps) ** 2
+            )  # a residual at round-off: nothing to damp
+            step = before.new_ones(before.shape)
+            for _ in range(halvings):
+                worse = (size(problem.grad(new)) > before) & (before > floor)
+                if not bool(worse.any()):  # host sync: once per trial step
+                    break
+                step = torch.where(worse, 0.5 * step, step)
+                new = tuple(
+                    s - step.reshape((-1,) + (1,) * (d.dim() - 1)) * d for s, d in zip(state, z, strict=True)
+                )
+            else:  # no halving helped: stuck at a minimum of ‖∂F/∂s‖ that is no solution; the full step escapes it
+                stuck = (size(problem.grad(new)) > before) & (before > floor)
+                step = torch.where(stuck, torch.ones_like(step), step)
+                new = tuple(
+                    s - step.reshape((-1,) + (1,) * (d.dim() - 1)) * d for s, d in zip(state, z, strict=True)
+                )
+            return new
 
         return sweep
