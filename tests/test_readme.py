@@ -58,3 +58,18 @@ def test_readme_resistive_network_example_runs() -> None:
     # x = −1: the diode from ground holds node 2 at 0
     assert abs(float(v[0, 2]) - 1.1) < 1e-5 and float(v[1, 2]) == 0.0
     assert float(circuit.kcl_residual(x, eq.state).max()) < 1e-5  # type: ignore[attr-defined]
+
+
+@pytest.mark.usefixtures("quiet_torch")
+def test_readme_lagrangian_example_runs() -> None:
+    """The custom Lagrangian system of the README trains by the echo, and the echo is BPTT's gradient."""
+    text = README.read_text(encoding="utf-8")
+    match = re.search(r"## Learning through time in physical dynamics.*?```python\n(.*?)```", text, re.S)
+    assert match, "the README lost its Lagrangian example"
+    namespace: dict[str, object] = {}
+    exec(compile(match.group(1), str(README), "exec"), namespace)  # our own README
+    echo, bptt, system = namespace["echo"], namespace["bptt"], namespace["system"]
+    for name, g in bptt.grads.items():  # type: ignore[attr-defined]
+        e = echo.grads[name]  # type: ignore[attr-defined]
+        assert torch.allclose(e, g, rtol=1e-2, atol=1e-4 * float(g.abs().max())), name
+    assert all(p.grad is not None for p in system.parameters())  # type: ignore[attr-defined]
