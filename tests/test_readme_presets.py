@@ -56,4 +56,6 @@ def test_every_measured_percentage_in_the_readme_is_in_its_presets_measured_tabl
         raw = [v for value in measured.values() for v in _numbers(value)]
         for q in losses:  # quoted to its last digit: some recorded value rounds to it
             half = 0.5 * 10 ** -len(q.split(".")[1])
-            assert any(abs(v - float(q)) <= half for v in raw), f"{name}: the README quotes loss {q}, not in [measured]"
+            assert any(abs(v - float(q)) <= half for v in raw), (
+                f"{name}: the README quotes loss {q}, not in [measured]"
+            )

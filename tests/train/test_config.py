@@ -24,9 +24,11 @@ from eqprop import (
     SquaredError,
     Synchronous,
 )
+from eqprop.data.trajectories import TRAJECTORY_DATASETS
 from eqprop.errors import ConfigError
 from eqprop.rules import AgnosticEqProp, BackpropThroughSolver, ContrastiveLearning, ImplicitDiff
-from eqprop.systems import SmoothHopfield
+from eqprop.solvers import Leapfrog, Newton
+from eqprop.systems import MechanicalSystem, SmoothHopfield
 from eqprop.train import (
     RunConfig,
     apply_overrides,
@@ -61,22 +63,29 @@ def test_every_preset_loads_and_validates(name: str) -> None:
     # the model (its output layer, or a readout of it) predicts the dataset's classes
     d = config.data
     classes = config.cost.predicted_classes(config.system.output_width)
-    assert classes == (len(d.classes) if d.classes else 100 if d.dataset == "cifar100" else 10)
-    # the images as loaded: cropped, downsampled, then padded
-    channels = 3 if d.dataset.startswith("cifar") else 1
-    side = d.pad_to or ((32 if channels == 3 else 28) - 2 * d.crop) // d.downsample
-    if len(config.system.input_shape) == 1:  # dense: flattened images (784 for 28x28)
-        assert tuple(config.system.input_shape) == (channels * side * side,)
-    else:  # convolutional: (channels, height, width) of the images
-        assert tuple(config.system.input_shape) == (channels, side, side)
+    if (
+        d.dataset in TRAJECTORY_DATASETS
+    ):  # a generated regression task: drives (points, features) in, trajectories out
+        assert tuple(config.system.input_shape) == (41, 2)
+    else:
+        assert classes == (len(d.classes) if d.classes else 100 if d.dataset == "cifar100" else 10)
+        # the images as loaded: cropped, downsampled, then padded
+        channels = 3 if d.dataset.startswith("cifar") else 1
+        side = d.pad_to or ((32 if channels == 3 else 28) - 2 * d.crop) // d.downsample
+        if len(config.system.input_shape) == 1:  # dense: flattened images (784 for 28x28)
+            assert tuple(config.system.input_shape) == (channels * side * side,)
+        else:  # convolutional, or read row by row: (channels, height, width) of the images
+            assert tuple(config.system.input_shape) == (channels, side, side)
     lr = config.optimizer.lr
     assert not isinstance(lr, list) or len(lr) == config.system.layers
     assert config_from_dict(config_to_dict(config)) == config
     # the objects build (weights of up to 784-1024x3-10 or 128-256-512-512 convs are cheap to allocate)
     run = build(config)
     system, cost, solver, rule = run.system, run.cost, run.solver, run.rule
-    assert isinstance(system, DeepHopfield | ConvHopfield | DeepResistive | SmoothHopfield | FlowNetwork)
-    assert isinstance(solver, BlockCoordinate | GradientFlow | Synchronous | DirectSolver)
+    assert isinstance(
+        system, DeepHopfield | ConvHopfield | DeepResistive | SmoothHopfield | FlowNetwork | MechanicalSystem
+    )
+    assert isinstance(solver, BlockCoordinate | GradientFlow | Synchronous | DirectSolver | Newton | Leapfrog)
     if name in SHIPPED:  # the DHN recipes of the issue
         assert config.published, "every shipped preset says which published number it targets"
         assert isinstance(rule, EqProp) and rule.variant == "centered" and rule.beta == 0.2

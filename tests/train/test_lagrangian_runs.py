@@ -23,7 +23,9 @@ SMALL = ["data.train_size=400", "data.test_size=40", "data.validation=20", "trai
 def test_driven_chain_is_the_teachers_trajectories_and_the_same_every_time() -> None:
     a = load_dataset("driven-chain", flatten=False, dtype=torch.float64)
     b = load_dataset("driven-chain", flatten=False, dtype=torch.float64)
-    assert a.classes == 0 and tuple(a.train.x.shape) == (1000, 41, 2) and tuple(a.train.y.shape) == (1000, 40, 2)
+    assert (
+        a.classes == 0 and tuple(a.train.x.shape) == (1000, 41, 2) and tuple(a.train.y.shape) == (1000, 40, 2)
+    )
     assert torch.equal(a.train.y, b.train.y) and torch.equal(a.test.x, b.test.x)
     assert not torch.equal(a.train.x[:200], a.test.x)  # the test drives are other drives
     x = smooth_drives(1000, 41, 2, 0.1, seed=0)[:3]
@@ -63,7 +65,9 @@ def test_the_centered_echo_trains_the_linear_chain_exactly_as_bptt(tmp_path: Pat
     sets = [*SMALL, "train.epochs=2"]
     echo = fit(apply_overrides(load_preset("chain-echo"), sets), tmp_path / "echo", progress=False)
     bptt = fit(
-        apply_overrides(load_preset("chain-echo"), [*sets, "rule.kind=backprop"]), tmp_path / "bptt", progress=False
+        apply_overrides(load_preset("chain-echo"), [*sets, "rule.kind=backprop"]),
+        tmp_path / "bptt",
+        progress=False,
     )
     assert echo["test_loss"] == pytest.approx(bptt["test_loss"], rel=1e-9)
 
@@ -75,7 +79,9 @@ def test_a_lagrangian_eqprop_run_learns(tmp_path: Path) -> None:
     assert history[-1]["test_loss"] < 0.7 * history[0]["test_loss"]
 
 
-def test_naive_initial_value_eqprop_is_refused_at_build(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_naive_initial_value_eqprop_is_refused_at_build(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     argv = ["train", "--preset", "chain-echo", "--out", str(tmp_path / "run"), "--set", "rule.kind=eqprop"]
     assert main(argv) != 0
     err = capsys.readouterr().err

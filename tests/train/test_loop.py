@@ -579,6 +579,10 @@ def _shrunk(name: str, fake_data: Path, tmp_path: Path) -> RunConfig:
             "rule.misclassified_only=false"
         )  # every example moves the conductances (fake data: few errors)
         sets.append("data.test_size=10")
+    elif system.kind == "hamiltonian_rnn":  # fewer oscillators, all read
+        sets += ["system.units=8", "system.outputs=8", "system.springs=8", "data.validation=16"]
+    elif system.kind in ("spring_chain", "coupled_oscillators"):  # the generated task: fewer drives
+        sets += ["data.train_size=40", "data.validation=8", "data.test_size=10"]
     else:  # a resistive net's output curvature grows with the conductances feeding it: beta up to 2 needs width
         width = 256 if system.kind == "deep_resistive" else 16
         sets.append(f"system.sizes={[784, *[width] * (system.layers - 1), system.output_width]}")

@@ -12,7 +12,8 @@ from torch import Tensor
 
 from eqprop.costs import Cost
 from eqprop.errors import ConfigError
-from eqprop.rules import VARIANTS, BackpropThroughSolver, EqProp, ImplicitDiff, Rule
+from eqprop.rules import VARIANTS, BackpropThroughSolver, EqProp, Rule
+from eqprop.rules.reference import reference_gradient
 from eqprop.solvers.base import Solver
 from eqprop.systems.base import EnergySystem
 
@@ -34,19 +35,6 @@ def compare(estimate: dict[str, Tensor], reference: dict[str, Tensor]) -> dict[s
 def compare_tensors(estimate: dict[str, Tensor], reference: dict[str, Tensor]) -> dict[str, dict[str, float]]:
     """:func:`compare` for each parameter tensor on its own."""
     return {k: compare({k: estimate[k]}, {k: reference[k]}) for k in sorted(reference)}
-
-
-def reference_gradient(
-    system: EnergySystem, cost: Cost, solver: Solver, x: Tensor, y: Tensor
-) -> tuple[Any, str]:
-    """The exact gradient the estimators are judged against, and its name: implicit differentiation at the free
-    equilibrium, or, for a trajectory integrated from initial conditions (no stationary point), BPTT through the
-    integrator."""
-    if system.stationary:
-        return ImplicitDiff().gradients(
-            system, cost, solver, x, y
-        ), "implicit differentiation at the free equilibrium"
-    return BackpropThroughSolver().gradients(system, cost, solver, x, y), "BPTT through the integrator"
 
 
 def loglog_slope(xs: Sequence[float], ys: Sequence[float]) -> float:

@@ -148,11 +148,6 @@ class EnergySystem(nn.Module, metaclass=ABCMeta):
         implicit-differentiation gradient) is skipped or refused. Default: True."""
         return True
 
-    def write_figures(self, cost: Any, solver: Any, x: Tensor, y: Tensor, folder: Any) -> list[Any]:
-        """Draw what this system can show of a few examples ``(x, y)`` into ``folder`` (a run's folder, at the end
-        of training) and return the files written. Default: nothing."""
-        return []
-
     def diagnostics(self) -> dict[str, Tensor]:
         """Scalars about the parameters that a training run logs with its diagnostics (e.g. the angle between
         forward and backward weights), as 0-dim tensors. Default: none."""

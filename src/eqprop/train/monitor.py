@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from eqprop.analysis.gradcheck import reference_gradient
 from eqprop.errors import ConfigError
 from eqprop.rules.base import Estimate
+from eqprop.rules.reference import reference_gradient
 from eqprop.train.build import Run
 
 __all__ = ["Monitor", "Monitoring"]

@@ -16,6 +16,7 @@ from eqprop.solvers.base import Solver, solve
 from eqprop.systems.base import EnergySystem
 from eqprop.train.build import Run
 from eqprop.train.distributed import World
+from eqprop.train.figures import write_figures as draw_figures
 
 __all__ = ["count_correct", "epoch_line", "epoch_record", "evaluate", "machine", "summary", "write_figures"]
 
@@ -52,11 +53,11 @@ def epoch_line(epoch: int, epochs: int, record: dict[str, Any]) -> str:
 
 
 def write_figures(run: Run, data: Dataset, out: Path, examples: int = 4) -> list[Path]:
-    """The system's own figures of a few test examples, written to the run folder (e.g. a Lagrangian system's
-    trajectories, target against produced): whatever :meth:`~eqprop.systems.EnergySystem.write_figures` draws."""
+    """Figures of a few test examples, written to the run folder (a Lagrangian system's trajectories, produced
+    against target; nothing for other systems): :func:`eqprop.train.figures.write_figures`."""
     split = data.test
     n = min(examples, len(split))
-    return run.system.write_figures(run.cost, run.solver, split.x[:n], split.y[:n], out)
+    return draw_figures(run.system, run.cost, run.solver, split.x[:n], split.y[:n], out)
 
 
 @torch.no_grad()

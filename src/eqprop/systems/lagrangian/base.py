@@ -468,24 +468,20 @@ class MechanicalSystem(EnergySystem):
         """The time index of the state's first point: 1 (``q_0`` is fixed) unless the trajectory is periodic."""
         return 0 if self.boundary == "periodic" else 1
 
-    def trajectory(self, x: Tensor, solver: Any) -> Tensor:
-        """The whole free trajectory, ``(batch, points, units)``: the boundary points included, and every step of
-        an initial-value one (whatever ``observe`` keeps)."""
-        from eqprop.solvers.base import solve
-
+    def trajectory(self, x: Tensor, state: State | None = None) -> Tensor:
+        """The whole free trajectory, ``(batch, points, units)``, boundary points included: an initial-value one
+        integrated again with every step kept (whatever ``observe`` keeps), a boundary-value one from its solved
+        ``state`` (required then)."""
         with torch.no_grad():
             if self.boundary == "initial":
                 q = self.positions(self.integrate(x, record=True))
                 return torch.cat((q.new_zeros(q.shape[0], 1, self.units), q), 1)  # q_0: rest
-            return self.path(self.positions(solve(self, x, solver).state))
-
-    def write_figures(self, cost: Any, solver: Any, x: Tensor, y: Tensor, folder: Any) -> list[Any]:
-        """``trajectories.png``: the observed units along the trajectory of each example, against the target."""
-        from pathlib import Path
-
-        from eqprop.analysis.trajectories import plot_trajectories
-
-        return [plot_trajectories(self, cost, solver, x, y, Path(folder) / "trajectories.png")]
+            if state is None:
+                raise ConfigError(
+                    f"{type(self).__name__}.trajectory: a {self.boundary} trajectory is solved, not integrated: "
+                    "pass the state the solver returned"
+                )
+            return self.path(self.positions(state))
 
     def check_trajectory(self, state: State) -> None:
         """Raise :class:`DivergenceError` if a trajectory is not finite (one host sync)."""

@@ -1,4 +1,4 @@
-"""Figures of a Lagrangian system's trajectories: the observed units over time, against their targets."""
+"""The figures a run writes into its folder at the end: a trajectory system's trajectories, produced against target."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Any
 
 import torch
 
-__all__ = ["plot_trajectories"]
+from eqprop.solvers.base import solve
+
+__all__ = ["plot_trajectories", "write_figures"]
 
 
 def plot_trajectories(
@@ -20,12 +22,9 @@ def plot_trajectories(
     from matplotlib.figure import Figure
 
     with torch.no_grad():
-        q = system.trajectory(x, solver)[..., system.hidden :].double().cpu()  # (batch, points, outputs)
-        predicted = None
-        if not y.is_floating_point():
-            from eqprop.solvers.base import solve
-
-            predicted = cost.predict(solve(system, x, solver).state).argmax(-1).cpu()
+        state = solve(system, x, solver).state
+        q = system.trajectory(x, state)[..., system.hidden :].double().cpu()  # (batch, points, outputs)
+        predicted = None if y.is_floating_point() else cost.predict(state).argmax(-1).cpu()
     t = torch.arange(q.shape[1], dtype=torch.float64) * system.dt
     n = q.shape[0]
     fig = Figure(figsize=(4.2 * n, 3.2), layout="constrained")
@@ -60,3 +59,13 @@ def plot_trajectories(
     fig.savefig(tmp, dpi=90)
     tmp.replace(path)
     return path
+
+
+def write_figures(
+    system: Any, cost: Any, solver: Any, x: torch.Tensor, y: torch.Tensor, folder: Path
+) -> list[Path]:
+    """What a run can draw of a few test examples ``(x, y)`` into ``folder``: ``trajectories.png`` for a system
+    with a ``trajectory(x, state)`` (a Lagrangian system); nothing for the others."""
+    if not callable(getattr(system, "trajectory", None)):
+        return []
+    return [plot_trajectories(system, cost, solver, x, y, Path(folder) / "trajectories.png")]
