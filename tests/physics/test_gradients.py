@@ -21,12 +21,14 @@ from eqprop import (
 from eqprop.rules import (
     RULES,
     ContinualEqProp,
+    HamiltonianEcho,
     HolomorphicEqProp,
     ThermalEqProp,
     VectorFieldEqProp,
     named_parameters,
 )
-from eqprop.systems import SmoothHopfield, VectorFieldHopfield
+from eqprop.solvers import Leapfrog
+from eqprop.systems import HamiltonianRNN, SmoothHopfield, VectorFieldHopfield
 from helpers import SMALL_SYSTEMS, cosine, fd_loss_grad, kink_margin, rel_err, tiny_problem
 
 SOLVER = BlockCoordinate(300)
@@ -137,6 +139,7 @@ ONE_OF_EACH_KIND = {
     "coupled": CoupledLearning(beta=0.25, variant="negative"),
     "implicit": ImplicitDiff(),
     "backprop": BackpropThroughSolver(steps=50),
+    "echo": HamiltonianEcho(beta=1e-3),
 }
 READOUT_KINDS = ("eqprop", "implicit", "backprop")
 """The kinds that also train a cost's own parameters (a readout); the others refuse one."""
@@ -155,7 +158,12 @@ def test_out_none_is_pure_and_out_grad_writes_grad_in_place(kind):
     solver = (
         GradientFlow(iterations=100, step_size=0.5) if kind == "holomorphic" else SOLVER
     )  # no block minimiser
-    if kind in READOUT_KINDS:
+    if kind == "echo":  # a trajectory from initial conditions, read at its end by a softmax readout
+        g = torch.Generator().manual_seed(0)
+        net = HamiltonianRNN(4, outputs=4, input_shape=(11, 3), observe="final", generator=g).double()
+        x, y = torch.randn(5, 11, 3, generator=g, dtype=torch.float64), torch.randint(0, 4, (5,), generator=g)
+        cost, solver = readout(4, 4), Leapfrog()
+    elif kind in READOUT_KINDS:
         net, x, y = SMALL_SYSTEMS["2h-boxed-output"]()
         cost = readout(4, 4)
     elif kind == "holomorphic":  # needs a holomorphic energy
