@@ -150,7 +150,8 @@ class SquaredError(Cost):
             raise ConfigError(
                 f"SquaredError: float targets must have the output's shape {tuple(state_like.shape)}, "
                 f"got {tuple(y.shape)}",
-                hint="pass integer class labels of shape (batch,) to get one-hot targets",
+                hint="float targets have the output's shape per example (a trajectory: one row per time point the "
+                "cost sees); or pass integer class labels of shape (batch,) to get one-hot targets",
             )
         return y.to(state_like.dtype)
 

@@ -118,7 +118,10 @@ class MechanicalSystem(EnergySystem):
         if masses.numel() == 1:
             masses = masses.expand(units).clone()
         if masses.numel() != units or not bool(torch.isfinite(masses).all()) or not bool((masses > 0).all()):
-            raise ConfigError(f"{name}(mass={mass!r}): give one mass > 0, or one per unit ({units})")
+            raise ConfigError(
+                f"{name}(mass={mass!r}): give one mass > 0, or one per unit ({units}): the kinetic energy ½q̇ᵀMq̇ "
+                "must be convex in the velocities for the variational integrator to define a trajectory"
+            )
         self.units, self.outputs = units, outputs
         self.hidden = units - outputs
         self.input_shape = shape
@@ -195,6 +198,21 @@ class MechanicalSystem(EnergySystem):
             hint="rule.kind='echo' (or 'backprop', BPTT) with the leapfrog solver; or boundary='fixed' or "
             "'periodic' (Lagrangian EqProp) with solver.kind='newton'",
         )
+
+    def check_input(self, x: Tensor) -> None:
+        """As every system's, with the time grid named when the number of time points is what differs."""
+        shape = tuple(self.input_shape)
+        if isinstance(x, Tensor) and x.dim() == len(shape) + 1 and tuple(x.shape[1:]) != shape:
+            axis = 1 if len(shape) == 2 else 2  # (points, features) or images (C, H, W) read row by row
+            got = x.shape[axis]
+            if got != self.points and tuple(x.shape[axis + 1 :]) == shape[axis:]:
+                raise ConfigError(
+                    f"{type(self).__name__}'s time grid has {self.points} time points (dt {self.dt}, {self.steps} "
+                    f"steps) but x has {got}",
+                    hint=f"build the system with input_shape {[*shape[: axis - 1], got, *shape[axis:]]}, or resample "
+                    "the input onto its grid",
+                )
+        super().check_input(x)
 
     def sequence(self, x: Tensor) -> Tensor:
         """The drive ``u``, ``(batch, points, features)``: the input itself, or images read row by row."""
