@@ -69,6 +69,8 @@ _EXPORTS: dict[str, str] = {
     "HamiltonianEcho": "eqprop.rules",
     "Leapfrog": "eqprop.solvers",
     "Newton": "eqprop.solvers",
+    "PhaseNetwork": "eqprop.systems",
+    "PhaseSquaredError": "eqprop.costs",
     "solve": "eqprop.solvers",
 }
 """Public name -> the module that defines it."""
@@ -112,6 +114,8 @@ __all__ = [
     "MechanicalSystem",
     "Netlist",
     "Newton",
+    "PhaseNetwork",
+    "PhaseSquaredError",
     "Phases",
     "PhysicalSystem",
     "ResistiveCircuit",
@@ -150,7 +154,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # the names, for type checkers and IDEs
     from eqprop._types import State, Variable
-    from eqprop.costs import Cost, CrossEntropyReadout, SquaredError
+    from eqprop.costs import Cost, CrossEntropyReadout, PhaseSquaredError, SquaredError
     from eqprop.errors import (
         CheckpointError,
         ConfigError,
@@ -203,6 +207,7 @@ if TYPE_CHECKING:  # the names, for type checkers and IDEs
         HamiltonianRNN,
         MechanicalSystem,
         Netlist,
+        PhaseNetwork,
         ResistiveCircuit,
         SmoothHopfield,
         SpringChain,

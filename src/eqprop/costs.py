@@ -27,6 +27,8 @@ __all__ = [
     "CostConfig",
     "CrossEntropyReadout",
     "CrossEntropyReadoutConfig",
+    "PhaseSquaredError",
+    "PhaseSquaredErrorConfig",
     "SquaredError",
     "SquaredErrorConfig",
 ]
@@ -277,6 +279,43 @@ class CrossEntropyReadout(Cost):
         return 0.0, -(err @ self.weight)  # l = −∂C/∂s
 
 
+class PhaseSquaredError(Cost):
+    r"""``C(φ, y) = ½‖cos φ_L − t‖²`` for phase units read as ``cos φ`` (an oscillator Ising machine's output,
+    Gower 2025), with ``t = 2·onehot(y) − 1``: the target is phase 0 for the class, π for the others. Float targets
+    ``(batch, outputs)`` in [−1, 1] are used as given. The prediction is the argmax of ``cos φ_L``.
+
+    Its gradient ``−sin φ·(cos φ − t)`` depends on the phase: nudge with a gradient solver (``gradient_flow``,
+    ``langevin``), not a block minimiser.
+    """
+
+    def __init__(self, *, target_index: int = -1) -> None:
+        super().__init__()
+        self.target_index = target_index
+
+    def prepare_target(self, y: Tensor, state_like: Tensor) -> Tensor:
+        if y.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            return 2 * _one_hot(y.long(), state_like.shape[-1], state_like) - 1
+        if y.shape != state_like.shape:
+            raise ConfigError(
+                f"PhaseSquaredError: float targets must have the output's shape {tuple(state_like.shape)}, "
+                f"got {tuple(y.shape)}"
+            )
+        return y.to(state_like.dtype)
+
+    def forward(self, state: State, target: Tensor) -> Tensor:
+        d = torch.cos(state[self.target_index]) - target
+        return 0.5 * (d * d).flatten(1).sum(1)
+
+    def predict(self, state: State) -> Tensor:
+        return torch.cos(state[self.target_index])
+
+    def nudge(self, s: Tensor | None, target: Tensor) -> tuple[float, Tensor]:
+        raise ConfigError(
+            "PhaseSquaredError reads cos φ: its nudge depends on the phase and has no block-minimiser form",
+            hint="relax phase networks with solver.kind = 'gradient_flow' (or 'langevin')",
+        )
+
+
 # -- the cost kinds of a run configuration ---------------------------------------------------------------------
 class CostConfig(Protocol):
     """What the run asks of a cost kind's settings."""
@@ -346,5 +385,22 @@ class CrossEntropyReadoutConfig:
         return CrossEntropyReadout(in_features, self.classes, generator=generator)
 
 
-COSTS: dict[str, type] = {cls.kind: cls for cls in (SquaredErrorConfig, CrossEntropyReadoutConfig)}
+@dataclass(frozen=True)
+class PhaseSquaredErrorConfig:
+    """``cost.kind = "phase_squared_error"``: :class:`PhaseSquaredError`, the output phases read as ``cos φ``
+    against ±1 targets (phase networks)."""
+
+    kind: ClassVar[str] = "phase_squared_error"
+    boxed_output: ClassVar[bool] = False
+
+    def predicted_classes(self, output_width: int) -> int:
+        return output_width
+
+    def build(self, *, in_features: int, generator: torch.Generator | None) -> PhaseSquaredError:
+        return PhaseSquaredError()
+
+
+COSTS: dict[str, type] = {
+    cls.kind: cls for cls in (SquaredErrorConfig, CrossEntropyReadoutConfig, PhaseSquaredErrorConfig)
+}
 """``cost.kind`` → its config class."""

@@ -7,6 +7,7 @@ from eqprop.systems.flow_network import FlowNetwork
 from eqprop.systems.hopfield import DeepHopfield
 from eqprop.systems.lagrangian import CoupledOscillators, HamiltonianRNN, MechanicalSystem, SpringChain
 from eqprop.systems.netlist import Netlist, ResistiveCircuit
+from eqprop.systems.phase_network import PhaseNetwork
 from eqprop.systems.resistive import DeepResistive
 from eqprop.systems.smooth_hopfield import SmoothHopfield
 from eqprop.systems.vector_field import VectorFieldHopfield
@@ -22,6 +23,7 @@ __all__ = [
     "HamiltonianRNN",
     "MechanicalSystem",
     "Netlist",
+    "PhaseNetwork",
     "ResistiveCircuit",
     "SmoothHopfield",
     "SpringChain",

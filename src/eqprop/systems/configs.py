@@ -7,6 +7,7 @@ to know before building it: the input it reads, its output width and how many la
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
@@ -24,6 +25,7 @@ from eqprop.systems.lagrangian.configs import (
     HamiltonianRNNConfig,
     SpringChainConfig,
 )
+from eqprop.systems.phase_network import PhaseNetwork
 from eqprop.systems.resistive import DeepResistive
 from eqprop.systems.smooth_hopfield import SmoothHopfield
 from eqprop.systems.vector_field import VectorFieldHopfield
@@ -425,6 +427,58 @@ class SmoothHopfieldConfig(_Layered):
         return "-".join(map(str, self.sizes)) + f" {self.kind} ({self.activation})"
 
 
+@dataclass(frozen=True)
+class PhaseNetworkConfig(_Layered):
+    """Phase oscillators (:class:`~eqprop.systems.PhaseNetwork`): ``oscillator_ising`` is Gower's OIM (amplitude
+    input, fields along phase 0, a trainable second-harmonic sync term); relax with ``gradient_flow``, cost
+    ``phase_squared_error``."""
+
+    kind: ClassVar[str] = "oscillator_ising"
+
+    sizes: list[int] = field(default_factory=lambda: [784, 512, 10])
+    input: Literal["amplitude", "phase"] = "amplitude"
+    """``amplitude``: the input is a field ``J⁰x`` on cos φ (OIM); ``phase``: input oscillators held at ``π·x`` (XY)."""
+    sync: bool = True
+    """The trainable second-harmonic term ``−½K cos 2φ`` (initial 0)."""
+    field_phases: bool = False
+    """Fields with a trainable phase ``|h| cos(φ − ψ_h)`` (XY networks), not only along phase 0."""
+    topology: Literal["layered", "all_to_all"] = "layered"
+    initial_phase: float | Literal["random"] = math.pi / 2
+    """Where every phase starts: Gower's π/2, or ``"random"`` (uniform, per example: a restart)."""
+    gains: float = 1.0
+    """Weights start ``U(±gain/√fan_in)``: torch's ``nn.Linear`` default at 1 (Gower's init)."""
+
+    def __post_init__(self) -> None:
+        _widths(self.sizes)
+
+    def build(self, *, boxed_output: bool, generator: torch.Generator | None) -> PhaseNetwork:
+        return PhaseNetwork(
+            self.sizes,
+            input=self.input,
+            sync=self.sync,
+            field_phases=self.field_phases,
+            topology=self.topology,
+            initial_phase=self.initial_phase,
+            gains=self.gains,
+            generator=generator,
+        )
+
+    def describe(self) -> str:
+        return "-".join(map(str, self.sizes)) + f" {self.kind} ({self.input} input, {self.topology})"
+
+
+@dataclass(frozen=True)
+class XYNetworkConfig(PhaseNetworkConfig):
+    """An XY network (Wang, Wanjura & Marquardt 2024): ``E = −ΣJ cos(φᵢ − φⱼ) − Σh cos(φᵢ − ψᵢ)``, the input as
+    oscillator phases ``π·x``, fields with trainable phases, no sync term; layered or all-to-all."""
+
+    kind: ClassVar[str] = "xy_network"
+
+    input: Literal["amplitude", "phase"] = "phase"
+    sync: bool = False
+    field_phases: bool = True
+
+
 SYSTEMS: dict[str, type] = {
     cls.kind: cls
     for cls in (
@@ -438,6 +492,8 @@ SYSTEMS: dict[str, type] = {
         SpringChainConfig,
         CoupledOscillatorsConfig,
         HamiltonianRNNConfig,
+        PhaseNetworkConfig,
+        XYNetworkConfig,
     )
 }
 """``system.kind`` → its config class."""
