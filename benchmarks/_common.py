@@ -197,6 +197,11 @@ REFERENCES: dict[str, ReferenceRepo] = {
         commit="93660ed6c5b0ec07978b674a69c169ce32e8cd5f",
         url="https://github.com/Laborieux-Axel/Equilibrium-Propagation",
     ),
+    "gower": ReferenceRepo(
+        repository="alexgower/OIM-Equilibrium-Propagation",
+        commit="06655d0c4f84bf50a44cb5af57652c06314fff86",
+        url="https://github.com/alexgower/OIM-Equilibrium-Propagation",
+    ),
 }
 """The reference code the side-by-side scripts import (key -> repository). Never vendored here: each script
 takes a checkout of it, outside this repository, as ``--reference-dir``."""

@@ -166,3 +166,24 @@ def test_random_initial_phases_differ_per_example_and_the_fixed_start_is_pi_over
         PhaseNetwork([4, 3, 2], gains=3.0), torch.rand(5, 4), GradientFlow(iterations=50, step_size=0.1)
     )
     assert all(bool(torch.isfinite(p).all()) for p in eq.state)
+
+
+def test_multistability_counts_the_distinct_equilibria():
+    """One unit with a sync term and no field has two minima, φ = 0 and π (a double well): random starts find both.
+    With a strong field and no sync term there is one minimum: every start lands on it."""
+    from eqprop.analysis.multistability import multistability
+
+    double = PhaseNetwork([1, 1], sync=True)
+    with torch.no_grad():
+        double.weights[0].zero_()
+        double.syncs[0].fill_(1.0)
+    solver = GradientFlow(iterations=400, step_size=0.1)
+    x = torch.zeros(6, 1)
+    two = multistability(double, solver, x, cost=PhaseSquaredError(), restarts=12, tol=1e-3)
+    assert two["distinct_equilibria_mean"] == 2.0 and two["examples_with_several_equilibria"] == 1.0
+    assert two["energy_spread_mean"] < 1e-9  # 0 and π have the same energy
+    single = PhaseNetwork([1, 1], sync=False)
+    with torch.no_grad():
+        single.weights[0].fill_(2.0)
+    one = multistability(single, solver, torch.ones(6, 1), cost=PhaseSquaredError(), restarts=12, tol=1e-3)
+    assert one["distinct_equilibria_mean"] == 1.0 and one["prediction_depends_on_start"] == 0.0

@@ -20,6 +20,7 @@ from eqprop.cli import (
     energy,
     gducheck,
     gradcheck,
+    minima,
     presets,
     report,
     robustness,
@@ -32,7 +33,20 @@ from eqprop.errors import EqpropError, Interrupted
 
 __all__ = ["build_parser", "main"]
 
-COMMANDS = (train, report, presets, gradcheck, gducheck, compare, robustness, energy, thermo, study, spice)
+COMMANDS = (
+    train,
+    report,
+    presets,
+    gradcheck,
+    gducheck,
+    minima,
+    compare,
+    robustness,
+    energy,
+    thermo,
+    study,
+    spice,
+)
 """The subcommand modules, in the order `eqprop --help` lists them (`train` also adds `eval`)."""
 
 
