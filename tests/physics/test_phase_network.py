@@ -187,3 +187,24 @@ def test_multistability_counts_the_distinct_equilibria():
         single.weights[0].fill_(2.0)
     one = multistability(single, solver, torch.ones(6, 1), cost=PhaseSquaredError(), restarts=12, tol=1e-3)
     assert one["distinct_equilibria_mean"] == 1.0 and one["prediction_depends_on_start"] == 0.0
+
+
+def test_quantised_phase_readout_rounds_to_levels_around_the_circle():
+    """Gower's 4-bit phase measurement: 16 levels k·2π/16, wrapped; [hardware] read_bits / read_range / read_periodic."""
+    from eqprop.devices.config import HardwareConfig
+
+    hardware = HardwareConfig(read_bits=4, read_range=[0.0, 2 * math.pi], read_periodic=True)
+    net = PhaseNetwork([4, 3, 2], gains=3.0)
+    solver = hardware.build(net, torch.Generator().manual_seed(0)).wrap(GradientFlow(iterations=30, step_size=0.1))
+    x = torch.rand(5, 4)
+    exact = solve(net, x, GradientFlow(iterations=30, step_size=0.1)).state
+    read = solve(net, x, solver).state
+    step = 2 * math.pi / 16
+    for e, r in zip(exact, read, strict=True):
+        assert bool(((r >= 0) & (r < 2 * math.pi)).all())
+        k = r / step
+        torch.testing.assert_close(k, k.round(), rtol=0, atol=1e-9)  # on a level
+        gap = torch.atan2(torch.sin(r - e), torch.cos(r - e)).abs()
+        assert float(gap.max()) <= step / 2 + 1e-9  # the nearest level on the circle
+    with pytest.raises(ConfigError, match="read_range"):
+        HardwareConfig(read_bits=4)

@@ -31,6 +31,14 @@ class HardwareConfig:
     ``["conductances"]``: the biases of a resistive network stay ideal); None = all of them."""
     read_noise: float = 0.0
     """Standard deviation of the Gaussian noise on every measured state value (volts for a circuit)."""
+    read_bits: int = 0
+    """Measurement resolution: every measured state value rounded to one of ``2**read_bits`` levels spanning
+    ``read_range`` (after the read noise); 0 = exact."""
+    read_range: list[float] | None = None
+    """``[lo, hi]`` of the quantised measurement; values outside are clipped, or wrapped when ``read_periodic``."""
+    read_periodic: bool = False
+    """The measured values are angles of period ``hi − lo`` (an oscillator's phase, Gower's 4-bit phase readout:
+    ``read_range = [0, 2π]``): wrapped into the range, ``2**read_bits`` levels around the circle."""
     update: Literal["ideal", "pulsed"] = "ideal"
     """``ideal``: the optimizer's step as computed; ``pulsed``: through the device model below."""
     response: Response = "constant"
@@ -66,6 +74,23 @@ class HardwareConfig:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.read_noise) and self.read_noise >= 0):
             raise ConfigError(f"hardware.read_noise = {self.read_noise}: need a noise level >= 0")
+        if (
+            isinstance(self.read_bits, bool)
+            or not isinstance(self.read_bits, int)
+            or not 0 <= self.read_bits <= 24
+        ):
+            raise ConfigError(
+                f"hardware.read_bits = {self.read_bits!r}: an integer in 0 … 24 (0: exact readout)"
+            )
+        if self.read_bits and (
+            self.read_range is None
+            or len(self.read_range) != 2
+            or not self.read_range[0] < self.read_range[1]
+        ):
+            raise ConfigError(
+                f"hardware.read_range = {self.read_range}: quantised readout needs [lo, hi] with lo < hi",
+                hint="e.g. read_range = [0, 6.283185307179586] and read_periodic = true for phases",
+            )
         for name in ("dw_min_dtod", "gamma_dtod", "c2c", "bias", "gamma_up", "gamma_down"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -161,7 +186,7 @@ class Devices:
     def check_data_parallel(self, processes: int) -> None:
         """Refuse several processes with non-ideal hardware: each rank would draw its own read noise and rounding
         from its own generator, and the ranks' parameters would drift apart."""
-        ideal = self.config.read_noise == 0 and not self.pulsed
+        ideal = self.config.read_noise == 0 and self.config.read_bits == 0 and not self.pulsed
         if processes > 1 and not ideal:
             raise ConfigError(
                 f"hardware non-idealities are simulated in one process; this run has {processes}",
@@ -174,9 +199,18 @@ class Devices:
 
     def wrap(self, solver: Solver | None) -> Solver | None:
         """``solver`` whose results are read with the configured noise (unchanged without read noise)."""
-        if solver is None or self.config.read_noise == 0:
+        c = self.config
+        if solver is None or (c.read_noise == 0 and c.read_bits == 0):
             return solver
-        return NoisyReadout(inner=solver, noise=self.config.read_noise)
+        lo, hi = c.read_range if c.read_bits else (0.0, 1.0)
+        return NoisyReadout(
+            inner=solver,
+            noise=c.read_noise,
+            bits=c.read_bits,
+            low=float(lo),
+            high=float(hi),
+            periodic=c.read_periodic,
+        )
 
     def apply(self, system: nn.Module, before: dict[str, Tensor]) -> None:
         """Replace each parameter's new value (the optimizer's step from ``before``) by what its devices do."""
