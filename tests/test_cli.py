@@ -659,8 +659,18 @@ def test_one_real_epoch_reaches_the_issue_bar(
     assert summary["test_accuracy"] >= 0.84, summary  # the issue's acceptance bar (reference loop: 84.2%)
 
 
-def test_minima_counts_equilibria_from_random_starts(fake_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["minima", "--preset", "fmnist-oim", "--data-dir", str(fake_data), "--set", "system.sizes=[784,8,10]"]
+def test_minima_counts_equilibria_from_random_starts(
+    fake_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "minima",
+        "--preset",
+        "fmnist-oim",
+        "--data-dir",
+        str(fake_data),
+        "--set",
+        "system.sizes=[784,8,10]",
+    ]
     assert main([*argv, "--restarts", "3", "--batch-size", "4", "--iterations", "50", "--json"]) == 0
     result = _last_json(capsys.readouterr().out)
     assert result["restarts"] == 3 and result["examples"] == 4 and result["iterations"] == 50

@@ -195,7 +195,9 @@ def test_quantised_phase_readout_rounds_to_levels_around_the_circle():
 
     hardware = HardwareConfig(read_bits=4, read_range=[0.0, 2 * math.pi], read_periodic=True)
     net = PhaseNetwork([4, 3, 2], gains=3.0)
-    solver = hardware.build(net, torch.Generator().manual_seed(0)).wrap(GradientFlow(iterations=30, step_size=0.1))
+    solver = hardware.build(net, torch.Generator().manual_seed(0)).wrap(
+        GradientFlow(iterations=30, step_size=0.1)
+    )
     x = torch.rand(5, 4)
     exact = solve(net, x, GradientFlow(iterations=30, step_size=0.1)).state
     read = solve(net, x, solver).state

@@ -28,7 +28,7 @@ from eqprop.data.trajectories import TRAJECTORY_DATASETS
 from eqprop.errors import ConfigError
 from eqprop.rules import AgnosticEqProp, BackpropThroughSolver, ContrastiveLearning, ImplicitDiff
 from eqprop.solvers import Leapfrog, Newton
-from eqprop.systems import MechanicalSystem, SmoothHopfield
+from eqprop.systems import MechanicalSystem, PhaseNetwork, SmoothHopfield
 from eqprop.train import (
     RunConfig,
     apply_overrides,
@@ -83,7 +83,14 @@ def test_every_preset_loads_and_validates(name: str) -> None:
     run = build(config)
     system, cost, solver, rule = run.system, run.cost, run.solver, run.rule
     assert isinstance(
-        system, DeepHopfield | ConvHopfield | DeepResistive | SmoothHopfield | FlowNetwork | MechanicalSystem
+        system,
+        DeepHopfield
+        | ConvHopfield
+        | DeepResistive
+        | SmoothHopfield
+        | FlowNetwork
+        | MechanicalSystem
+        | PhaseNetwork,
     )
     assert isinstance(solver, BlockCoordinate | GradientFlow | Synchronous | DirectSolver | Newton | Leapfrog)
     if name in SHIPPED:  # the DHN recipes of the issue
