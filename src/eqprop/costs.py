@@ -61,6 +61,11 @@ class Cost(nn.Module, metaclass=ABCMeta):
         """The ``c`` of :meth:`nudge` (constant per cost); ``1 + β·c`` must stay > 0."""
         return 0.0
 
+    def output_grad(self, s: Tensor, target: Tensor) -> Tensor | None:
+        """``∂C/∂s`` per example in closed form, for the gradient solvers' nudged steps; ``None`` (the default):
+        autograd on :meth:`forward`."""
+        return None
+
     def prepare_target(self, y: Tensor, state_like: Tensor) -> Tensor:
         """Turn labels ``(batch,)`` (int) or targets ``(batch, n)`` (float) into what :meth:`forward` reads."""
         return y
@@ -308,6 +313,9 @@ class PhaseSquaredError(Cost):
 
     def predict(self, state: State) -> Tensor:
         return torch.cos(state[self.target_index])
+
+    def output_grad(self, s: Tensor, target: Tensor) -> Tensor:
+        return -torch.sin(s) * (torch.cos(s) - target)
 
     def nudge(self, s: Tensor | None, target: Tensor) -> tuple[float, Tensor]:
         raise ConfigError(

@@ -210,3 +210,11 @@ def test_quantised_phase_readout_rounds_to_levels_around_the_circle():
         assert float(gap.max()) <= step / 2 + 1e-9  # the nearest level on the circle
     with pytest.raises(ConfigError, match="read_range"):
         HardwareConfig(read_bits=4)
+
+
+def test_the_phase_costs_closed_form_gradient_is_autograds():
+    cost = PhaseSquaredError()
+    phi = torch.randn(5, 3, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    target = cost.prepare_target(torch.tensor([0, 1, 2, 0, 1]), phi)
+    (auto,) = torch.autograd.grad(cost((phi,), target).sum(), phi)
+    torch.testing.assert_close(cost.output_grad(phi.detach(), target), auto, rtol=1e-12, atol=1e-12)

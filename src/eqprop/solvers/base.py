@@ -109,6 +109,10 @@ class TotalEnergy:
             k = self.nudged_index
             c, lin = self.cost.nudge(state[k], self.target)
             g[k] = g[k] + self.beta * (c * state[k] - lin)
+        elif (
+            self.nudged and (fast := self.cost.output_grad(state[self.nudged_index], self.target)) is not None
+        ):  # type: ignore[union-attr, arg-type]
+            g[self.nudged_index] = g[self.nudged_index] + self.beta * fast  # type: ignore[index]
         elif self.nudged:
             assert self.cost is not None and self.target is not None and self.nudged_index is not None
             k = self.nudged_index

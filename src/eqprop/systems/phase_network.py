@@ -166,34 +166,36 @@ class PhaseNetwork(EnergySystem):
 
     def state_grad(self, x: Tensor, state: State, drive: Any = None) -> State:
         """``∂E/∂φ``: for a coupling ``−(c'ᵀJc + s'ᵀJs)``, ``∂/∂φ = s ⊙ (Jᵀc') − c ⊙ (Jᵀs')``; fields and sync
-        term unit by unit."""
+        term unit by unit (``sin 2φ = 2 sin φ cos φ``: no third trigonometric call)."""
         dc, ds = self.prepare(x) if drive is None else drive
         cs = [torch.cos(p) for p in state]
         ss = [torch.sin(p) for p in state]
+        n = len(state)
+        weights = list(self.weights)  # (slicing a ParameterList builds a new module: index a plain list)
         if self.topology == "layered":
             # the field each unit feels, along cos and sin: the input, the layers on both sides, its own field
-            fc = [torch.zeros_like(c) for c in cs]
-            fs = [torch.zeros_like(c) for c in cs]
-            fc[0] = fc[0] + dc
-            if ds is not None:
-                fs[0] = fs[0] + ds
-            for k, w in enumerate(self.weights[1:]):
-                fc[k] = fc[k] + cs[k + 1] @ w
-                fs[k] = fs[k] + ss[k + 1] @ w
-                fc[k + 1] = fc[k + 1] + cs[k] @ w.T
-                fs[k + 1] = fs[k + 1] + ss[k] @ w.T
+            fc: list[Tensor] = []
+            fs: list[Tensor] = []
+            for k in range(n):
+                hc = dc + self.fields[0] if k == 0 else torch.addmm(self.fields[k], cs[k - 1], weights[k].T)
+                hs = (ds if k == 0 else ss[k - 1] @ weights[k].T) if (k > 0 or ds is not None) else None
+                if k + 1 < n:
+                    w = weights[k + 1]
+                    hc = torch.addmm(hc, cs[k + 1], w)
+                    hs = ss[k + 1] @ w if hs is None else torch.addmm(hs, ss[k + 1], w)
+                fc.append(hc)
+                fs.append(hs if hs is not None else torch.zeros_like(hc))
         else:
             j = self._pair()
             c_all, s_all = torch.cat(cs, -1), torch.cat(ss, -1)
-            fc = list(self._split(dc + c_all @ j))
-            fs = list(self._split((0 if ds is None else ds) + s_all @ j))
+            fc = [c + h for c, h in zip(self._split(torch.addmm(dc, c_all, j)), self.fields, strict=True)]
+            fs = list(self._split(s_all @ j if ds is None else torch.addmm(ds, s_all, j)))
         out = []
-        for k, p in enumerate(state):
-            hc = fc[k] + self.fields[k]
-            hs = fs[k] + (self.field_phases[k] if self.field_phases is not None else 0)
-            g = ss[k] * hc - cs[k] * hs  # −∂/∂φ of (hc·cos φ + hs·sin φ)
+        for k in range(n):
+            hs = fs[k] if self.field_phases is None else fs[k] + self.field_phases[k]
+            g = ss[k] * fc[k] - cs[k] * hs  # −∂/∂φ of (hc·cos φ + hs·sin φ)
             if self.syncs is not None:
-                g = g + self.syncs[k] * torch.sin(2 * p)
+                g = g + 2 * self.syncs[k] * ss[k] * cs[k]
             out.append(g)
         return tuple(out)
 
