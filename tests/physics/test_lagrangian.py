@@ -483,7 +483,7 @@ def test_naive_initial_value_eqprop_is_systematically_wrong():
 # -- 9. bad input -----------------------------------------------------------------------------------------------
 def test_wrong_number_of_time_points_is_a_config_error():
     system, x, _ = make("chain", boundary="initial", points=11)
-    with pytest.raises(ConfigError, match="time grid has 11 time points .* but x has 7"):
+    with pytest.raises(ConfigError, match=r"time grid has 11 time points .* but x has 7"):
         solve(system, x[:, :7], Leapfrog())
     with pytest.raises(ConfigError, match="expects x of shape"):  # other features: the general message
         solve(system, x[..., :1], Leapfrog())
