@@ -106,10 +106,23 @@ class SquaredError(Cost):
     _smallest_curvature: tuple[Tensor, int, float] | None = None  # (a, a._version, min a): see check_beta
 
     def __init__(
-        self, *, target_index: int = -1, class_means: int | None = None, spread: float = 2.0, outputs: int = 0
+        self,
+        *,
+        target_index: int = -1,
+        class_means: int | None = None,
+        spread: float = 2.0,
+        outputs: int = 0,
+        off_target: float = 0.0,
+        duplicates: int = 1,
     ) -> None:
         super().__init__()
         self.target_index = target_index
+        if isinstance(duplicates, bool) or not isinstance(duplicates, int) or duplicates < 1:
+            raise ConfigError(f"SquaredError(duplicates={duplicates!r}): need an integer >= 1")
+        if not math.isfinite(off_target):
+            raise ConfigError(f"SquaredError(off_target={off_target!r}): need a finite number")
+        self.off_target = float(off_target)
+        self.duplicates = duplicates
         if class_means is not None:
             if class_means < 2 or outputs < 1 or not spread > 0:
                 raise ConfigError(
@@ -152,7 +165,16 @@ class SquaredError(Cost):
                         hint="call cost.calibrate(free outputs, labels) on the training set first (a run does)",
                     )
                 return self.class_targets[y.long()].to(state_like.dtype)
-            return _one_hot(y.long(), state_like.shape[-1], state_like)
+            width = state_like.shape[-1]
+            if width % self.duplicates:
+                raise ConfigError(
+                    f"SquaredError(duplicates={self.duplicates}): the output's {width} units do not split into "
+                    f"{self.duplicates} per class"
+                )
+            t = _one_hot(y.long(), width // self.duplicates, state_like)
+            if self.off_target != 0.0:  # e.g. -1: the other classes' spins are pushed down, not left alone
+                t = t * (1.0 - self.off_target) + self.off_target
+            return t if self.duplicates == 1 else t.repeat_interleave(self.duplicates, dim=-1)
         if y.shape != state_like.shape:
             raise ConfigError(
                 f"SquaredError: float targets must have the output's shape {tuple(state_like.shape)}, "
@@ -170,6 +192,8 @@ class SquaredError(Cost):
         """The output itself, or with class targets minus the squared distance to each (the nearest wins)."""
         out = state[self.target_index]
         if self.class_targets is None:
+            if self.duplicates > 1:  # each class's block of units votes
+                return out.reshape(*out.shape[:-1], -1, self.duplicates).sum(-1)
             return out
         return -(torch.cdist(out.flatten(1), self.class_targets.to(out.dtype)) ** 2)
 
@@ -352,6 +376,10 @@ class SquaredErrorConfig:
     """Classes, with ``targets = "class_means"``."""
     spread: float = 2.0
     """How far ``class_means`` pushes the class means from their mean (Stern: 2)."""
+    off_target: float = 0.0
+    """The one-hot target of the other classes' units: 0, or −1 for ±1 spins (the nudge then pushes them down)."""
+    duplicates: int = 1
+    """Output units per class (Laydevant et al.'s output duplication: 4); the prediction sums each class's block."""
 
     def __post_init__(self) -> None:
         if self.targets not in ("one_hot", "class_means"):
@@ -362,13 +390,14 @@ class SquaredErrorConfig:
             )
 
     def predicted_classes(self, output_width: int) -> int:
-        """How many classes the model predicts: one per output unit, or ``classes`` with class targets."""
-        return self.classes if self.targets == "class_means" else output_width
+        """How many classes the model predicts: one per output unit (per ``duplicates`` units), or ``classes``
+        with class targets."""
+        return self.classes if self.targets == "class_means" else output_width // self.duplicates
 
     def build(self, *, in_features: int, generator: torch.Generator | None) -> SquaredError:
         if self.targets == "class_means":
             return SquaredError(class_means=self.classes, spread=self.spread, outputs=in_features)
-        return SquaredError()
+        return SquaredError(off_target=self.off_target, duplicates=self.duplicates)
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,9 @@ class DeepHopfieldConfig(_Layered):
     """Box of the output units; None = linear output (the hidden units' box under a readout)."""
     energy_form: Literal["boxed", "rho"] = "boxed"
     """``boxed``: ½‖s‖² − b·s − s·Ws' on boxed units; ``rho``: the 2017 paper's form with ρ(s) = clip(s)."""
+    clip: float | None = None
+    """Clip every weight and bias to ``[−clip, clip]`` after each update (an Ising machine's realisable couplings:
+    Laydevant et al. use 1); None: no clipping."""
     self_curvature: float = 1.0
     """``a`` in the self term ``½a‖s‖²``: 2 with gradient_flow steps of 0.5 is Laborieux et al.'s ``my_hard_sig``."""
     activation: Literal["hard_sigmoid", "sigmoid"] = "hard_sigmoid"
@@ -148,6 +151,7 @@ class DeepHopfieldConfig(_Layered):
             energy_form=self.energy_form,
             self_curvature=self.self_curvature,
             activation=self.activation,
+            clip=self.clip,
             generator=generator,
         )
 

@@ -95,9 +95,13 @@ class DeepHopfield(EnergySystem):
         energy_form: Literal["boxed", "rho"] = "boxed",
         self_curvature: float = 1.0,
         activation: Literal["hard_sigmoid", "sigmoid"] = "hard_sigmoid",
+        clip: float | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
+        if clip is not None and not (isinstance(clip, int | float) and 0 < clip < math.inf):
+            raise ConfigError(f"DeepHopfield(clip={clip!r}): a finite bound > 0, or None")
+        self.clip = None if clip is None else float(clip)
         self.activation = activation
         self.self_curvature = check_self_term(
             "DeepHopfield", activation, self_curvature, _check_bounds("bounds", bounds)
@@ -140,6 +144,16 @@ class DeepHopfield(EnergySystem):
         )
         # Which layers have the sigmoid's self term (activation "sigmoid": those boxed to [0, 1]).
         self._sigmoid = tuple(activation == "sigmoid" and b == (0.0, 1.0) for b in self._block_bounds)
+        self.constrain_parameters()
+
+    def constrain_parameters(self) -> None:
+        """With ``clip``: every weight and bias back into ``[−clip, clip]`` after each update (the couplings and
+        fields an Ising machine can realise; Laydevant et al. clip to [−1, 1])."""
+        if self.clip is None:
+            return
+        with torch.no_grad():
+            for p in self.parameters():
+                p.clamp_(-self.clip, self.clip)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Weights ``U(±gain/√fan_in)``, biases zero (the reference DHN initialisation)."""
