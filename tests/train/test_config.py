@@ -27,7 +27,7 @@ from eqprop import (
 from eqprop.data.trajectories import TRAJECTORY_DATASETS
 from eqprop.errors import ConfigError
 from eqprop.rules import AgnosticEqProp, BackpropThroughSolver, ContrastiveLearning, ImplicitDiff
-from eqprop.solvers import Leapfrog, Newton
+from eqprop.solvers import GibbsSampler, Leapfrog, Newton
 from eqprop.systems import MechanicalSystem, PhaseNetwork, SmoothHopfield
 from eqprop.train import (
     RunConfig,
@@ -92,7 +92,9 @@ def test_every_preset_loads_and_validates(name: str) -> None:
         | MechanicalSystem
         | PhaseNetwork,
     )
-    assert isinstance(solver, BlockCoordinate | GradientFlow | Synchronous | DirectSolver | Newton | Leapfrog)
+    assert isinstance(
+        solver, BlockCoordinate | GradientFlow | Synchronous | DirectSolver | Newton | Leapfrog | GibbsSampler
+    )
     if name in SHIPPED:  # the DHN recipes of the issue
         assert config.published, "every shipped preset says which published number it targets"
         assert isinstance(rule, EqProp) and rule.variant == "centered" and rule.beta == 0.2

@@ -586,6 +586,10 @@ def _shrunk(name: str, fake_data: Path, tmp_path: Path) -> RunConfig:
     else:  # a resistive net's output curvature grows with the conductances feeding it: beta up to 2 needs width
         width = 256 if system.kind == "deep_resistive" else 16
         sets.append(f"system.sizes={[784, *[width] * (system.layers - 1), system.output_width]}")
+    if (
+        config.data.train_size is not None and config.data.dataset == "fashion-mnist"
+    ):  # the fake set holds 256
+        sets += ["data.train_size=40", "data.test_size=10"]
     dataset = config.data.dataset
     data = make_fake_cifar(tmp_path / "data", dataset, n=4) if dataset.startswith("cifar") else fake_data
     sets.append(f"data.data_dir={json.dumps(str(data))}")
