@@ -19,7 +19,7 @@ __all__ = ["GibbsSampler"]
 
 @dataclass(frozen=True)
 class GibbsSampler(Solver):
-    r"""Block Gibbs sweeps over ±1 spins: each layer, given its neighbours, is drawn from
+    r"""Block Gibbs (or Metropolis, ``update``) sweeps over ±1 spins: each layer, given its neighbours, is drawn from
 
     .. math::
         P(s_i = +1) = σ(2 h_i / T),
@@ -45,6 +45,10 @@ class GibbsSampler(Solver):
     temperature: float = 0.1
     iterations: int = 100
     anneal_from: float | None = None
+    update: Literal["heat_bath", "metropolis"] = "heat_bath"
+    """``heat_bath``: each spin drawn from its conditional (Gibbs); ``metropolis``: each spin proposed flipped and the
+    flip accepted with probability ``min(1, exp(−ΔE/T))``, ``ΔE = 2 h_i s_i`` (the same stationary distribution;
+    at ``T = 0`` a flip is accepted only downhill or level)."""
     tol: float | None = None
     check_every: int = 10
     norm: Literal["max", "layer-l1"] = "max"
@@ -56,6 +60,8 @@ class GibbsSampler(Solver):
         t = self.temperature
         if isinstance(t, bool) or not isinstance(t, int | float) or not (0 <= t < math.inf):
             raise ConfigError(f"GibbsSampler(temperature={t!r}): need a finite number >= 0")
+        if self.update not in ("heat_bath", "metropolis"):
+            raise ConfigError(f"GibbsSampler(update={self.update!r}): choose 'heat_bath' or 'metropolis'")
         if self.anneal_from is not None and not (self.anneal_from > 0 and self.anneal_from >= t):
             raise ConfigError(
                 f"GibbsSampler(anneal_from={self.anneal_from!r}): need a starting temperature >= temperature, > 0"
@@ -105,7 +111,11 @@ class GibbsSampler(Solver):
                     assert problem.cost is not None and problem.target is not None
                     _, lin = problem.cost.nudge(out[k], problem.target)
                     h = h + problem.beta * lin
-                out[k] = _draw(h, temperature)
+                out[k] = (
+                    _draw(h, temperature)
+                    if self.update == "heat_bath"
+                    else _metropolis(out[k], h, temperature)
+                )
         return tuple(out)
 
 
@@ -114,3 +124,16 @@ def _draw(field: Tensor, temperature: float) -> Tensor:
         return torch.where(field >= 0, 1.0, -1.0).to(field.dtype)
     p_up = torch.sigmoid(2.0 * field / temperature)
     return torch.where(torch.rand_like(p_up) < p_up, 1.0, -1.0).to(field.dtype)
+
+
+def _metropolis(spins: Tensor, field: Tensor, temperature: float) -> Tensor:
+    """One Metropolis proposal per spin (a layer's spins are independent given its neighbours): flip ``s → −s``,
+    which changes the energy by ``ΔE = 2hs``, accepted with probability ``min(1, exp(−ΔE/T))``. The state may
+    start off ±1 (a relaxation's zero start): it is first set to the sign of the field."""
+    s = torch.where(spins.abs() == 1, spins, torch.where(field >= 0, 1.0, -1.0).to(field.dtype))
+    delta = 2.0 * field * s
+    if temperature == 0:
+        accept = delta <= 0
+    else:
+        accept = torch.rand_like(delta) < torch.exp(-delta.clamp_min(0.0) / temperature)
+    return torch.where(accept, -s, s)
