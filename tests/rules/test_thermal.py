@@ -173,3 +173,23 @@ def test_spin_samplers_draw_the_boltzmann_distribution(
 
     assert pvalue(1.0) > 1e-3
     assert pvalue(1.3) < 1e-3
+
+
+def test_the_burn_in_diagnostic_says_when_the_sampler_did_not_mix(
+    f64: torch.dtype, gen: torch.Generator
+) -> None:
+    """Half of each example's chains start at random spins: after 40 sweeps at T = 1 they agree with the others (no
+    error, the estimate as usual); after 1 sweep at T = 0.02 (a quench: each chain stays near where it started)
+    they do not, and the rule refuses to estimate."""
+    from eqprop.errors import ConvergenceError
+    from eqprop.solvers import GibbsSampler
+
+    net, x, y = _ising(gen)
+    torch.manual_seed(0)
+    rule = ThermalEqProp(beta=0.05, samples=200, check_mixing=True)
+    est = rule.gradients(net, SquaredError(), GibbsSampler(temperature=1.0, iterations=40), x, y)
+    assert all(bool(torch.isfinite(g).all()) for g in est.grads.values())
+    with pytest.raises(ConvergenceError, match="did not mix"):
+        rule.gradients(net, SquaredError(), GibbsSampler(temperature=0.02, iterations=1), x, y)
+    with pytest.raises(ConfigError, match="samples >= 4"):
+        ThermalEqProp(samples=2, check_mixing=True)

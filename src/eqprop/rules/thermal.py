@@ -48,11 +48,22 @@ class ThermalEqProp(EqProp):
 
     variant: Literal["positive", "negative", "centered"] = "centered"
     samples: int = 64
+    check_mixing: bool = False
+    """A burn-in diagnostic: every other chain of an example starts from a random state (uniform in the units'
+    boxes, or on the circle for unbounded ones) instead of the common start, and the free phase's mean energy of the
+    two halves is compared; if any example's halves differ by more than 5 standard errors, the sampler did not
+    forget where it started and the estimate is refused (``ConvergenceError``: raise the burn-in ``iterations`` or
+    the temperature). Needs ``samples >= 4``."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
             raise ConfigError(f"ThermalEqProp(samples={self.samples!r}): need an integer >= 1")
+        if self.check_mixing and self.samples < 4:
+            raise ConfigError(
+                f"ThermalEqProp(check_mixing=True, samples={self.samples}): the burn-in diagnostic compares two "
+                "halves of each example's chains: need samples >= 4"
+            )
 
     def gradients(
         self,
@@ -71,10 +82,15 @@ class ThermalEqProp(EqProp):
         many = x.repeat_interleave(s, 0)
         labels = y.repeat_interleave(s, 0)
         start = None if init is None else tuple(t.repeat_interleave(s, 0) for t in init)
+        if self.check_mixing:
+            start = _dispersed(system, many, start, s)
         est = super().gradients(
             system, cost, solver, many, labels, nudged_solver=nudged_solver, init=start, out=out, apply=apply
         )
         batch = x.shape[0]
+        if self.check_mixing:
+            with torch.no_grad():
+                _check_mixed(est.phases[0].energy.reshape(batch, s), solver)
         # the Gibbs average of the scores
         scores = est.scores.reshape(batch, s, *est.scores.shape[1:]).mean(1)
         return dataclasses.replace(est, scores=scores, final_state=None, phases=())
@@ -106,4 +122,40 @@ class ThermalEqProp(EqProp):
         residuals = torch.stack([eq.stats.residual for eq in (free, lo, hi)]).amax(1)
         return Estimate(
             grads=grads, loss=loss, scores=scores, phases=(free, lo, hi), metrics={"residual": residuals}
+        )
+
+
+def _dispersed(system: EnergySystem, many: Tensor, start: State | None, samples: int) -> State:
+    """The chains' starting states, every other chain of an example at a random state instead of the common one."""
+    import math
+
+    base = system.init_state(many) if start is None else start
+    odd = (torch.arange(many.shape[0], device=many.device) % samples % 2 == 1).reshape(-1, 1)
+    out = []
+    for v, b in zip(system.variables, base, strict=True):
+        u = torch.rand_like(b)
+        lo, hi = v.bounds
+        r = 2 * math.pi * u if lo is None or hi is None else lo + (hi - lo) * u
+        if v.bounds == (-1, 1) or v.bounds == (-1.0, 1.0):  # spins: a random ±1 configuration
+            r = torch.where(u < 0.5, -1.0, 1.0).to(b.dtype)
+        out.append(torch.where(odd.reshape(-1, *([1] * (b.dim() - 1))), r, b))
+    return tuple(out)
+
+
+def _check_mixed(energy: Tensor, solver: Solver) -> None:
+    """Raise if the two halves of some example's chains (common start, random start) still differ in mean free
+    energy by more than 5 standard errors (one host sync)."""
+    from eqprop.errors import ConvergenceError
+
+    a, b = energy[:, 0::2], energy[:, 1::2]
+    gap = (a.mean(1) - b.mean(1)).abs()
+    se = (a.var(1) / a.shape[1] + b.var(1) / b.shape[1]).sqrt()
+    bad = gap > 5 * se + 1e-9 * energy.abs().amax()
+    if bool(bad.any()):
+        worst = float((gap / se.clamp_min(1e-300)).max())
+        raise ConvergenceError(
+            f"the sampler did not mix: for {int(bad.sum())} of {len(bad)} examples, chains started at random end at "
+            f"another mean free energy than chains from the common start ({worst:.1f} standard errors apart) after "
+            f"{solver.iterations} sweeps",
+            hint="raise the solver's iterations (the burn-in) or its temperature",
         )
