@@ -193,3 +193,23 @@ def test_the_burn_in_diagnostic_says_when_the_sampler_did_not_mix(
         rule.gradients(net, SquaredError(), GibbsSampler(temperature=0.02, iterations=1), x, y)
     with pytest.raises(ConfigError, match="samples >= 4"):
         ThermalEqProp(samples=2, check_mixing=True)
+
+
+def test_persistent_chains_continue_from_the_previous_batch(f64: torch.dtype, gen: torch.Generator) -> None:
+    """The estimate hands back its free chains (samples per example); given as ``init`` (what ``train.warm_start``
+    does) each chain continues its own state: with a zero-temperature sweep the continued chains are exactly one
+    sweep from the handed-back ones."""
+    from eqprop.solvers import GibbsSampler
+
+    net, x, y = _ising(gen)
+    rule = ThermalEqProp(beta=0.05, samples=5)
+    torch.manual_seed(0)
+    first = rule.gradients(net, SquaredError(), GibbsSampler(temperature=1.0, iterations=10), x, y)
+    chains = first.last_state
+    assert chains is not None and chains[0].shape[0] == len(x) * 5
+    assert rule.fits_warm_start(chains, x) and not EqProp().fits_warm_start(chains, x)
+    quench = GibbsSampler(temperature=0.0, iterations=1)
+    second = rule.gradients(net, SquaredError(), quench, x, y, init=chains)
+    expected = solve(net, x.repeat_interleave(5, 0), quench, init=chains).state
+    assert second.last_state is not None
+    assert all(torch.equal(a, b) for a, b in zip(second.last_state, expected, strict=True))

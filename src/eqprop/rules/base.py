@@ -182,6 +182,11 @@ class Rule(metaclass=ABCMeta):
         """The estimate for ``phases``' batch. ``out`` (name → buffer, names as ``system.named_parameters()``):
         where the system's gradients may be written in place (a rule free to ignore it)."""
 
+    def fits_warm_start(self, warm: State | None, x: Tensor) -> bool:
+        """Whether ``warm`` (the state the previous batch left, :attr:`Estimate.last_state`) can start this batch's
+        free phase (``train.warm_start``): by default when it holds one state per example of ``x``."""
+        return warm is not None and warm[0].shape[0] == x.shape[0]
+
     def check_physics(self, system: EnergySystem) -> None:
         """Raise :class:`ConfigError` if this rule reads stationary points and ``system``'s solver does not give
         them (a trajectory integrated from initial conditions): the system names what to use instead."""

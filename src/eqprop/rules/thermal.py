@@ -36,6 +36,9 @@ class ThermalEqProp(EqProp):
     (the nudged chains start from the free ones' last states). With a deterministic solver, or at ``T = 0``, every
     chain is the same and this is EqProp.
 
+    With ``train.warm_start`` the chains are persistent: each batch's free chains continue from the previous batch's
+    last free states (:meth:`fits_warm_start`), so a short burn-in per batch suffices once the chains have mixed.
+
     Args:
         beta, variant, random_sign: EqProp's.
         samples: chains per example (the estimate's noise falls as ``1/√samples``).
@@ -81,7 +84,12 @@ class ThermalEqProp(EqProp):
         s = self.samples
         many = x.repeat_interleave(s, 0)
         labels = y.repeat_interleave(s, 0)
-        start = None if init is None else tuple(t.repeat_interleave(s, 0) for t in init)
+        if (
+            init is not None and init[0].shape[0] == x.shape[0] * s
+        ):  # persistent chains: each continues its own
+            start: State | None = tuple(init)
+        else:
+            start = None if init is None else tuple(t.repeat_interleave(s, 0) for t in init)
         if self.check_mixing:
             start = _dispersed(system, many, start, s)
         est = super().gradients(
@@ -93,7 +101,14 @@ class ThermalEqProp(EqProp):
                 _check_mixed(est.phases[0].energy.reshape(batch, s), solver)
         # the Gibbs average of the scores
         scores = est.scores.reshape(batch, s, *est.scores.shape[1:]).mean(1)
-        return dataclasses.replace(est, scores=scores, final_state=None, phases=())
+        # the free chains' last states: with train.warm_start the next batch's chains continue them (persistent
+        # chains, one per sample slot), instead of starting afresh
+        chains = est.phases[0].state if est.phases else None
+        return dataclasses.replace(est, scores=scores, final_state=chains, phases=())
+
+    def fits_warm_start(self, warm: State | None, x: Tensor) -> bool:
+        """Persistent chains: the previous batch's free chains (``samples`` per example) start this batch's."""
+        return warm is not None and warm[0].shape[0] == x.shape[0] * self.samples
 
     def _estimate(self, phases: Phases, out: Mapping[str, Tensor] | None) -> Estimate:
         """EqProp's estimate with coupled phases: both nudged chains (the β = 0 one too, for a one-sided

@@ -314,7 +314,7 @@ def _step(
         x, y = x[part], y[part]
     est = None
     if x.shape[0] > 0:
-        init = at.warm if at.warm is not None and at.warm[0].shape[0] == x.shape[0] else None
+        init = at.warm if rule.fits_warm_start(at.warm, x) else None
         args = (run.system, run.cost, run.solver, x, y)
         est = rule.gradients(*args, nudged_solver=run.nudged_solver, init=init, out="grad", apply=run.update)
         at.warm = est.last_state if t.warm_start else None
