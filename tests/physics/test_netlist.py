@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from eqprop import BlockCoordinate, ConfigError, DeepResistive, EqProp, ImplicitDiff, SquaredError, solve
@@ -119,7 +119,11 @@ def test_colour_blocks_do_not_touch_and_odd_even_is_refused_when_they_would():
 @given(seed=st.integers(0, 1000))
 def test_energy_never_increases_along_forward_sweeps(seed):
     circuit, x = circuit_and_input(seed, n_free=10)
-    problem = TotalEnergy(circuit, x, cost=SquaredError(), y=torch.tensor([0, 1, 1, 0]), beta=0.2)
+    try:
+        problem = TotalEnergy(circuit, x, cost=SquaredError(), y=torch.tensor([0, 1, 1, 0]), beta=0.2)
+    except ConfigError as err:  # a random circuit may leave an output floating: refused, and not this test's case
+        assume("no conductive path" not in str(err))
+        raise
     sweep = BlockCoordinate(1, order="forward").make_sweep(problem)
     with torch.no_grad():
         state = tuple(
