@@ -121,7 +121,9 @@ def test_energy_never_increases_along_forward_sweeps(seed):
     circuit, x = circuit_and_input(seed, n_free=10)
     try:
         problem = TotalEnergy(circuit, x, cost=SquaredError(), y=torch.tensor([0, 1, 1, 0]), beta=0.2)
-    except ConfigError as err:  # a random circuit may leave an output floating: refused, and not this test's case
+    except (
+        ConfigError
+    ) as err:  # a random circuit may leave an output floating: refused, and not this test's case
         assume("no conductive path" not in str(err))
         raise
     sweep = BlockCoordinate(1, order="forward").make_sweep(problem)

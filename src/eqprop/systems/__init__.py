@@ -10,6 +10,7 @@ from eqprop.systems.netlist import Netlist, ResistiveCircuit
 from eqprop.systems.phase_network import PhaseNetwork
 from eqprop.systems.resistive import DeepResistive
 from eqprop.systems.smooth_hopfield import SmoothHopfield
+from eqprop.systems.spring_network import SpringNetwork
 from eqprop.systems.vector_field import VectorFieldHopfield
 
 __all__ = [
@@ -27,5 +28,6 @@ __all__ = [
     "ResistiveCircuit",
     "SmoothHopfield",
     "SpringChain",
+    "SpringNetwork",
     "VectorFieldHopfield",
 ]

@@ -28,6 +28,7 @@ from eqprop.systems.lagrangian.configs import (
 from eqprop.systems.phase_network import PhaseNetwork
 from eqprop.systems.resistive import DeepResistive
 from eqprop.systems.smooth_hopfield import SmoothHopfield
+from eqprop.systems.spring_network import SpringNetwork, pick_nodes, triangulated_network
 from eqprop.systems.vector_field import VectorFieldHopfield
 
 __all__ = [
@@ -432,6 +433,57 @@ class SmoothHopfieldConfig(_Layered):
 
 
 @dataclass(frozen=True)
+class SpringNetworkConfig:
+    """A linear elastic network (:class:`~eqprop.systems.SpringNetwork`): random points in the unit square joined by
+    the springs of their Delaunay triangulation, three nodes pinned, the input as forces on source nodes, the output
+    the x-displacements of target nodes; relax with the ``direct`` solver."""
+
+    kind: ClassVar[str] = "spring_network"
+
+    nodes: int = 300
+    graph_seed: int = 0
+    """Seed of the geometry and of the choice of pinned, source and target nodes (the architecture)."""
+    pinned: int = 3
+    inputs: int = 100
+    outputs: int = 3
+    stiffness: list[float] = field(default_factory=lambda: [1.0, 0.1])
+    """Initial stiffnesses ``mean·(1 + spread·U(−½, ½))`` as ``[mean, spread]``."""
+    bounds: list[float] = field(default_factory=lambda: [1e-4, 1e2])
+    grounding: float = 1e-6
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.inputs,)
+
+    @property
+    def layers(self) -> int:
+        return 1
+
+    @property
+    def output_width(self) -> int:
+        return self.outputs
+
+    def build(self, *, boxed_output: bool, generator: torch.Generator | None) -> SpringNetwork:
+        geometry = torch.Generator().manual_seed(self.graph_seed)
+        pos, pairs = triangulated_network(self.nodes, geometry)
+        pinned, sources, targets = pick_nodes(self.nodes, [self.pinned, self.inputs, self.outputs], geometry)
+        return SpringNetwork(
+            pos,
+            pairs,
+            pinned=pinned,
+            sources=sources,
+            targets=targets,
+            stiffness=(self.stiffness[0], self.stiffness[1]),
+            bounds=(self.bounds[0], self.bounds[1]),
+            grounding=self.grounding,
+            generator=generator,
+        )
+
+    def describe(self) -> str:
+        return f"{self.kind}: {self.nodes} nodes (Delaunay), {self.inputs} loaded, {self.outputs} read"
+
+
+@dataclass(frozen=True)
 class PhaseNetworkConfig(_Layered):
     """Phase oscillators (:class:`~eqprop.systems.PhaseNetwork`): ``oscillator_ising`` is Gower's OIM (amplitude
     input, fields along phase 0, a trainable second-harmonic sync term); relax with ``gradient_flow``, cost
@@ -498,6 +550,7 @@ SYSTEMS: dict[str, type] = {
         HamiltonianRNNConfig,
         PhaseNetworkConfig,
         XYNetworkConfig,
+        SpringNetworkConfig,
     )
 }
 """``system.kind`` → its config class."""
