@@ -28,7 +28,7 @@ from eqprop.data.trajectories import TRAJECTORY_DATASETS
 from eqprop.errors import ConfigError
 from eqprop.rules import AgnosticEqProp, BackpropThroughSolver, ContrastiveLearning, ImplicitDiff
 from eqprop.solvers import GibbsSampler, Leapfrog, Newton
-from eqprop.systems import MechanicalSystem, PhaseNetwork, SmoothHopfield
+from eqprop.systems import MechanicalSystem, PhaseNetwork, SmoothHopfield, SpringNetwork
 from eqprop.train import (
     RunConfig,
     apply_overrides,
@@ -90,7 +90,8 @@ def test_every_preset_loads_and_validates(name: str) -> None:
         | SmoothHopfield
         | FlowNetwork
         | MechanicalSystem
-        | PhaseNetwork,
+        | PhaseNetwork
+        | SpringNetwork,
     )
     assert isinstance(
         solver, BlockCoordinate | GradientFlow | Synchronous | DirectSolver | Newton | Leapfrog | GibbsSampler
