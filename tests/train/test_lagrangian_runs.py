@@ -57,6 +57,9 @@ def test_an_echo_run_learns_reports_loss_not_accuracy_and_draws_its_trajectories
     assert summary["selected_on_validation"]["validation_loss"] == min(r["validation_loss"] for r in history)
     figure = tmp_path / "run" / "trajectories.png"
     assert summary["figures"] == [str(figure)] and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["report", str(tmp_path / "run")]) == 0  # a regression run's report: losses, no accuracy
+    page = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    assert "loss per epoch" in page and "test loss" in page
 
 
 def test_the_centered_echo_trains_the_linear_chain_exactly_as_bptt(tmp_path: Path) -> None:

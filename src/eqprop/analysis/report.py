@@ -132,25 +132,23 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if history:
 
         def per_epoch(key: str) -> list[tuple[float, float]]:
-            return [(float(r["epoch"]), float(r[key])) for r in history if key in r]
+            return [(float(r["epoch"]), float(r[key])) for r in history if r.get(key) is not None]
 
-        parts.append(
-            _figure(
-                "accuracy and loss per epoch",
-                [
-                    (
-                        "accuracy",
-                        {k: per_epoch(f"{k}_accuracy") for k in ("train", "test", "validation")},
-                        "epoch",
-                    ),
-                    ("loss", {k: per_epoch(f"{k}_loss") for k in ("train", "test", "validation")}, "epoch"),
-                ],
-            )
-        )
+        # a regression run (float targets) has losses and no accuracy: its curves and table are the losses
+        regression = all(r.get("test_accuracy") is None for r in history)
+        panels = [("loss", {k: per_epoch(f"{k}_loss") for k in ("train", "test", "validation")}, "epoch")]
+        if not regression:
+            accuracy = {k: per_epoch(f"{k}_accuracy") for k in ("train", "test", "validation")}
+            panels.insert(0, ("accuracy", accuracy, "epoch"))
+        parts.append(_figure("accuracy and loss per epoch" if not regression else "loss per epoch", panels))
         parts.append(
             _table(
                 {
-                    f"epoch {r['epoch']}": f"test {r['test_accuracy']:.4f}, train {r['train_accuracy']:.4f}"
+                    f"epoch {r['epoch']}": (
+                        f"test loss {r['test_loss']:.4g}, train loss {r['train_loss']:.4g}"
+                        if regression
+                        else f"test {r['test_accuracy']:.4f}, train {r['train_accuracy']:.4f}"
+                    )
                     for r in history
                 }
             )
@@ -164,7 +162,13 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
                 f"training loss and accuracy per step (means over {every} steps)",
                 [
                     ("loss", {"train": _smooth(scalars["train/loss"], every)}, "step"),
-                    ("accuracy", {"train": _smooth(scalars.get("train/accuracy", []), every)}, "step"),
+                    *(
+                        []
+                        if history and all(r.get("test_accuracy") is None for r in history)
+                        else [
+                            ("accuracy", {"train": _smooth(scalars.get("train/accuracy", []), every)}, "step")
+                        ]
+                    ),
                 ],
             )
         )
