@@ -101,3 +101,30 @@ def test_gradcheck_on_the_echo_preset(capsys: pytest.CaptureFixture[str]) -> Non
         assert set(row["per_tensor"]) == {"system.coupling", "system.input_weights", "system.stiffness"}
         if row["variant"] == "centered":  # exact for a linear chain
             assert row["relative_error"] < 1e-9
+
+
+def test_compare_and_robustness_refuse_a_regression_preset(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert (
+        main(["compare", "--preset", "chain-echo", "--rules", "CEP,TBP", "--out", str(tmp_path / "c")]) != 0
+    )
+    assert "regression task" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "robustness",
+                "--preset",
+                "chain-echo",
+                "--vary",
+                "rule.beta=0.001,0.01",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        != 0
+    )
+    assert "regression task" in capsys.readouterr().err
+    assert (
+        not (tmp_path / "c").exists() and not (tmp_path / "r").exists()
+    )  # refused before anything was trained

@@ -21,10 +21,27 @@ import torch
 from eqprop.data.split import Dataset, Split
 from eqprop.errors import ConfigError
 
-__all__ = ["TRAJECTORY_DATASETS", "driven_chain_teacher", "load_trajectories", "smooth_drives"]
+__all__ = [
+    "TRAJECTORY_DATASETS",
+    "driven_chain_teacher",
+    "load_trajectories",
+    "refuse_regression",
+    "smooth_drives",
+]
 
 TRAJECTORY_DATASETS: tuple[str, ...] = ("driven-chain", "driven-chain-fixed")
 """The generated trajectory datasets (regression: ``classes = 0``, float targets)."""
+
+
+def refuse_regression(dataset: str, command: str) -> None:
+    """Raise :class:`ConfigError` when ``command``, which tabulates test accuracies, is given a regression dataset."""
+    if dataset in TRAJECTORY_DATASETS:
+        raise ConfigError(
+            f"{command} tabulates test accuracies, and {dataset} is a regression task: its runs report a test loss "
+            "and no accuracy",
+            hint="train the runs with `eqprop train` (each summary.json holds test_loss) and `eqprop report` them",
+        )
+
 
 POINTS, FEATURES, UNITS, OUTPUTS, DT = 41, 2, 4, 2, 0.1
 TRAIN, TEST = 1000, 200

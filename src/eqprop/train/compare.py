@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from eqprop.data.trajectories import refuse_regression
 from eqprop.errors import ConfigError
 from eqprop.rules.names import lookup
 from eqprop.train.config import RunConfig, config_to_dict
@@ -266,6 +267,7 @@ def compare_rules(
         raise ConfigError(f"--seeds {seeds!r}: need an integer >= 1")
     if config.train.epochs < 1:
         raise ConfigError(f"train.epochs = {config.train.epochs}: a comparison needs at least one epoch")
+    refuse_regression(config.data.dataset, "eqprop compare")
     names = parse_rule_names(rules)
     base_seed = config.train.seed
     # Every (rule, seed) config is built and validated before the first run starts.

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from eqprop.data.trajectories import refuse_regression
 from eqprop.errors import ConfigError, DivergenceError
 from eqprop.train.compare import ensure_run, write_text
 from eqprop.train.config import RunConfig
@@ -60,6 +61,7 @@ def sweep(
         "out"}], "runs": {"trained", "resumed", "skipped"}, "csv", "markdown", "json", "plot", "out_dir"}``.
     """
     log = sys.stderr if log is None else log
+    refuse_regression(config.data.dataset, "eqprop robustness")
     plan = [(v, apply_overrides(config, [f"{key}={v}"])) for v in values]
     out = Path(out_dir)
     counts = {"trained": 0, "resumed": 0, "skipped": 0, "diverged": 0}
