@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -141,9 +142,8 @@ class ThermalEqProp(EqProp):
 
 
 def _dispersed(system: EnergySystem, many: Tensor, start: State | None, samples: int) -> State:
-    """The chains' starting states, every other chain of an example at a random state instead of the common one."""
-    import math
-
+    """The chains' starting states, every other chain of an example at a random state instead of the common one:
+    random ±1 spins for units boxed to [−1, 1], uniform in other boxes, on the circle for unbounded units."""
     base = system.init_state(many) if start is None else start
     odd = (torch.arange(many.shape[0], device=many.device) % samples % 2 == 1).reshape(-1, 1)
     out = []
@@ -151,7 +151,7 @@ def _dispersed(system: EnergySystem, many: Tensor, start: State | None, samples:
         u = torch.rand_like(b)
         lo, hi = v.bounds
         r = 2 * math.pi * u if lo is None or hi is None else lo + (hi - lo) * u
-        if v.bounds == (-1, 1) or v.bounds == (-1.0, 1.0):  # spins: a random ±1 configuration
+        if v.bounds == (-1, 1):  # spins (1.0 == 1): a random ±1 configuration
             r = torch.where(u < 0.5, -1.0, 1.0).to(b.dtype)
         out.append(torch.where(odd.reshape(-1, *([1] * (b.dim() - 1))), r, b))
     return tuple(out)

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from eqprop._types import State, Variable
 from eqprop.errors import ConfigError, DivergenceError
@@ -142,6 +142,18 @@ class MechanicalSystem(EnergySystem):
     echo_chunk: int = 32
     """Steps of the echo whose ``∂V/∂θ`` are summed in one :meth:`potential_param_grads` call (memory: this many
     states, whatever the sequence length)."""
+
+    # -- helpers of the subclasses' constructors ----------------------------------------------------------------
+    def _check_nonnegative(self, **values: float) -> None:
+        """Raise :class:`ConfigError` unless every setting given is a finite number >= 0."""
+        for name, value in values.items():
+            if not (isinstance(value, int | float) and 0 <= value < math.inf):
+                raise ConfigError(f"{type(self).__name__}({name}={value!r}): need a finite number >= 0")
+
+    def _input_weights(self, rows: int, scale: float, generator: torch.Generator | None) -> nn.Parameter:
+        """Input weights ``(rows, features)`` drawn ``N(0, scale²/features)``."""
+        w = torch.randn(rows, self.features, generator=generator) * (scale / math.sqrt(self.features))
+        return nn.Parameter(w)
 
     # -- the physics: subclasses -------------------------------------------------------------------------------
     @abstractmethod
@@ -335,6 +347,7 @@ class MechanicalSystem(EnergySystem):
         ys = []
         g_inv_c = None
         y_prev = None
+        coupling = torch.diag(off).expand(b, n, n)  # the right-hand side of G_k⁻¹·c, the same at every k
         for k in range(t):
             d = diag[:, k]
             y = r[:, k]
@@ -342,7 +355,7 @@ class MechanicalSystem(EnergySystem):
                 d = d - off[:, None] * g_inv_c
                 y = y - off * y_prev
             lu = torch.linalg.lu_factor(d)
-            g_inv_c = torch.linalg.lu_solve(*lu, torch.diag(off).expand(b, n, n))
+            g_inv_c = torch.linalg.lu_solve(*lu, coupling)
             y_solved = torch.linalg.lu_solve(*lu, y.unsqueeze(-1)).squeeze(-1)
             factors.append(lu)
             ys.append(y)

@@ -2,13 +2,11 @@ r"""A driven chain of masses and springs: the linear Lagrangian system of the th
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from eqprop.errors import ConfigError
 from eqprop.systems.lagrangian.base import Boundary, MechanicalSystem, Observe
 
 __all__ = ["SpringChain"]
@@ -55,18 +53,14 @@ class SpringChain(MechanicalSystem):
             observe=observe,
             mass=mass,
         )
-        for name, value in (("stiffness", stiffness), ("coupling", coupling), ("spread", spread)):
-            if not (isinstance(value, int | float) and 0 <= value < math.inf):
-                raise ConfigError(f"SpringChain({name}={value!r}): need a finite number >= 0")
+        self._check_nonnegative(stiffness=stiffness, coupling=coupling, spread=spread)
 
         def spread_of(n: int, mean: float) -> Tensor:
             return mean * (1 + spread * (torch.rand(n, generator=generator) - 0.5))
 
         self.stiffness = nn.Parameter(spread_of(units, stiffness))
         self.coupling = nn.Parameter(spread_of(max(units - 1, 0), coupling))
-        self.input_weights = nn.Parameter(
-            torch.randn(units, self.features, generator=generator) * (input_scale / math.sqrt(self.features))
-        )
+        self.input_weights = self._input_weights(units, input_scale, generator)
 
     def _stretch(self, q: Tensor) -> Tensor:
         return q[..., 1:] - q[..., :-1]

@@ -65,17 +65,13 @@ class HamiltonianRNN(MechanicalSystem):
         m = units if springs is None else springs
         if isinstance(m, bool) or not isinstance(m, int) or m < 1:
             raise ConfigError(f"HamiltonianRNN(springs={springs!r}): need an integer >= 1")
-        for name, value in (("stiffness", stiffness), ("coupling_scale", coupling_scale)):
-            if not (isinstance(value, int | float) and 0 <= value < math.inf):
-                raise ConfigError(f"HamiltonianRNN({name}={value!r}): need a finite number >= 0")
+        self._check_nonnegative(stiffness=stiffness, coupling_scale=coupling_scale)
         self.springs = m
         self.stiffness = nn.Parameter(torch.full((units,), float(stiffness)))
         self.weights = nn.Parameter(
             torch.randn(m, units, generator=generator) * (coupling_scale / math.sqrt(units))
         )
-        self.input_weights = nn.Parameter(
-            torch.randn(m, self.features, generator=generator) * (input_scale / math.sqrt(self.features))
-        )
+        self.input_weights = self._input_weights(m, input_scale, generator)
         self.bias = nn.Parameter(torch.zeros(m))
 
     def _stretch(self, u: Tensor, q: Tensor) -> Tensor:

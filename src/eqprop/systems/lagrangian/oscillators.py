@@ -8,7 +8,6 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from eqprop.errors import ConfigError
 from eqprop.systems.lagrangian.base import Boundary, MechanicalSystem, Observe
 
 __all__ = ["CoupledOscillators"]
@@ -56,17 +55,13 @@ class CoupledOscillators(MechanicalSystem):
             observe=observe,
             mass=mass,
         )
-        for name, value in (("stiffness", stiffness), ("coupling_scale", coupling_scale), ("spread", spread)):
-            if not (isinstance(value, int | float) and 0 <= value < math.inf):
-                raise ConfigError(f"CoupledOscillators({name}={value!r}): need a finite number >= 0")
+        self._check_nonnegative(stiffness=stiffness, coupling_scale=coupling_scale, spread=spread)
         self.stiffness = nn.Parameter(
             stiffness * (1 + spread * (torch.rand(units, generator=generator) - 0.5))
         )
         j = torch.randn(units, units, generator=generator) * (coupling_scale / math.sqrt(units))
         self.couplings = nn.Parameter(0.5 * (j + j.T))
-        self.input_weights = nn.Parameter(
-            torch.randn(units, self.features, generator=generator) * (input_scale / math.sqrt(self.features))
-        )
+        self.input_weights = self._input_weights(units, input_scale, generator)
         self.register_buffer("off_diagonal", 1 - torch.eye(units))
 
     def _symmetric(self) -> Tensor:
