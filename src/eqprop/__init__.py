@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "CheckpointError": "eqprop.errors",
     "ConfigError": "eqprop.errors",
     "ContinualEqProp": "eqprop.rules",
+    "AnalogResistive": "eqprop.systems",
     "ContrastiveLearning": "eqprop.rules",
     "ConvHopfield": "eqprop.systems",
     "ConvVectorField": "eqprop.systems",
@@ -50,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "PhysicalSystem": "eqprop.rules",
     "ResistiveCircuit": "eqprop.systems",
     "Rule": "eqprop.rules",
+    "ShockleyDiode": "eqprop.systems",
     "SmoothHopfield": "eqprop.systems",
     "SolveStats": "eqprop.solvers",
     "Solver": "eqprop.solvers",
@@ -79,6 +81,7 @@ _SUBPACKAGES = ("analysis", "cli", "costs", "data", "errors", "rules", "solvers"
 
 __all__ = [
     "AgnosticEqProp",
+    "AnalogResistive",
     "BackpropThroughSolver",
     "BlockCoordinate",
     "CheckpointError",
@@ -121,6 +124,7 @@ __all__ = [
     "ResistiveCircuit",
     "Rule",
     "Settling",
+    "ShockleyDiode",
     "SmoothHopfield",
     "SolveStats",
     "Solver",
@@ -197,6 +201,7 @@ if TYPE_CHECKING:  # the names, for type checkers and IDEs
         solve,
     )
     from eqprop.systems import (
+        AnalogResistive,
         ConvHopfield,
         ConvVectorField,
         CoupledOscillators,
@@ -209,6 +214,7 @@ if TYPE_CHECKING:  # the names, for type checkers and IDEs
         Netlist,
         PhaseNetwork,
         ResistiveCircuit,
+        ShockleyDiode,
         SmoothHopfield,
         SpringChain,
         VectorFieldHopfield,

@@ -28,7 +28,7 @@ from eqprop.data.trajectories import TRAJECTORY_DATASETS
 from eqprop.errors import ConfigError
 from eqprop.rules import AgnosticEqProp, BackpropThroughSolver, ContrastiveLearning, ImplicitDiff
 from eqprop.solvers import GibbsSampler, Leapfrog, Newton
-from eqprop.systems import MechanicalSystem, PhaseNetwork, SmoothHopfield, SpringNetwork
+from eqprop.systems import AnalogResistive, MechanicalSystem, PhaseNetwork, SmoothHopfield, SpringNetwork
 from eqprop.train import (
     RunConfig,
     apply_overrides,
@@ -91,7 +91,8 @@ def test_every_preset_loads_and_validates(name: str) -> None:
         | FlowNetwork
         | MechanicalSystem
         | PhaseNetwork
-        | SpringNetwork,
+        | SpringNetwork
+        | AnalogResistive,
     )
     assert isinstance(
         solver, BlockCoordinate | GradientFlow | Synchronous | DirectSolver | Newton | Leapfrog | GibbsSampler

@@ -589,7 +589,7 @@ def _shrunk(name: str, fake_data: Path, tmp_path: Path) -> RunConfig:
     elif system.kind in ("spring_chain", "coupled_oscillators"):  # the generated task: fewer drives
         sets += ["data.train_size=40", "data.validation=8", "data.test_size=10"]
     else:  # a resistive net's output curvature grows with the conductances feeding it: beta up to 2 needs width
-        width = 256 if system.kind == "deep_resistive" else 16
+        width = 256 if system.kind in ("deep_resistive", "analog_resistive") else 16
         sets.append(f"system.sizes={[784, *[width] * (system.layers - 1), system.output_width]}")
     if (
         config.data.train_size is not None and config.data.dataset == "fashion-mnist"

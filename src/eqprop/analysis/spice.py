@@ -76,6 +76,7 @@ import torch
 from torch import Tensor
 
 from eqprop.errors import ConfigError, EqpropError
+from eqprop.systems.junction import BOLTZMANN, CHARGE
 
 __all__ = [
     "DEFAULT_OPTIONS",
@@ -91,10 +92,12 @@ __all__ = [
     "to_spice",
 ]
 
-BOLTZMANN = 1.380649e-23  # J/K (exact, SI 2019)
-CHARGE = 1.602176634e-19  # C (exact)
 TEMPERATURE_C = 27.0
 THERMAL_VOLTAGE = BOLTZMANN * (TEMPERATURE_C + 273.15) / CHARGE  # kT/q at 27 °C: 25.865 mV
+NGSPICE_K_OVER_Q = 1.38064852e-23 / 1.6021766208e-19
+"""ngspice's ``k/q`` (its CODATA 2014 constants, checked on a diode carrying 1 mA: the drop equals ``N·Vt·ln(1 + I/IS)``
+with these to 1e-16 V, and differs by 1e-7 V with SI 2019's exact ones). A Shockley deck's ``N`` is scaled by the
+ratio, so that ``N·Vt`` is the same number on both sides."""
 
 DEFAULT_OPTIONS: Mapping[str, float] = {
     "reltol": 1e-9,
@@ -160,6 +163,13 @@ class DiodeModel:
         return self.emission * THERMAL_VOLTAGE * math.log1p(max(current, 0.0) / self.saturation_current)
 
 
+def shockley_deck_model(diode: Any) -> DiodeModel:
+    """The SPICE model of a :class:`~eqprop.systems.junction.ShockleyDiode`: its ``IS``, and its ``N`` scaled by
+    our ``k/q`` over ngspice's, so that ngspice's ``N·Vt`` equals ours."""
+    ratio = (BOLTZMANN / CHARGE) / NGSPICE_K_OVER_Q
+    return DiodeModel(diode.saturation_current, diode.emission * ratio, name="dshockley")
+
+
 def _num(v: float) -> str:
     v = float(v)
     if not math.isfinite(v):
@@ -205,9 +215,17 @@ def to_spice(
         title: the deck's first line.
         options: ``.options`` (default :data:`DEFAULT_OPTIONS`).
     """
+    shockley = getattr(netlist, "diode_model", None)
     model = DiodeModel() if diode_model is None else diode_model
     opts = dict(DEFAULT_OPTIONS if options is None else options)
+    if shockley is not None:  # the netlist's own junctions, at their temperature
+        model = shockley_deck_model(shockley)
+        opts.update(temp=shockley.temperature, tnom=shockley.temperature)
     names = _node_names(netlist)
+    amps = getattr(netlist, "amplifiers", torch.zeros(0, 2, dtype=torch.long))
+    aux = [f"xamp{k}" for k in range(len(amps))]
+    if {a.lower() for a in aux} & {name.lower() for name in names}:
+        raise ConfigError("to_spice: a node is named like the amplifiers' internal nodes (xamp<k>)")
     title = " ".join(str(title).split()) or "eqprop"
     g = netlist.conductances.tolist()
     lines = [
@@ -228,6 +246,21 @@ def to_spice(
             lines.append(f"R{k} {names[a]} {names[b]} {_num(1.0 / gk)}")
     for k, (a, c) in enumerate(netlist.diodes.tolist()):
         lines.append(f"D{k} {names[a]} {names[c]} {model.name}")
+    # a bidirectional amplifier: VCVS E (output = gain·input) behind a 0 V sensor VA, and a CCCS F drawing
+    # back_gain·I(VA) out of the input node (I(VA): the current the output delivers into the circuit)
+    for k, ((i, o), a, b) in enumerate(
+        zip(
+            amps.tolist(),
+            netlist.gains.tolist() if len(amps) else [],
+            netlist.back_gains.tolist() if len(amps) else [],
+            strict=True,
+        )
+    ):
+        lines += [
+            f"E{k} {aux[k]} 0 {names[i]} 0 {_num(a)}",
+            f"VA{k} {aux[k]} {names[o]} DC 0",
+            f"F{k} {names[i]} 0 VA{k} {_num(b)}",
+        ]
     lines += [
         ".op",
         ".control",
@@ -488,14 +521,22 @@ def spice_check(
     """
     import copy
 
-    from eqprop.solvers import BlockCoordinate
+    from eqprop.analysis.spice_analog import analog_tolerance
+    from eqprop.solvers import BlockCoordinate, Newton
     from eqprop.solvers.base import solve
+    from eqprop.systems.analog import AnalogResistive
     from eqprop.systems.netlist import ResistiveCircuit
     from eqprop.systems.resistive import DeepResistive
 
-    if not isinstance(system, DeepResistive | ResistiveCircuit):
+    if not isinstance(system, DeepResistive | ResistiveCircuit | AnalogResistive):
         raise ConfigError(
-            f"spice_check: {type(system).__name__} is not a resistive network (DeepResistive or ResistiveCircuit)"
+            f"spice_check: {type(system).__name__} is not a resistive network (DeepResistive, ResistiveCircuit "
+            "or AnalogResistive)"
+        )
+    if isinstance(system, AnalogResistive) and system.diode is None:
+        raise ConfigError(
+            "spice_check: an AnalogResistive with ideal diodes; the bound for ideal diodes assumes no amplifiers",
+            hint="check it with Shockley diodes (system.diode = 'shockley'), which SPICE models exactly",
         )
     if iterations < 1:
         raise ConfigError(f"spice_check(iterations={iterations}): need >= 1")
@@ -503,7 +544,11 @@ def spice_check(
     x64 = x.detach().double().cpu().reshape(1, -1)
     if state is None:
         order = "odd-even" if isinstance(system, DeepResistive) else "forward"
-        solver = BlockCoordinate(iterations, order=order, tol=1e-14, check_every=10)
+        solver = (
+            Newton(iterations=min(iterations, 200), tol=1e-13)
+            if isinstance(system, AnalogResistive)
+            else BlockCoordinate(iterations, order=order, tol=1e-14, check_every=10)
+        )
         with torch.no_grad():
             state = solve(sys64, x64, solver, throw=False).state
     state = tuple(s.detach().double().cpu().reshape(1, -1) for s in state)
@@ -523,12 +568,20 @@ def spice_check(
     if missing:
         raise SpiceError(f"ngspice printed no voltage for {len(missing)} nodes, e.g. {missing[:3]}")
     theirs = torch.tensor([0.0] + [volts.get(n, math.nan) for n in names[1:]], dtype=torch.float64)
-    floating = floating_nodes(netlist)
+    analog = netlist.diode_model is not None or len(netlist.amplifiers) > 0
+    floating = floating_nodes(netlist) if not analog else torch.zeros(0, dtype=torch.long)
     keep = torch.ones(netlist.n_nodes + 1, dtype=torch.bool)
     keep[floating] = False  # not defined by the resistive network: left out
     diff = torch.where(keep, (theirs - ours).abs(), 0.0)
     worst = int(diff.argmax())
-    bound = spice_tolerance(netlist, ours, diode_model=model, options=options)
+    if analog:  # the same Shockley junctions on both sides: the solvers' errors and GMIN
+        bound = analog_tolerance(
+            netlist, ours, theirs, options=DEFAULT_OPTIONS if options is None else options
+        )
+        if netlist.diode_model is not None:
+            model = shockley_deck_model(netlist.diode_model)
+    else:
+        bound = spice_tolerance(netlist, ours, diode_model=model, options=options)
     max_dv = float(diff.max())
     return {
         # an infinite or NaN tolerance (or difference) is no pass: the bound does not apply there
@@ -547,6 +600,7 @@ def spice_check(
         "free_nodes": len(netlist.free_nodes()),
         "resistors": int((netlist.conductances > 0).sum()),
         "diodes": len(netlist.diodes),
+        "amplifiers": len(netlist.amplifiers),
         "voltage_sources": len(netlist.sources),
         "current_sources": len(netlist.injections),
         "diode_model": {"IS": model.saturation_current, "N": model.emission},

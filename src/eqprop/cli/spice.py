@@ -18,7 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="one example's steady state vs ngspice",
         description="Export one example's circuit to SPICE, run ngspice -b on it, and compare every node "
         "potential with our steady state, against a tolerance derived from the near-ideal SPICE diodes (forward "
-        "drop, leakage), SPICE's tolerances and our solver's residual (see eqprop.analysis.spice). Either a "
+        "drop, leakage), SPICE's tolerances and our solver's residual (see eqprop.analysis.spice); circuits with "
+        "Shockley diodes and amplifiers (analog_resistive) are written with their own junction model and checked "
+        "against the solvers' errors and GMIN (eqprop.analysis.spice_analog). Either a "
         "preset of a circuit (fresh initialisation, or --checkpoint) and a test example, or --random N. "
         "Exit status 0 when within the tolerance, 1 when not. Needs ngspice (apt-get install ngspice).",
     )
@@ -35,7 +37,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--iterations", type=int, default=5000, help="our solver's sweeps at most (default %(default)s)"
     )
-    p.add_argument("--diode-is", type=float, default=1e-9, help="SPICE diode IS in A (default %(default)g)")
+    p.add_argument(
+        "--diode-is",
+        type=float,
+        default=1e-9,
+        help="IS in A of the near-ideal SPICE diode standing in for ideal ones (default %(default)g; Shockley "
+        "circuits use their own model)",
+    )
     p.add_argument("--diode-n", type=float, default=1e-4, help="SPICE diode N (default %(default)g)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds for ngspice (default %(default)g)")
     p.add_argument("--netlist-out", metavar="FILE", help="also write the SPICE deck to FILE")
@@ -103,13 +111,20 @@ def spice_check(args: argparse.Namespace) -> int:
     )
     result = {**where, **result, "netlist_out": args.netlist_out}
     verdict = "PASS" if result["passed"] else "FAIL"
+    terms = ", ".join(
+        f"{name.replace('_', ' ')} {result[name]:.2g}"
+        for name in ("forward_drop", "leakage", "solver", "spice")
+        if name in result
+    )
+    parts = f"{result['resistors']} resistors, {result['diodes']} diodes"
+    if "conducting_diodes" in result:
+        parts += f" ({result['conducting_diodes']} conducting)"
+    if result.get("amplifiers"):
+        parts += f", {result['amplifiers']} amplifiers"
     print(
         f"spice-check {result['system']}: max |V_spice - V_ours| = {result['max_abs_dv']:.3g} V at "
-        f"{result['worst_node']}, tolerance {result['tolerance']:.3g} V (forward drop "
-        f"{result['forward_drop']:.2g}, leakage {result['leakage']:.2g}, solver {result['solver']:.2g}, "
-        f"spice {result['spice']:.2g}): {verdict}; {result['resistors']} resistors, {result['diodes']} diodes "
-        f"({result['conducting_diodes']} conducting), ngspice {result['spice_seconds']:.1f} s"
-        + (f"; {result['note']}" if result["note"] else ""),
+        f"{result['worst_node']}, tolerance {result['tolerance']:.3g} V ({terms}): {verdict}; {parts}, ngspice "
+        f"{result['spice_seconds']:.1f} s" + (f"; {result['note']}" if result["note"] else ""),
         file=sys.stderr,
     )
     print(json.dumps(result), flush=True)

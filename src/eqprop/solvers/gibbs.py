@@ -71,7 +71,7 @@ class GibbsSampler(Solver):
         return self._sweep(problem, state, self.temperature)
 
     def make_sweep(self, problem: TotalEnergy) -> Callable[[State], State]:
-        if not problem.system.has_block_minimizer:
+        if not (problem.system.has_block_minimizer and problem.system.quadratic_blocks):
             raise ConfigError(
                 f"GibbsSampler draws each layer from its local field; {type(problem.system).__name__} has none",
                 hint="use a layered Hopfield network with units boxed to [-1, 1] as the Ising machine",

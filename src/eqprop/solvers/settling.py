@@ -71,6 +71,12 @@ class Settling(Solver):
                 f"Settling follows node currents and conductances; {type(system).__name__} has none",
                 hint="use it with circuits (deep_resistive, netlist circuits) or Hopfield networks",
             )
+        if not system.quadratic_blocks:
+            raise ConfigError(
+                f"Settling steps each node's linear transient exactly; {system._label()} has nonlinear elements "
+                "at its nodes (Shockley diodes), whose transient it cannot step",
+                hint="relax it with block_coordinate or newton",
+            )
         ratio = self.time / self.iterations / self.capacitance  # dt/C
         nudged = problem.nudged_index if problem.nudged else None
         updates: list[Callable[[State], Tensor]] = []

@@ -1,10 +1,12 @@
 """Energy-based physical systems: what the energy E(θ, x, s) is and which state variables it has."""
 
+from eqprop.systems.analog import AnalogResistive
 from eqprop.systems.base import EnergySystem
 from eqprop.systems.conv_hopfield import ConvHopfield
 from eqprop.systems.conv_vector_field import ConvVectorField
 from eqprop.systems.flow_network import FlowNetwork
 from eqprop.systems.hopfield import DeepHopfield
+from eqprop.systems.junction import ShockleyDiode
 from eqprop.systems.lagrangian import CoupledOscillators, HamiltonianRNN, MechanicalSystem, SpringChain
 from eqprop.systems.netlist import Netlist, ResistiveCircuit
 from eqprop.systems.phase_network import PhaseNetwork
@@ -14,6 +16,7 @@ from eqprop.systems.spring_network import SpringNetwork
 from eqprop.systems.vector_field import VectorFieldHopfield
 
 __all__ = [
+    "AnalogResistive",
     "ConvHopfield",
     "ConvVectorField",
     "CoupledOscillators",
@@ -26,6 +29,7 @@ __all__ = [
     "Netlist",
     "PhaseNetwork",
     "ResistiveCircuit",
+    "ShockleyDiode",
     "SmoothHopfield",
     "SpringChain",
     "SpringNetwork",

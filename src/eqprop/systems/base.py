@@ -159,6 +159,14 @@ class EnergySystem(nn.Module, metaclass=ABCMeta):
         return None
 
     @property
+    def quadratic_blocks(self) -> bool:
+        """Whether each variable's energy, given the others, is ``½a‖s_k‖² − h_k·s_k`` on a box, so that its block
+        minimiser is a clip of ``h_k/a`` (what solvers that model each unit as linear, like ``settling``, need).
+        False for a system with nonlinear self terms (Shockley diodes), whose block minimiser solves them.
+        Default: True."""
+        return True
+
+    @property
     def has_block_minimizer(self) -> bool:
         """Whether :meth:`block_field` / :meth:`block_curvature` are implemented."""
         return False

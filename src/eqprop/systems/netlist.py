@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from eqprop._types import Bound, State, Variable
 from eqprop.errors import ConfigError
 from eqprop.systems.base import EnergySystem, kkt_residual
+from eqprop.systems.junction import ShockleyDiode
 
 __all__ = ["Netlist", "ResistiveCircuit"]
 
@@ -39,7 +40,7 @@ def _pairs(rows: Any) -> Tensor:
 
 @dataclass(frozen=True, eq=False)
 class Netlist:
-    """A DC circuit of ideal elements between nodes ``0 … n_nodes`` (``0`` is ground).
+    """A DC circuit between nodes ``0 … n_nodes`` (``0`` is ground): resistors, diodes, sources, amplifiers.
 
     Attributes:
         n_nodes: the number of non-ground nodes.
@@ -50,6 +51,14 @@ class Netlist:
         injections: ``(C,)`` nodes into which current sources push current from ground; ``currents``: ``(C,)``.
         outputs: ``(O,)`` free nodes read as the output, in order.
         names: optional node names (for SPICE files and messages), ``{node: name}``.
+        amplifiers: ``(K, 2)`` ``(input, output)`` pairs of bidirectional amplifiers (Kendall et al. 2020): a
+            voltage-controlled voltage source holds ``V_output = gain·V_input`` and a current-controlled current
+            source draws ``back_gain·I`` out of the input node, ``I`` being the current the output delivers into
+            the circuit. ``gains``, ``back_gains``: ``(K,)``. The circuit keeps an energy when ``back_gain/gain > 0``
+            (each amplifier then weighs the co-content on its output side by that ratio; Kendall's ``1/gain``
+            gives ``1/gain²``); the output node is driven, not free.
+        diode_model: ``None``: ideal diodes (a bound on a node's potential); a :class:`ShockleyDiode`: every diode
+            follows Shockley's law.
     """
 
     n_nodes: int
@@ -62,19 +71,24 @@ class Netlist:
     currents: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.float64))
     outputs: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     names: Mapping[int, str] = field(default_factory=dict)
+    amplifiers: Tensor = field(default_factory=lambda: torch.zeros(0, 2, dtype=torch.long))
+    gains: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.float64))
+    back_gains: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.float64))
+    diode_model: ShockleyDiode | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         set_(self, "resistors", _pairs(self.resistors))
         set_(self, "diodes", _pairs(self.diodes))
+        set_(self, "amplifiers", _pairs(self.amplifiers))
         for name in ("sources", "injections", "outputs"):
             set_(self, name, torch.as_tensor(getattr(self, name), dtype=torch.long).reshape(-1))
-        for name in ("conductances", "voltages", "currents"):
+        for name in ("conductances", "voltages", "currents", "gains", "back_gains"):
             set_(self, name, torch.as_tensor(getattr(self, name), dtype=torch.float64).reshape(-1).detach())
         n = self.n_nodes
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"Netlist(n_nodes={n!r}): need a positive number of nodes")
-        for name in ("resistors", "diodes", "sources", "injections", "outputs"):
+        for name in ("resistors", "diodes", "sources", "injections", "outputs", "amplifiers"):
             t = getattr(self, name)
             if t.numel() and (int(t.min()) < 0 or int(t.max()) > n):
                 raise ConfigError(f"Netlist.{name}: node numbers must lie in 0..{n} (0 is ground)")
@@ -82,6 +96,8 @@ class Netlist:
             ("resistors", "conductances"),
             ("sources", "voltages"),
             ("injections", "currents"),
+            ("amplifiers", "gains"),
+            ("amplifiers", "back_gains"),
         ):
             if len(getattr(self, elems)) != len(getattr(self, values)):
                 raise ConfigError(
@@ -93,18 +109,112 @@ class Netlist:
             raise ConfigError("Netlist.resistors: a resistor joins a node to itself")
         if bool((self.sources == 0).any()) or len(set(self.sources.tolist())) != len(self.sources):
             raise ConfigError("Netlist.sources: each voltage source holds a distinct non-ground node")
-        if bool((self.outputs == 0).any()) or bool(torch.isin(self.outputs, self.sources).any()):
-            raise ConfigError("Netlist.outputs must be free nodes (not ground, not held by a voltage source)")
+        if self.diode_model is not None and not isinstance(self.diode_model, ShockleyDiode):
+            raise ConfigError(
+                f"Netlist.diode_model: a ShockleyDiode or None (ideal), got {self.diode_model!r}"
+            )
+        self._check_amplifiers()
+        driven = self.driven_nodes()
+        if bool((self.outputs == 0).any()) or bool(torch.isin(self.outputs, driven).any()):
+            raise ConfigError(
+                "Netlist.outputs must be free nodes (not ground, not held by a voltage source or an amplifier)"
+            )
+
+    def _check_amplifiers(self) -> None:
+        amps = self.amplifiers
+        if not len(amps):
+            return
+        out = amps[:, 1]
+        if bool((amps == 0).any()) or bool((amps[:, 0] == out).any()):
+            raise ConfigError("Netlist.amplifiers: each joins two distinct non-ground nodes (input, output)")
+        if len(set(out.tolist())) != len(out) or bool(torch.isin(out, self.sources).any()):
+            raise ConfigError(
+                "Netlist.amplifiers: each output node is driven by exactly one amplifier and no voltage source"
+            )
+        if bool(torch.isin(amps[:, 0], out).any()):
+            raise ConfigError(
+                "Netlist.amplifiers: an amplifier's input is another amplifier's output (chain them "
+                "through a resistor)"
+            )
+        a, b = self.gains, self.back_gains
+        if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all()) and bool((a != 0).all())):
+            raise ConfigError("Netlist.gains / back_gains: need finite values and nonzero voltage gains")
+        bad = torch.nonzero(b / a <= 0).flatten()
+        if len(bad):
+            k = int(bad[0])
+            raise ConfigError(
+                f"Netlist.amplifiers[{k}] ({self.name(int(amps[k, 0]))} -> {self.name(int(amps[k, 1]))}): voltage "
+                f"gain {float(a[k]):g} with backward current gain {float(b[k]):g} makes the energy unbounded below "
+                "(it weighs the output side's co-content by back_gain/gain <= 0): the steady state is no minimum",
+                hint="give the backward gain the sign of the voltage gain (Kendall et al.: back_gain = 1/gain)",
+            )
+        self.energy_weights()  # refuses amplifier loops whose gains admit no energy
+
+    def driven_nodes(self) -> Tensor:
+        """The nodes whose potential an element imposes: ground, voltage sources and amplifier outputs."""
+        return torch.cat((torch.zeros(1, dtype=torch.long), self.sources, self.amplifiers[:, 1]))
+
+    def energy_weights(self) -> Tensor:
+        """The weight of each node's Kirchhoff equation in the circuit's energy, ``(n_nodes + 1,)``.
+
+        Amplifiers cut the circuit into parts joined only through them; the energy is ``Σ w_part·(co-content of the
+        part)``, with ``w_out/w_in = back_gain/gain`` across each amplifier, scaled so that the largest weight of a
+        part holding an output node is 1 (all ones without amplifiers). Driven nodes take their part's weight.
+
+        Raises:
+            ConfigError: a loop of amplifiers whose ratios do not multiply to 1 (no energy exists).
+        """
+        n = self.n_nodes + 1
+        parent = list(range(n))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        fixed = torch.zeros(n, dtype=torch.bool)
+        fixed[0] = True
+        fixed[self.sources] = True
+        for a, b in torch.cat((self.resistors, self.diodes)).tolist():
+            if not fixed[a] and not fixed[b]:
+                parent[find(a)] = find(b)
+        w: dict[int, float] = {}
+        links: dict[int, list[tuple[int, float]]] = {}
+        for (i, o), ratio in zip(
+            self.amplifiers.tolist(), (self.back_gains / self.gains).tolist(), strict=True
+        ):
+            links.setdefault(find(i), []).append((find(o), ratio))
+            links.setdefault(find(o), []).append((find(i), 1.0 / ratio))
+        for root in sorted({find(v) for v in range(n)}):
+            if root in w:
+                continue
+            w[root] = 1.0
+            todo = [root]
+            while todo:
+                p = todo.pop()
+                for q, ratio in links.get(p, []):
+                    if q not in w:
+                        w[q] = w[p] * ratio
+                        todo.append(q)
+                    elif not math.isclose(w[q], w[p] * ratio, rel_tol=1e-9):
+                        raise ConfigError(
+                            "Netlist.amplifiers form a loop whose back_gain/gain ratios do not multiply to 1: the "
+                            "circuit has no energy (EqProp does not apply)"
+                        )
+        weights = torch.tensor([w[find(v)] for v in range(n)], dtype=torch.float64)
+        if len(self.outputs):
+            weights = weights / float(weights[self.outputs].max())
+        return weights
 
     def name(self, node: int) -> str:
         """The node's name: ``names[node]``, else ``n<node>`` (``0`` for ground)."""
         return "0" if node == 0 else self.names.get(node, f"n{node}")
 
     def free_nodes(self) -> Tensor:
-        """The nodes whose potential the circuit settles (not ground, not held by a voltage source)."""
+        """The nodes whose potential the circuit settles (not ground, not held by a source or an amplifier)."""
         fixed = torch.zeros(self.n_nodes + 1, dtype=torch.bool)
-        fixed[0] = True
-        fixed[self.sources] = True
+        fixed[self.driven_nodes()] = True
         return torch.nonzero(~fixed).flatten()
 
 
@@ -140,6 +250,12 @@ class ResistiveCircuit(EnergySystem):
         super().__init__()
         if len(netlist.outputs) == 0:
             raise ConfigError("ResistiveCircuit: the netlist names no output nodes (Netlist(outputs=[...]))")
+        if len(netlist.amplifiers) or netlist.diode_model is not None:
+            raise ConfigError(
+                "ResistiveCircuit solves circuits of ideal elements; this netlist has "
+                + ("amplifiers" if len(netlist.amplifiers) else "Shockley diodes"),
+                hint="layered circuits with Shockley diodes and bidirectional amplifiers are eqprop.AnalogResistive",
+            )
         self.netlist = netlist
         n = netlist.n_nodes
         src = netlist.sources
