@@ -73,3 +73,15 @@ def test_readme_lagrangian_example_runs() -> None:
         e = echo.grads[name]  # type: ignore[attr-defined]
         assert torch.allclose(e, g, rtol=1e-2, atol=1e-4 * float(g.abs().max())), name
     assert all(p.grad is not None for p in system.parameters())  # type: ignore[attr-defined]
+
+
+@pytest.mark.usefixtures("quiet_torch")
+def test_readme_analog_example_runs() -> None:
+    text = README.read_text(encoding="utf-8")
+    match = re.search(r"### Real circuit elements.*?```python\n(.*?)```", text, re.S)
+    assert match, "the README lost its example of the analog network"
+    namespace: dict[str, object] = {"print": lambda *a: None}
+    exec(compile(match.group(1), str(README), "exec"), namespace)  # our own README
+    net, x, eq = namespace["net"], namespace["x"], namespace["eq"]
+    assert float(net.kcl_residual(x, eq.state).max()) < 1e-5  # type: ignore[attr-defined]
+    assert bool((net.dissipated_power(x, eq.state) > 0).all())  # type: ignore[attr-defined]

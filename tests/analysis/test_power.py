@@ -69,3 +69,16 @@ def test_refusals(f64: torch.dtype) -> None:
     circuit = DeepResistive([3, 4, 2])
     with pytest.raises(ConfigError, match="must be > 0"):
         energy_table(circuit, SquaredError(), BlockCoordinate(5), EqProp(), x, y, settling_time=0.0)
+
+
+def test_an_analog_network_fixes_the_volt(f64: torch.dtype) -> None:
+    """Shockley junctions: the conductance scale applies, a volts-per-unit scale is refused."""
+    from eqprop import AnalogResistive
+
+    net = AnalogResistive([3, 4, 2])
+    x, y = torch.rand(2, 3), torch.randint(0, 2, (2,))
+    table = energy_table(net, SquaredError(), BlockCoordinate(20), EqProp(), x, y, siemens_per_unit=1e-3)
+    ref = energy_table(net, SquaredError(), BlockCoordinate(20), EqProp(), x, y)
+    assert table["power_w"]["free"] == pytest.approx(1e-3 * ref["power_w"]["free"], rel=1e-12)
+    with pytest.raises(ConfigError, match="fixes the volt"):
+        energy_table(net, SquaredError(), BlockCoordinate(20), EqProp(), x, y, volts_per_unit=0.1)

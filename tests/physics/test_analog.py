@@ -353,3 +353,11 @@ def test_a_deck_with_another_junction_is_caught():
         theirs = torch.tensor([0.0] + [volts[n] for n in names[1:]], dtype=torch.float64)
         bound = analog_tolerance(netlist, ours, theirs, options=DEFAULT_OPTIONS)
         assert float((theirs - ours).abs().max()) > 10 * bound["tolerance"]
+
+
+def test_an_output_cut_off_by_zero_conductances_is_refused_before_it_is_solved():
+    net, x, _ = make_net(batch=2)
+    with torch.no_grad():
+        net.conductances[-1][1].zero_()
+    with pytest.raises(ConfigError, match="out1"):
+        solve(net, x, BlockCoordinate(10))

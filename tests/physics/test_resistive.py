@@ -255,3 +255,31 @@ def test_equilibrium_kkt_residual_is_the_kirchhoff_imbalance(beta):
     )
     assert float(rough.kkt_residual.min()) > 1e-4
     assert float(exact.kkt_residual.max()) < 1e-12
+
+
+def test_ill_posed_networks_are_refused_before_they_are_solved():
+    """All conductances 0 with bias currents used to 'converge' to 4e306 V; a hidden node cut off from the inputs
+    with a current its diode does not stop runs off; one its diode stops (or with no current) is harmless."""
+    net, x, _ = make_drn(sizes=(4, 6, 2), bias=0.0)
+    with torch.no_grad():
+        for g in net.conductances:
+            g.zero_()
+        for b in net.biases:
+            b.fill_(0.1)
+    with pytest.raises(ConfigError, match="output node"):
+        solve(net, x, BlockCoordinate(10))
+    net, x, _ = make_drn(sizes=(4, 6, 2), bias=0.0)
+    with torch.no_grad():
+        net.conductances[0][1].zero_()  # excitatory node h1_1: nothing below ...
+        net.conductances[1][:, 1].zero_()  # ... nor above it
+        net.biases[0][1] = 0.3  # pushed up, and its diode only stops it going down
+    with pytest.raises(ConfigError, match=r"h1_1.*without bound"):
+        solve(net, x, BlockCoordinate(10))
+    with torch.no_grad():
+        net.biases[0][1] = -0.3  # pushed down: its diode holds it at 0
+    eq = solve(net, x, BlockCoordinate(50))
+    assert bool((eq.state[0][:, 1] == 0).all())
+    with torch.no_grad():
+        net.conductances[1][:, 1] = 0.5  # joined to the (anchored) outputs again: the current is absorbed
+        net.biases[0][1] = 0.3
+    solve(net, x, BlockCoordinate(50))

@@ -56,7 +56,9 @@ def energy_table(
         pj_per_mac: the digital estimate's energy per multiply-accumulate, in picojoules.
         siemens_per_unit, volts_per_unit: what one unit of the model's conductances and potentials is in
             hardware. Learning is unchanged by these scales (the equilibria scale with the inputs, the updates
-            with the conductances), the power scales as ``siemens_per_unit·volts_per_unit²``.
+            with the conductances), the power scales as ``siemens_per_unit·volts_per_unit²``. With Shockley
+            junctions only the conductance scale is free (every conductance and ``IS`` scaled alike): the
+            exponential fixes the volt.
 
     Raises:
         ConfigError: a system without a dissipated power, or a non-positive settling time or energy per MAC.
@@ -70,6 +72,12 @@ def energy_table(
         raise ConfigError(
             f"settling time {settling_time} s, {pj_per_mac} pJ/MAC, {siemens_per_unit} S and {volts_per_unit} V per "
             "unit: all must be > 0"
+        )
+    if volts_per_unit != 1.0 and not system.quadratic_blocks:
+        raise ConfigError(
+            f"--volts-per-unit {volts_per_unit}: {type(system).__name__} has Shockley junctions, whose exponential "
+            "law i = IS(exp(v/(N·Vt)) − 1) fixes the volt; its potentials are already volts",
+            hint="leave --volts-per-unit at 1 (--siemens-per-unit still applies: every conductance and IS scaled)",
         )
     scale = siemens_per_unit * volts_per_unit**2
     nudged = solver if nudged_solver is None else nudged_solver

@@ -263,7 +263,19 @@ class AnalogResistive(EnergySystem):
 
     # -- fast paths -----------------------------------------------------------------------------------------
     def prepare(self, x: Tensor) -> tuple[Tensor, ...]:
-        """The constant drive of each layer: ``g₀·V_in + b₁`` for the first, ``b_k`` for the others."""
+        """The constant drive of each layer: ``g₀·V_in + b₁`` for the first, ``b_k`` for the others.
+
+        Checks first that the steady state is determined: the neurons' diodes bound every hidden node, but an output
+        node whose conductances were all trained to 0 would read a value set by nothing (raises ``ConfigError``).
+        """
+        with torch.no_grad():
+            cut = torch.nonzero(self.conductances[-1].sum(1) <= 0).flatten().tolist()
+        if cut:
+            names = ", ".join(f"out{i}" for i in cut[:6]) + (", …" if len(cut) > 6 else "")
+            raise ConfigError(
+                f"{self._label()}: output node(s) {names} have no conductance > 0: their potential is undetermined",
+                hint="a conductance trained to 0 may have cut them off",
+            )
         bs = list(self.biases)
         first = torch.addmm(bs[0], self.input_potentials(x), self.conductances[0].t())
         return (first, *bs[1:])

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from eqprop._types import Bound, State, Variable
 from eqprop.errors import ConfigError
 from eqprop.systems.base import EnergySystem, kkt_residual
+from eqprop.systems.islands import check_layered_circuit
 from eqprop.systems.netlist import Netlist
 
 __all__ = ["DeepResistive"]
@@ -285,7 +286,9 @@ class DeepResistive(EnergySystem):
 
     # -- fast paths -----------------------------------------------------------------------------------------
     def prepare(self, x: Tensor) -> tuple[Tensor, ...]:
-        """The constant drive of each layer: ``g₀·V_in + b₁`` for the first, ``b_k`` for the others."""
+        """The constant drive of each layer: ``g₀·V_in + b₁`` for the first, ``b_k`` for the others (after the
+        once-per-update check that the steady state is determined and bounded)."""
+        self._curvatures()
         bs = list(self.biases._parameters.values())  # slicing a ParameterList builds a new Module
         first = torch.addmm(bs[0], self._input_potentials(x), self.conductances._parameters["0"].t())
         return (first, *bs[1:])
@@ -305,16 +308,29 @@ class DeepResistive(EnergySystem):
             gl = list(gs.values())
             with torch.no_grad():
                 curv = []
+                first_rows = gl[0].sum(1)
                 for k in range(len(gl)):
-                    a = gl[k].sum(1)
+                    a = first_rows if k == 0 else gl[k].sum(1)
                     if k + 1 < len(gl):
                         a = a + gl[k + 1].sum(0)
-                    # A node whose conductances all vanish floats; the floor keeps the update defined (its
-                    # potential is then set by its bias current alone and diverges if that is not zero).
+                    # A node whose conductances all vanish floats; the floor keeps the update defined (the check
+                    # below refuses the cases where that matters).
                     curv.append(a.clamp_min(torch.finfo(a.dtype).tiny))
+            self._check_islands(gl, first_rows)
             cached = memo["curvature"] = (key, tuple(curv))
             memo["scales"] = {}  # derived from the old curvatures
         return cached[1]
+
+    def _check_islands(self, gl: list[Tensor], first_rows: Tensor) -> None:
+        """Refuse a network whose outputs, or charged hidden nodes, conductances trained to 0 have cut off from the
+        inputs (:func:`~eqprop.systems.islands.check_layered_circuit`): once per parameter update."""
+        stops = []
+        for k in range(len(self.sizes) - 2):
+            lo, hi = getattr(self, f"_lower{k}"), getattr(self, f"_upper{k}")
+            stops.append((torch.isfinite(hi), torch.isfinite(lo)))
+        check_layered_circuit(
+            self._label(), gl, list(self.biases._parameters.values()), stops, first_rows=first_rows
+        )
 
     def _differentiable(self) -> bool:
         """Whether the curvature must be built with the graph (backprop through the relaxation)."""
