@@ -41,6 +41,8 @@ _EXPORTS: dict[str, str] = {
     "EqpropError": "eqprop.errors",
     "Equilibrium": "eqprop.solvers",
     "Estimate": "eqprop.rules",
+    "Fire": "eqprop.solvers",
+    "CentralForceNetwork": "eqprop.systems",
     "GradientFlow": "eqprop.solvers",
     "HolomorphicEqProp": "eqprop.rules",
     "Homeostat": "eqprop.rules",
@@ -82,6 +84,7 @@ _SUBPACKAGES = ("analysis", "cli", "costs", "data", "errors", "rules", "solvers"
 __all__ = [
     "AgnosticEqProp",
     "AnalogResistive",
+    "CentralForceNetwork",
     "BackpropThroughSolver",
     "BlockCoordinate",
     "CheckpointError",
@@ -105,6 +108,7 @@ __all__ = [
     "EqpropError",
     "Equilibrium",
     "Estimate",
+    "Fire",
     "FlowNetwork",
     "GradientFlow",
     "HamiltonianEcho",
@@ -189,6 +193,7 @@ if TYPE_CHECKING:  # the names, for type checkers and IDEs
         BlockCoordinate,
         DirectSolver,
         Equilibrium,
+        Fire,
         GradientFlow,
         Leapfrog,
         Newton,
@@ -202,6 +207,7 @@ if TYPE_CHECKING:  # the names, for type checkers and IDEs
     )
     from eqprop.systems import (
         AnalogResistive,
+        CentralForceNetwork,
         ConvHopfield,
         ConvVectorField,
         CoupledOscillators,

@@ -7,6 +7,7 @@ fields are that kind's settings.
 from eqprop.solvers.base import Equilibrium, Solver, SolveStats, TotalEnergy, relax, solve
 from eqprop.solvers.block import BlockCoordinate
 from eqprop.solvers.direct import DirectSolver
+from eqprop.solvers.fire import Fire
 from eqprop.solvers.flow import GradientFlow
 from eqprop.solvers.gibbs import GibbsSampler
 from eqprop.solvers.langevin import Langevin
@@ -21,6 +22,7 @@ SOLVERS: dict[str, type[Solver]] = {
     for cls in (
         BlockCoordinate,
         DirectSolver,
+        Fire,
         GibbsSampler,
         GradientFlow,
         Langevin,
@@ -37,6 +39,7 @@ __all__ = [
     "BlockCoordinate",
     "DirectSolver",
     "Equilibrium",
+    "Fire",
     "GibbsSampler",
     "GradientFlow",
     "Langevin",

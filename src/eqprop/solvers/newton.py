@@ -42,6 +42,11 @@ class Newton(Solver):
     would increase (damped Newton); 0: always the full step (no extra gradient evaluations)."""
     check_every: int = 1
     norm: Literal["max", "layer-l1"] = "max"
+    merit: Literal["residual", "energy"] = "residual"
+    """What a damped step must lower: ``"residual"`` ``‖∂F/∂s‖`` (finds saddles: the discrete action of a Lagrangian
+    system), or ``"energy"`` ``F`` itself (a minimisation: a step that would raise ``F`` is halved, and one that
+    still raises it after every halving is not taken, so ``F`` never increases; where the Hessian is not positive
+    definite along the step the direction falls back to the gradient)."""
     kind: ClassVar[str] = "newton"
 
     def __post_init__(self) -> None:
@@ -52,6 +57,8 @@ class Newton(Solver):
             or self.backtracking < 0
         ):
             raise ConfigError(f"Newton(backtracking={self.backtracking!r}): need an integer >= 0")
+        if self.merit not in ("residual", "energy"):
+            raise ConfigError(f"Newton(merit={self.merit!r}): choose 'residual' or 'energy'")
 
     def step(self, problem: TotalEnergy, state: State) -> State:
         return self.make_sweep(problem)(state)
@@ -74,6 +81,33 @@ class Newton(Solver):
         def size(g: State) -> Tensor:
             return torch.stack([t.flatten(1).square().sum(1) for t in g]).sum(0)
 
+        def descend(state: State, g: State, z: State) -> State:
+            """A step along ``−z`` (or ``−g`` where ``z`` is no descent direction) that lowers ``F``, else none."""
+            slope = sum((a * b).flatten(1).sum(1) for a, b in zip(g, z, strict=True))
+            downhill = slope > 0
+            d = tuple(
+                torch.where(downhill.reshape((-1,) + (1,) * (a.dim() - 1)), a, b)
+                for a, b in zip(z, g, strict=True)
+            )
+            before = problem.energy(state)
+            step = before.new_ones(before.shape)
+            taken = torch.zeros_like(downhill)
+            new = state
+            for _ in range(max(halvings, 1) + 1):
+                trial = tuple(
+                    s - step.reshape((-1,) + (1,) * (a.dim() - 1)) * a for s, a in zip(state, d, strict=True)
+                )
+                lower = (problem.energy(trial) <= before) & ~taken
+                new = tuple(
+                    torch.where(lower.reshape((-1,) + (1,) * (t.dim() - 1)), t, n)
+                    for t, n in zip(trial, new, strict=True)
+                )
+                taken = taken | lower
+                if bool(taken.all()):  # host sync: once per trial step
+                    break
+                step = 0.5 * step
+            return new
+
         def sweep(state: State) -> State:
             g = problem.grad(state)
             z = system.hessian_solve(x, state, g, None if shift_of is None else shift_of(state))
@@ -84,6 +118,8 @@ class Newton(Solver):
                     hint="use it for Lagrangian systems with boundary 'fixed' or 'periodic'; relax energies with "
                     "block_coordinate or gradient_flow",
                 )
+            if self.merit == "energy":
+                return descend(state, g, z)
             new = tuple(s - d for s, d in zip(state, z, strict=True))
             if not halvings:
                 return new

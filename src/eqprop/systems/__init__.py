@@ -3,6 +3,7 @@
 from eqprop.systems.analog import AnalogResistive
 from eqprop.systems.base import EnergySystem
 from eqprop.systems.conv_hopfield import ConvHopfield
+from eqprop.systems.elastic import CentralForceNetwork
 from eqprop.systems.conv_vector_field import ConvVectorField
 from eqprop.systems.flow_network import FlowNetwork
 from eqprop.systems.hopfield import DeepHopfield
@@ -17,6 +18,7 @@ from eqprop.systems.vector_field import VectorFieldHopfield
 
 __all__ = [
     "AnalogResistive",
+    "CentralForceNetwork",
     "ConvHopfield",
     "ConvVectorField",
     "CoupledOscillators",

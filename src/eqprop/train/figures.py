@@ -65,7 +65,15 @@ def write_figures(
     system: Any, cost: Any, solver: Any, x: torch.Tensor, y: torch.Tensor, folder: Path
 ) -> list[Path]:
     """What a run can draw of a few test examples ``(x, y)`` into ``folder``: ``trajectories.png`` for a system
-    with a ``trajectory(x, state)`` (a Lagrangian system); nothing for the others."""
-    if not callable(getattr(system, "trajectory", None)):
-        return []
-    return [plot_trajectories(system, cost, solver, x, y, Path(folder) / "trajectories.png")]
+    with a ``trajectory(x, state)`` (a Lagrangian system); ``network.png`` for a system that draws itself
+    (``plot(x, relax, path)``: an elastic network before and after training); nothing for the others."""
+    paths = []
+    if callable(getattr(system, "trajectory", None)):
+        paths.append(plot_trajectories(system, cost, solver, x, y, Path(folder) / "trajectories.png"))
+    if callable(getattr(system, "plot", None)):
+
+        def relax(net: Any, xs: torch.Tensor) -> Any:
+            return solve(net, xs, solver, throw=False).state
+
+        paths.append(system.plot(x, relax, Path(folder) / "network.png"))
+    return paths
