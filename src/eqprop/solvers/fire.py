@@ -122,9 +122,9 @@ class Fire(Solver):
         for it in range(1, self.iterations + 1):
             state = sweep(state)
             done = it
-            if self.tol is not None and it % self.check_every == 0:
-                if bool((self._force(problem, state) <= self.tol).all()):  # host sync every check_every steps
-                    break
+            checking = self.tol is not None and it % self.check_every == 0
+            if checking and bool((self._force(problem, state) <= self.tol).all()):  # host sync when checking
+                break
         with torch.no_grad():
             force = self._force(problem, state)
         converged = force <= self.tol if self.tol is not None else torch.ones_like(force, dtype=torch.bool)
