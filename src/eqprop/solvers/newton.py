@@ -45,8 +45,9 @@ class Newton(Solver):
     merit: Literal["residual", "energy"] = "residual"
     """What a damped step must lower: ``"residual"`` ``‖∂F/∂s‖`` (finds saddles: the discrete action of a Lagrangian
     system), or ``"energy"`` ``F`` itself (a minimisation: a step that would raise ``F`` is halved, and one that
-    still raises it after every halving is not taken, so ``F`` never increases; where the Hessian is not positive
-    definite along the step the direction falls back to the gradient)."""
+    still raises it after every halving is not taken, so ``F`` never increases; where the Newton direction is not
+    downhill, a Hessian that is not positive definite, it is shifted by ``λI`` with ``λ = ‖∂F/∂s‖``, then ×10
+    (Levenberg), and after six shifts the direction falls back to the gradient)."""
     kind: ClassVar[str] = "newton"
 
     def __post_init__(self) -> None:
@@ -85,6 +86,21 @@ class Newton(Solver):
             """A step along ``−z`` (or ``−g`` where ``z`` is no descent direction) that lowers ``F``, else none."""
             slope = sum((a * b).flatten(1).sum(1) for a, b in zip(g, z, strict=True))
             downhill = slope > 0
+            lam = torch.sqrt(sum(t.flatten(1).square().sum(1) for t in g))  # Levenberg's shift: ‖∂F/∂s‖, ×10
+            for _ in range(6):
+                if bool(downhill.all()):  # host sync: a Hessian that is not positive definite along the step
+                    break
+                shifted = system.hessian_solve(
+                    x, state, g, tuple(lam.reshape((-1,) + (1,) * (t.dim() - 1)).expand_as(t) for t in g)
+                )
+                assert shifted is not None
+                z = tuple(
+                    torch.where(downhill.reshape((-1,) + (1,) * (a.dim() - 1)), a, b)
+                    for a, b in zip(z, shifted, strict=True)
+                )
+                slope = sum((a * b).flatten(1).sum(1) for a, b in zip(g, z, strict=True))
+                downhill = slope > 0
+                lam = 10 * lam
             d = tuple(
                 torch.where(downhill.reshape((-1,) + (1,) * (a.dim() - 1)), a, b)
                 for a, b in zip(z, g, strict=True)

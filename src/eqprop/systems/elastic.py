@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +53,7 @@ class CentralForceNetwork(EnergySystem):
         bounds: ``(k_min, k_max)``: the stiffnesses after every update.
         min_length: the rest lengths' lower bound, as a fraction of their reference length.
         grounding: ``k₀``.
+        train_rest_length: whether the rest lengths are parameters (else constants: the stiffnesses alone learn).
         generator: for the initial stiffnesses.
     """
 
@@ -68,6 +70,7 @@ class CentralForceNetwork(EnergySystem):
         bounds: tuple[float, float] = (1e-3, 1e2),
         min_length: float = 0.1,
         grounding: float = 1e-4,
+        train_rest_length: bool = True,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
@@ -119,7 +122,10 @@ class CentralForceNetwork(EnergySystem):
         self.stiffness = nn.Parameter(
             mean * (1 + spread * (torch.rand(len(pairs), generator=generator, dtype=torch.float64) - 0.5))
         )
-        self.rest_length = nn.Parameter(lengths.clone())
+        if train_rest_length:
+            self.rest_length = nn.Parameter(lengths.clone())
+        else:  # a constant of the network (stiffnesses alone learn, as in Stern et al.'s elastic networks)
+            self.register_buffer("rest_length", lengths.clone())
         self.register_buffer("reference", pos)
         self.register_buffer("pairs", pairs)
         self.register_buffer("source_pairs", src)
@@ -198,21 +204,117 @@ class CentralForceNetwork(EnergySystem):
     def param_grads(self, x: Tensor, state: State) -> dict[str, Tensor]:
         """``∂E/∂k = ½⟨(d − ℓ)²⟩``, ``∂E/∂ℓ = −k⟨d − ℓ⟩`` (batch means)."""
         stretch = self.spring_lengths(state) - self.rest_length
-        return {
-            "stiffness": 0.5 * (stretch * stretch).mean(0),
-            "rest_length": -self.stiffness * stretch.mean(0),
-        }
+        grads = {"stiffness": 0.5 * (stretch * stretch).mean(0)}
+        if isinstance(self.rest_length, nn.Parameter):
+            grads["rest_length"] = -self.stiffness * stretch.mean(0)
+        return grads
+
+    # -- fast paths: forces and the Hessian in closed form ------------------------------------------------------------
+    def _springs(self, x: Tensor, r: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Every spring and actuator as one list: ends ``(M, 2)``, stiffness ``(M,)`` and rest length ``(batch, M)``,
+        with their unit vectors ``(batch, M, 2)`` and lengths ``(batch, M)`` at the positions ``r``."""
+        ends = torch.cat((self.pairs, self.source_pairs))
+        k = torch.cat(
+            (self.stiffness, self.stiffness.new_full((len(self.source_pairs),), self.input_stiffness))
+        )
+        rest = torch.cat(
+            (self.rest_length.expand(x.shape[0], -1), self.source_lengths.to(x.dtype) * (1 + x)), 1
+        )
+        d = r[:, ends[:, 1]] - r[:, ends[:, 0]]
+        length = d.norm(dim=-1)
+        return ends, k, rest, d / length.unsqueeze(-1), length
+
+    def _chain(self, state: State) -> tuple[Tensor, Tensor, Tensor]:
+        """For each target pair: ``h = ½ℓ⁰(1 + ε)``, ``u = (cos φ, sin φ)`` and ``u' = (−sin φ, cos φ)``."""
+        pose = state[1].reshape(state[1].shape[0], -1, 3)
+        phi = pose[..., 2]
+        half = 0.5 * self.target_lengths.to(phi.dtype) * (1 + state[2])
+        u = torch.stack((torch.cos(phi), torch.sin(phi)), -1)
+        du = torch.stack((-torch.sin(phi), torch.cos(phi)), -1)
+        return half, u, du
+
+    def _node_grads(self, x: Tensor, state: State) -> tuple[Tensor, Tensor]:
+        """``∂E/∂r`` of every node, ``(batch, N, 2)``, and the positions."""
+        r = self.positions(state)
+        ends, k, rest, unit, length = self._springs(x, r)
+        f = (k * (length - rest)).unsqueeze(-1) * unit  # ∂E/∂r_b of each spring (and −∂E/∂r_a)
+        g = torch.zeros_like(r)
+        g.index_add_(1, ends[:, 1], f).index_add_(1, ends[:, 0], -f)
+        if self.grounding:
+            g = g + self.grounding * (r - self.reference.to(r.dtype))
+        return g, r
+
+    def state_grad(self, x: Tensor, state: State, drive: Any = None) -> State:
+        """``∂E/∂s`` in closed form: the node forces, carried onto the target pairs' midpoint, angle and strain."""
+        g, _ = self._node_grads(x, state)
+        batch = g.shape[0]
+        half, u, du = self._chain(state)
+        ga, gb = g[:, self.target_pairs[:, 0]], g[:, self.target_pairs[:, 1]]
+        diff = gb - ga
+        pose = torch.cat((ga + gb, (half * (du * diff).sum(-1)).unsqueeze(-1)), -1).reshape(batch, -1)
+        strain = 0.5 * self.target_lengths.to(g.dtype) * (u * diff).sum(-1)
+        return g[:, self.hidden_nodes].reshape(batch, -1), pose, strain
+
+    def _jacobian(self, state: State) -> Tensor:
+        """``∂r/∂s``: ``(batch, 2N, n)`` (node coordinates by state coordinates)."""
+        batch = state[0].shape[0]
+        n_nodes = self.reference.shape[0]
+        sizes = [s.shape[1] for s in state]
+        jac = state[0].new_zeros(batch, 2 * n_nodes, sum(sizes))
+        hid = self.hidden_nodes
+        rows = torch.stack((2 * hid, 2 * hid + 1), 1).flatten()
+        jac[:, rows, torch.arange(sizes[0], device=rows.device)] = 1.0
+        half, u, du = self._chain(state)
+        base_pose, base_strain = sizes[0], sizes[0] + sizes[1]
+        for t, (a, b) in enumerate(self.target_pairs.tolist()):
+            for node, sign in ((a, -1.0), (b, 1.0)):
+                for axis in (0, 1):
+                    row = 2 * node + axis
+                    jac[:, row, base_pose + 3 * t + axis] = 1.0
+                    jac[:, row, base_pose + 3 * t + 2] = sign * half[:, t] * du[:, t, axis]
+                    jac[:, row, base_strain + t] = sign * 0.5 * float(self.target_lengths[t]) * u[:, t, axis]
+        return jac
+
+    def hessian(self, x: Tensor, state: State) -> Tensor:
+        """``∂²E/∂s²`` per example, ``(batch, n, n)``: ``Jᵀ K J`` with ``K`` the springs' stiffness matrix (per spring
+        ``k[n̂n̂ᵀ + (1 − ℓ/d)(I − n̂n̂ᵀ)]``) plus the curvature of the target pairs' coordinates."""
+        r = self.positions(state)
+        batch, n_nodes = r.shape[0], r.shape[1]
+        ends, k, rest, unit, length = self._springs(x, r)
+        outer = unit.unsqueeze(-1) * unit.unsqueeze(-2)  # (batch, M, 2, 2)
+        eye = torch.eye(2, dtype=r.dtype, device=r.device)
+        block = k[:, None, None] * (outer + (1 - rest / length)[..., None, None] * (eye - outer))
+        big = r.new_zeros(batch, 2 * n_nodes, 2 * n_nodes)
+        a, b = ends[:, 0], ends[:, 1]
+        axis = torch.arange(2, device=r.device)
+        which = torch.arange(batch, device=r.device)[:, None, None, None]
+        for p, q, sign in ((a, a, 1.0), (b, b, 1.0), (a, b, -1.0), (b, a, -1.0)):
+            rows = (2 * p[:, None, None] + axis[None, :, None]).expand(-1, 2, 2)
+            cols = (2 * q[:, None, None] + axis[None, None, :]).expand(-1, 2, 2)
+            big.index_put_((which, rows[None], cols[None]), sign * block, accumulate=True)
+        if self.grounding:
+            big = big + self.grounding * torch.eye(2 * n_nodes, dtype=r.dtype, device=r.device)
+        jac = self._jacobian(state)
+        h = jac.transpose(1, 2) @ big @ jac
+        # the second derivatives of the target nodes' positions, against their forces
+        g, _ = self._node_grads(x, state)
+        half, u, du = self._chain(state)
+        sizes = [s.shape[1] for s in state]
+        base_pose, base_strain = sizes[0], sizes[0] + sizes[1]
+        ga, gb = g[:, self.target_pairs[:, 0]], g[:, self.target_pairs[:, 1]]
+        diff = gb - ga
+        for t in range(len(self.target_pairs)):
+            i_phi, i_eps = base_pose + 3 * t + 2, base_strain + t
+            h[:, i_phi, i_phi] += -half[:, t] * (u[:, t] * diff[:, t]).sum(-1)
+            cross = 0.5 * float(self.target_lengths[t]) * (du[:, t] * diff[:, t]).sum(-1)
+            h[:, i_phi, i_eps] += cross
+            h[:, i_eps, i_phi] += cross
+        return h
 
     def hessian_solve(self, x: Tensor, state: State, rhs: State, shift: State | None = None) -> State | None:
-        """``(∂²E/∂s² + diag(shift)) z = rhs`` per example, with the dense Hessian from autograd."""
+        """``(∂²E/∂s² + diag(shift)) z = rhs`` per example, with :meth:`hessian`."""
         sizes = [s.shape[1] for s in state]
-        flat = torch.cat(state, 1).detach()
-
-        def energy_of(z: Tensor, xi: Tensor) -> Tensor:
-            return self.energy(xi[None], tuple(p[None] for p in z.split(sizes)))[0]
-
-        with torch.enable_grad():
-            h = torch.func.vmap(torch.func.hessian(energy_of))(flat, x.detach())
+        h = self.hessian(x, tuple(s.detach() for s in state))
         if shift is not None:
             h = h + torch.diag_embed(torch.cat(shift, 1))
         z = torch.linalg.solve(h, torch.cat(rhs, 1).unsqueeze(-1)).squeeze(-1)
@@ -222,7 +324,10 @@ class CentralForceNetwork(EnergySystem):
         """Stiffnesses within their bounds; rest lengths at least ``min_length`` of their reference length."""
         with torch.no_grad():
             self.stiffness.clamp_(*self.bounds)
-            self.rest_length.copy_(torch.maximum(self.rest_length, self.min_length * self.reference_lengths))
+            if isinstance(self.rest_length, nn.Parameter):
+                self.rest_length.copy_(
+                    torch.maximum(self.rest_length, self.min_length * self.reference_lengths)
+                )
 
     def extra_repr(self) -> str:
         return (
