@@ -85,3 +85,18 @@ def test_readme_analog_example_runs() -> None:
     net, x, eq = namespace["net"], namespace["x"], namespace["eq"]
     assert float(net.kcl_residual(x, eq.state).max()) < 1e-5  # type: ignore[attr-defined]
     assert bool((net.dissipated_power(x, eq.state) > 0).all())  # type: ignore[attr-defined]
+
+
+@pytest.mark.usefixtures("quiet_torch")
+def test_readme_quantum_example_runs() -> None:
+    """The quantum network of the README learns the Ising phase, and EqProp at β 0.1 points where the exact gradient
+    (linear response) does."""
+    text = README.read_text(encoding="utf-8")
+    match = re.search(r"## Quantum Equilibrium Propagation.*?```python\n(.*?)```", text, re.S)
+    assert match, "the README lost its quantum example"
+    namespace: dict[str, object] = {}
+    exec(compile(match.group(1), str(README), "exec"), namespace)  # our own README
+    est, exact = namespace["est"], namespace["exact"]
+    e, g = est.grads["system.couplings"], exact.grads["system.couplings"]  # type: ignore[attr-defined]
+    assert e.shape == (15,) and float(e @ g / (e.norm() * g.norm())) > 0.99  # 5 fields, 10 couplings
+    assert float(namespace["accuracy"]) >= 0.85  # type: ignore[arg-type]

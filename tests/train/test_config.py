@@ -24,11 +24,19 @@ from eqprop import (
     SquaredError,
     Synchronous,
 )
+from eqprop.data.quantum_phases import PHASE_DATASETS
 from eqprop.data.trajectories import TRAJECTORY_DATASETS
 from eqprop.errors import ConfigError
 from eqprop.rules import AgnosticEqProp, BackpropThroughSolver, ContrastiveLearning, ImplicitDiff
-from eqprop.solvers import GibbsSampler, Leapfrog, Newton
-from eqprop.systems import AnalogResistive, MechanicalSystem, PhaseNetwork, SmoothHopfield, SpringNetwork
+from eqprop.solvers import GibbsSampler, GroundState, Leapfrog, Newton
+from eqprop.systems import (
+    AnalogResistive,
+    MechanicalSystem,
+    PhaseNetwork,
+    QuantumSystem,
+    SmoothHopfield,
+    SpringNetwork,
+)
 from eqprop.train import (
     RunConfig,
     apply_overrides,
@@ -67,6 +75,8 @@ def test_every_preset_loads_and_validates(name: str) -> None:
         d.dataset in TRAJECTORY_DATASETS
     ):  # a generated regression task: drives (points, features) in, trajectories out
         assert tuple(config.system.input_shape) == (41, 2)
+    elif d.dataset in PHASE_DATASETS:  # generated: 3 probe features of a chain's ground state, 2 phases
+        assert tuple(config.system.input_shape) == (3,) and classes == 2
     else:
         assert classes == (len(d.classes) if d.classes else 100 if d.dataset == "cifar100" else 10)
         # the images as loaded: cropped, downsampled, then padded
@@ -92,10 +102,19 @@ def test_every_preset_loads_and_validates(name: str) -> None:
         | MechanicalSystem
         | PhaseNetwork
         | SpringNetwork
-        | AnalogResistive,
+        | AnalogResistive
+        | QuantumSystem,
     )
     assert isinstance(
-        solver, BlockCoordinate | GradientFlow | Synchronous | DirectSolver | Newton | Leapfrog | GibbsSampler
+        solver,
+        BlockCoordinate
+        | GradientFlow
+        | Synchronous
+        | DirectSolver
+        | Newton
+        | Leapfrog
+        | GibbsSampler
+        | GroundState,
     )
     if name in SHIPPED:  # the DHN recipes of the issue
         assert config.published, "every shipped preset says which published number it targets"

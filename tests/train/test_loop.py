@@ -588,6 +588,8 @@ def _shrunk(name: str, fake_data: Path, tmp_path: Path) -> RunConfig:
         sets += ["system.units=8", "system.outputs=8", "system.springs=8", "data.validation=16"]
     elif system.kind in ("spring_chain", "coupled_oscillators"):  # the generated task: fewer drives
         sets += ["data.train_size=40", "data.validation=8", "data.test_size=10"]
+    elif system.kind == "quantum_ising":  # already a few qubits; the generated phase task: fewer chains
+        sets += ["data.train_size=24", "data.validation=8", "data.test_size=10"]
     else:  # a resistive net's output curvature grows with the conductances feeding it: beta up to 2 needs width
         width = 256 if system.kind in ("deep_resistive", "analog_resistive") else 16
         sets.append(f"system.sizes={[784, *[width] * (system.layers - 1), system.output_width]}")

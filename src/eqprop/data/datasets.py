@@ -8,6 +8,8 @@
 | ``svhn`` | ``train_32x32.mat``, ``test_32x32.mat`` (:mod:`eqprop.data.svhn`) | 3×32×32 | 10 |
 | ``npz`` | your own ``x``, ``y`` (, ``x_test``, ``y_test``) in one ``.npz`` file (:mod:`eqprop.data.arrays`) | any | any |
 | ``driven-chain``, ``driven-chain-fixed`` | none: generated (:mod:`eqprop.data.trajectories`) | drives 41×2 | 0 (target trajectories) |
+| ``tfim-phases`` | none: generated (:mod:`eqprop.data.quantum_phases`) | 3 probe features | 2 (ordered, disordered) |
+| ``allostery``, ``strain-regression`` | none: generated (:mod:`eqprop.data.elastic_tasks`) | 1 or 2 source strains | 0 (target strains) |
 
 Nothing is downloaded: a missing file is a :class:`~eqprop.errors.DataError` naming it and saying where to
 put it. Preprocessing happens once, at load time, in this order (each step optional but the first):
@@ -39,14 +41,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from eqprop.data.elastic_tasks import ELASTIC_DATASETS, load_elastic_task
 from eqprop.data.idx import DATASET_NAMES, load_idx_dataset
+from eqprop.data.quantum_phases import PHASE_DATASETS, load_phase_dataset
 from eqprop.data.split import Dataset, Split, _validation_count
 from eqprop.data.trajectories import TRAJECTORY_DATASETS, load_trajectories
 from eqprop.errors import ConfigError, DataError
 
 __all__ = ["DATASETS", "hold_out", "load_dataset", "prepare_dataset", "select_examples"]
 
-DATASETS: tuple[str, ...] = (*DATASET_NAMES, "cifar10", "cifar100", "svhn", "npz", *TRAJECTORY_DATASETS)
+DATASETS: tuple[str, ...] = (
+    *DATASET_NAMES,
+    "cifar10",
+    "cifar100",
+    "svhn",
+    "npz",
+    *TRAJECTORY_DATASETS,
+    *PHASE_DATASETS,
+    *ELASTIC_DATASETS,
+)
 """Every dataset name :func:`load_dataset` accepts."""
 
 _ALIASES = {"cifar-10": "cifar10", "cifar-100": "cifar100"}
@@ -222,8 +235,8 @@ def load_dataset(
     # with a selection, the readers hold nothing out: the validation split is drawn from the examples it keeps
     read_validation = 0 if selecting else validation
 
-    if canonical in TRAJECTORY_DATASETS:
-        return _trajectories(
+    if canonical in (*TRAJECTORY_DATASETS, *PHASE_DATASETS, *ELASTIC_DATASETS):
+        return _generated(
             canonical, dtype, validation, seed, classes, train_size, test_size, crop, downsample, pad_to, mean
         )
     if canonical == "npz":
@@ -267,7 +280,7 @@ def load_dataset(
     )
 
 
-def _trajectories(
+def _generated(
     name: str,
     dtype: torch.dtype,
     validation: int | float,
@@ -277,15 +290,26 @@ def _trajectories(
     test_size: int | None,
     *image_options: object,
 ) -> Dataset:
-    """A generated trajectory dataset: the first ``train_size`` / ``test_size`` examples, then the validation split;
-    the class and image options do not apply to it."""
+    """A generated dataset (trajectories, or quantum phase probes): the first ``train_size`` / ``test_size`` examples,
+    then the validation split; the class and image options do not apply to it."""
     crop, downsample, pad_to, mean = image_options
     if classes is not None or crop or downsample != 1 or pad_to is not None or mean is not None:
-        raise ConfigError(
-            f"{name} is a regression task on sequences: data.classes, crop, downsample, pad_to and mean/std do not "
-            "apply to it"
+        what = (
+            "a regression task on sequences"
+            if name in TRAJECTORY_DATASETS
+            else "a regression task on strains"
+            if name in ELASTIC_DATASETS
+            else "a 2-class task on standardised probe features"
         )
-    data = load_trajectories(name, dtype=dtype)
+        raise ConfigError(
+            f"{name} is {what}: data.classes, crop, downsample, pad_to and mean/std do not apply to it"
+        )
+    if name in TRAJECTORY_DATASETS:
+        data = load_trajectories(name, dtype=dtype)
+    elif name in ELASTIC_DATASETS:
+        data = load_elastic_task(name, dtype=dtype)
+    else:
+        data = load_phase_dataset(name, dtype=dtype)
 
     def first(split: Split, size: int | None, what: str) -> Split:
         if size is None:
@@ -299,7 +323,7 @@ def _trajectories(
         train=first(data.train, train_size, "train_size"),
         test=first(data.test, test_size, "test_size"),
         validation=None,
-        classes=0,
+        classes=data.classes,
         image_shape=None,
     )
     return hold_out(data, validation, seed)

@@ -35,7 +35,9 @@ TRAJECTORY_DATASETS: tuple[str, ...] = ("driven-chain", "driven-chain-fixed")
 
 def refuse_regression(dataset: str, command: str) -> None:
     """Raise :class:`ConfigError` when ``command``, which tabulates test accuracies, is given a regression dataset."""
-    if dataset in TRAJECTORY_DATASETS:
+    from eqprop.data.elastic_tasks import ELASTIC_DATASETS
+
+    if dataset in TRAJECTORY_DATASETS or dataset in ELASTIC_DATASETS:
         raise ConfigError(
             f"{command} tabulates test accuracies, and {dataset} is a regression task: its runs report a test loss "
             "and no accuracy",

@@ -13,6 +13,7 @@ from eqprop.rules.echo import HamiltonianEcho
 from eqprop.rules.eqprop import EqProp
 from eqprop.rules.holomorphic import HolomorphicEqProp
 from eqprop.rules.implicit import ImplicitDiff
+from eqprop.rules.linear_response import LinearResponse
 from eqprop.rules.names import RULE_NAMES, RULES, by_name
 from eqprop.rules.physical import Homeostat, HomeostaticSystem, PhysicalSystem, SpringCoupled
 from eqprop.rules.thermal import ThermalEqProp
@@ -35,6 +36,7 @@ __all__ = [
     "Homeostat",
     "HomeostaticSystem",
     "ImplicitDiff",
+    "LinearResponse",
     "PhysicalSystem",
     "Rule",
     "SpringCoupled",

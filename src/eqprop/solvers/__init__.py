@@ -10,6 +10,7 @@ from eqprop.solvers.direct import DirectSolver
 from eqprop.solvers.fire import Fire
 from eqprop.solvers.flow import GradientFlow
 from eqprop.solvers.gibbs import GibbsSampler
+from eqprop.solvers.ground_state import GroundState
 from eqprop.solvers.langevin import Langevin
 from eqprop.solvers.leapfrog import Leapfrog
 from eqprop.solvers.newton import Newton
@@ -25,6 +26,7 @@ SOLVERS: dict[str, type[Solver]] = {
         Fire,
         GibbsSampler,
         GradientFlow,
+        GroundState,
         Langevin,
         Leapfrog,
         Newton,
@@ -42,6 +44,7 @@ __all__ = [
     "Fire",
     "GibbsSampler",
     "GradientFlow",
+    "GroundState",
     "Langevin",
     "Leapfrog",
     "Newton",

@@ -3,14 +3,15 @@
 from eqprop.systems.analog import AnalogResistive
 from eqprop.systems.base import EnergySystem
 from eqprop.systems.conv_hopfield import ConvHopfield
-from eqprop.systems.elastic import CentralForceNetwork
 from eqprop.systems.conv_vector_field import ConvVectorField
+from eqprop.systems.elastic import CentralForceNetwork
 from eqprop.systems.flow_network import FlowNetwork
 from eqprop.systems.hopfield import DeepHopfield
 from eqprop.systems.junction import ShockleyDiode
 from eqprop.systems.lagrangian import CoupledOscillators, HamiltonianRNN, MechanicalSystem, SpringChain
 from eqprop.systems.netlist import Netlist, ResistiveCircuit
 from eqprop.systems.phase_network import PhaseNetwork
+from eqprop.systems.quantum import ObservableCost, QuantumSystem
 from eqprop.systems.resistive import DeepResistive
 from eqprop.systems.smooth_hopfield import SmoothHopfield
 from eqprop.systems.spring_network import SpringNetwork
@@ -29,7 +30,9 @@ __all__ = [
     "HamiltonianRNN",
     "MechanicalSystem",
     "Netlist",
+    "ObservableCost",
     "PhaseNetwork",
+    "QuantumSystem",
     "ResistiveCircuit",
     "ShockleyDiode",
     "SmoothHopfield",

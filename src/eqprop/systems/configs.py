@@ -19,6 +19,7 @@ from eqprop.systems.analog import AnalogResistive
 from eqprop.systems.base import EnergySystem
 from eqprop.systems.conv_hopfield import ConvHopfield
 from eqprop.systems.conv_vector_field import ConvVectorField
+from eqprop.systems.elastic_config import CentralForceConfig
 from eqprop.systems.flow_network import FlowNetwork, pick_terminals, random_graph
 from eqprop.systems.hopfield import DeepHopfield
 from eqprop.systems.junction import ShockleyDiode
@@ -28,6 +29,7 @@ from eqprop.systems.lagrangian.configs import (
     SpringChainConfig,
 )
 from eqprop.systems.phase_network import PhaseNetwork
+from eqprop.systems.quantum.configs import ObservableReadoutConfig, QuantumIsingConfig
 from eqprop.systems.resistive import DeepResistive
 from eqprop.systems.smooth_hopfield import SmoothHopfield
 from eqprop.systems.spring_network import SpringNetwork, pick_nodes, triangulated_network
@@ -35,6 +37,7 @@ from eqprop.systems.vector_field import VectorFieldHopfield
 
 __all__ = [
     "SYSTEMS",
+    "SYSTEM_COSTS",
     "AnalogResistiveConfig",
     "ConvHopfieldConfig",
     "ConvVectorFieldConfig",
@@ -617,6 +620,13 @@ SYSTEMS: dict[str, type] = {
         PhaseNetworkConfig,
         XYNetworkConfig,
         SpringNetworkConfig,
+        QuantumIsingConfig,
+        CentralForceConfig,
     )
 }
 """``system.kind`` → its config class."""
+
+SYSTEM_COSTS: dict[str, type] = {cls.kind: cls for cls in (ObservableReadoutConfig,)}
+"""``cost.kind`` → its config class, for the cost kinds that belong to a family of systems: a cost built from the
+system's own operators (a quantum observable) lives beside the system, since :mod:`eqprop.costs`, which the
+systems import, cannot import it. The run configuration reads these beside ``eqprop.costs.COSTS``."""

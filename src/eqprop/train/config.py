@@ -3,7 +3,8 @@
 The sections with kinds hold the objects' own settings: ``rule`` *is* the rule (``EqProp(beta=0.2, ...)``, a
 frozen dataclass), ``solver`` the solver; ``system``, ``cost``, ``optimizer`` and ``schedule`` are config
 dataclasses that build theirs. Each kind's class comes from the table its own package keeps (``RULES``,
-``SOLVERS``, ``SYSTEMS``, ``COSTS``, ``OPTIMIZERS``, ``SCHEDULES``): nothing here names a kind.
+``SOLVERS``, ``SYSTEMS``, ``COSTS`` with the systems' own ``SYSTEM_COSTS``, ``OPTIMIZERS``, ``SCHEDULES``): nothing
+here names a kind.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from eqprop.devices.config import HardwareConfig
 from eqprop.errors import ConfigError
 from eqprop.rules import RULES, EqProp, Rule
 from eqprop.solvers import SOLVERS, BlockCoordinate, Solver
-from eqprop.systems.configs import SYSTEMS, DeepHopfieldConfig, SystemConfig
+from eqprop.systems.configs import SYSTEM_COSTS, SYSTEMS, DeepHopfieldConfig, SystemConfig
 from eqprop.train.optim import (
     OPTIMIZERS,
     SCHEDULES,
@@ -42,10 +43,14 @@ class DataConfig:
         "npz",
         "driven-chain",
         "driven-chain-fixed",
+        "tfim-phases",
+        "allostery",
+        "strain-regression",
     ] = "fashion-mnist"
     """Which dataset, read from local files (never downloaded; see ``eqprop.data.load_dataset``); ``npz``: your
     own arrays in one ``.npz`` file (``data_dir`` is the file, or a folder holding ``data.npz``; the format is in
-    ``eqprop.data.arrays``)."""
+    ``eqprop.data.arrays``). Generated, nothing read: ``driven-chain``, ``driven-chain-fixed`` (trajectories) and
+    ``tfim-phases`` (quantum phase recognition: 3 probe features, 2 classes)."""
     data_dir: str | None = None
     """Folder holding the dataset's files (IDX files, cifar-10-batches-py/, cifar-100-python/ or the SVHN
     .mat files), or a parent with one subfolder per dataset; default: $EQPROP_DATA_DIR (then, for
@@ -170,7 +175,7 @@ class RunConfig:
     description: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     system: SystemConfig = field(default_factory=DeepHopfieldConfig, metadata=kinds(SYSTEMS))
-    cost: CostConfig = field(default_factory=SquaredErrorConfig, metadata=kinds(COSTS))
+    cost: CostConfig = field(default_factory=SquaredErrorConfig, metadata=kinds({**COSTS, **SYSTEM_COSTS}))
     solver: Solver = field(default_factory=BlockCoordinate, metadata=kinds(SOLVERS))
     """The free phase (training and inference)."""
     nudged_solver: Solver | None = field(default=None, metadata=kinds(SOLVERS))
