@@ -94,7 +94,9 @@ def check_layered_circuit(
             up = any(bool(stops[k][0][i]) for k, i in members)
             down = any(bool(stops[k][1][i]) for k, i in members)
             if (net > 0 and not up) or (net < 0 and not down):
-                names = ", ".join(f"h{k + 1}_{i}" for k, i in members[:6]) + (", …" if len(members) > 6 else "")
+                names = ", ".join(f"h{k + 1}_{i}" for k, i in members[:6]) + (
+                    ", …" if len(members) > 6 else ""
+                )
                 raise ConfigError(
                     f"{label}: bias currents push {net:+.3g} A into hidden node(s) {names}, which have no "
                     "conductive path to an input source and no diode to stop them: the potential grows without bound",
