@@ -24,6 +24,7 @@ from eqprop import (
     SquaredError,
     Synchronous,
 )
+from eqprop.data.elastic_tasks import ELASTIC_DATASETS
 from eqprop.data.quantum_phases import PHASE_DATASETS
 from eqprop.data.trajectories import TRAJECTORY_DATASETS
 from eqprop.errors import ConfigError
@@ -31,6 +32,7 @@ from eqprop.rules import AgnosticEqProp, BackpropThroughSolver, ContrastiveLearn
 from eqprop.solvers import GibbsSampler, GroundState, Leapfrog, Newton
 from eqprop.systems import (
     AnalogResistive,
+    CentralForceNetwork,
     MechanicalSystem,
     PhaseNetwork,
     QuantumSystem,
@@ -77,6 +79,11 @@ def test_every_preset_loads_and_validates(name: str) -> None:
         assert tuple(config.system.input_shape) == (41, 2)
     elif d.dataset in PHASE_DATASETS:  # generated: 3 probe features of a chain's ground state, 2 phases
         assert tuple(config.system.input_shape) == (3,) and classes == 2
+    elif (
+        d.dataset in ELASTIC_DATASETS
+    ):  # generated: source strains in, as many target strains out as the task's
+        features = 1 if d.dataset == "allostery" else 2
+        assert tuple(config.system.input_shape) == (features,) and config.system.output_width == features
     else:
         assert classes == (len(d.classes) if d.classes else 100 if d.dataset == "cifar100" else 10)
         # the images as loaded: cropped, downsampled, then padded
@@ -103,6 +110,7 @@ def test_every_preset_loads_and_validates(name: str) -> None:
         | PhaseNetwork
         | SpringNetwork
         | AnalogResistive
+        | CentralForceNetwork
         | QuantumSystem,
     )
     assert isinstance(

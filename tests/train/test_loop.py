@@ -586,6 +586,8 @@ def _shrunk(name: str, fake_data: Path, tmp_path: Path) -> RunConfig:
         sets.append("data.test_size=10")
     elif system.kind == "hamiltonian_rnn":  # fewer oscillators, all read
         sets += ["system.units=8", "system.outputs=8", "system.springs=8", "data.validation=16"]
+    elif system.kind == "central_force":  # a smaller network; fewer strains
+        sets += ["system.nodes=16", "data.train_size=40", "data.validation=8", "data.test_size=10"]
     elif system.kind in ("spring_chain", "coupled_oscillators"):  # the generated task: fewer drives
         sets += ["data.train_size=40", "data.validation=8", "data.test_size=10"]
     elif system.kind == "quantum_ising":  # already a few qubits; the generated phase task: fewer chains

@@ -288,7 +288,29 @@ class DeepResistive(EnergySystem):
     def prepare(self, x: Tensor) -> tuple[Tensor, ...]:
         """The constant drive of each layer: ``g₀·V_in + b₁`` for the first, ``b_k`` for the others (after the
         once-per-update check that the steady state is determined and bounded)."""
+        self.check_steady_state()
+        return self._drive(x)
+
+    def check_steady_state(self) -> None:
+        """Refuse a network whose outputs, or charged hidden nodes, conductances trained to 0 have cut off from the
+        inputs (:func:`~eqprop.systems.islands.check_layered_circuit`): once per parameter update, before a solve
+        (the energy and its gradients at a given state stay defined, and are not checked)."""
         self._curvatures()
+        memo = self._memo
+        key = memo["curvature"][0]
+        if memo.get("islands") == key:
+            return
+        gl = list(self.conductances._parameters.values())
+        stops = []
+        for k in range(len(self.sizes) - 2):
+            lo, hi = getattr(self, f"_lower{k}"), getattr(self, f"_upper{k}")
+            stops.append((torch.isfinite(hi), torch.isfinite(lo)))
+        check_layered_circuit(
+            self._label(), gl, list(self.biases._parameters.values()), stops, first_rows=memo["first_rows"]
+        )
+        memo["islands"] = key
+
+    def _drive(self, x: Tensor) -> tuple[Tensor, ...]:
         bs = list(self.biases._parameters.values())  # slicing a ParameterList builds a new Module
         first = torch.addmm(bs[0], self._input_potentials(x), self.conductances._parameters["0"].t())
         return (first, *bs[1:])
@@ -316,21 +338,10 @@ class DeepResistive(EnergySystem):
                     # A node whose conductances all vanish floats; the floor keeps the update defined (the check
                     # below refuses the cases where that matters).
                     curv.append(a.clamp_min(torch.finfo(a.dtype).tiny))
-            self._check_islands(gl, first_rows)
+            memo["first_rows"] = first_rows
             cached = memo["curvature"] = (key, tuple(curv))
             memo["scales"] = {}  # derived from the old curvatures
         return cached[1]
-
-    def _check_islands(self, gl: list[Tensor], first_rows: Tensor) -> None:
-        """Refuse a network whose outputs, or charged hidden nodes, conductances trained to 0 have cut off from the
-        inputs (:func:`~eqprop.systems.islands.check_layered_circuit`): once per parameter update."""
-        stops = []
-        for k in range(len(self.sizes) - 2):
-            lo, hi = getattr(self, f"_lower{k}"), getattr(self, f"_upper{k}")
-            stops.append((torch.isfinite(hi), torch.isfinite(lo)))
-        check_layered_circuit(
-            self._label(), gl, list(self.biases._parameters.values()), stops, first_rows=first_rows
-        )
 
     def _differentiable(self) -> bool:
         """Whether the curvature must be built with the graph (backprop through the relaxation)."""
@@ -405,7 +416,7 @@ class DeepResistive(EnergySystem):
     def state_grad(self, x: Tensor, state: State, drive: tuple[Tensor, ...] | None = None) -> State:
         """``∂E/∂V_k = a_k·V_k − h_k``: minus the net current flowing into each node."""
         if drive is None:
-            drive = self.prepare(x)
+            drive = self._drive(x)
         return tuple(
             s * self.block_curvature(k) - self.block_field(k, state, drive) for k, s in enumerate(state)
         )
