@@ -234,7 +234,9 @@ def test_bad_construction_is_a_config_error(kwargs, match):
 
 
 def test_runs_on_float32_and_moves_its_diode_bounds_with_the_module():
-    net = DeepResistive([5, 4, 2], input_gain=2.0, generator=torch.Generator().manual_seed(0)).to(torch.float64)
+    net = DeepResistive([5, 4, 2], input_gain=2.0, generator=torch.Generator().manual_seed(0)).to(
+        torch.float64
+    )
     assert net.variables[0].bounds[0].dtype == torch.float64
     eq = solve(net, torch.rand(3, 5, dtype=torch.float64), BlockCoordinate(10))
     assert eq.state[0].dtype == torch.float64

@@ -45,7 +45,7 @@ class Newton(Solver):
     merit: Literal["residual", "energy"] = "residual"
     """What a damped step must lower: ``"residual"`` ``‖∂F/∂s‖`` (finds saddles: the discrete action of a Lagrangian
     system), or ``"energy"`` ``F`` itself (a minimisation: a step that would raise ``F`` is halved, and one that
-    still raises it after every halving is not taken, so ``F`` never increases; where the Newton direction is not
+    still raises it after every halving is not taken, so ``F`` never increases beyond its rounding; where the Newton direction is not
     downhill, a Hessian that is not positive definite, it is shifted by ``λI`` with ``λ = ‖∂F/∂s‖``, then ×10
     (Levenberg), and after six shifts the direction falls back to the gradient)."""
     kind: ClassVar[str] = "newton"
@@ -84,8 +84,12 @@ class Newton(Solver):
 
         def descend(state: State, g: State, z: State) -> State:
             """A step along ``−z`` (or ``−g`` where ``z`` is no descent direction) that lowers ``F``, else none."""
+            # at a residual of round-off the energy cannot tell better from worse: take the Newton step as it is
+            # (the contraction that backprop through the solver differentiates), never the gradient's
+            units = sum(t[0].numel() for t in g)
+            settled = size(g) <= units * (1e3 * torch.finfo(g[0].dtype).eps) ** 2
             slope = sum((a * b).flatten(1).sum(1) for a, b in zip(g, z, strict=True))
-            downhill = slope > 0
+            downhill = (slope > 0) | settled
             lam = torch.sqrt(sum(t.flatten(1).square().sum(1) for t in g))  # Levenberg's shift: ‖∂F/∂s‖, ×10
             for _ in range(6):
                 if bool(downhill.all()):  # host sync: a Hessian that is not positive definite along the step
@@ -99,13 +103,17 @@ class Newton(Solver):
                     for a, b in zip(z, shifted, strict=True)
                 )
                 slope = sum((a * b).flatten(1).sum(1) for a, b in zip(g, z, strict=True))
-                downhill = slope > 0
+                downhill = (slope > 0) | settled
                 lam = 10 * lam
             d = tuple(
                 torch.where(downhill.reshape((-1,) + (1,) * (a.dim() - 1)), a, b)
                 for a, b in zip(z, g, strict=True)
             )
             before = problem.energy(state)
+            # a step that changes F by round-off only is taken too: near the minimum the energies of two states
+            # differ by less than their rounding, and refusing those steps would leave the state detached from
+            # the Newton contraction (backprop through the solver would read no derivative)
+            ceiling = before + 8 * torch.finfo(before.dtype).eps * before.abs()
             step = before.new_ones(before.shape)
             taken = torch.zeros_like(downhill)
             new = state
@@ -113,7 +121,7 @@ class Newton(Solver):
                 trial = tuple(
                     s - step.reshape((-1,) + (1,) * (a.dim() - 1)) * a for s, a in zip(state, d, strict=True)
                 )
-                lower = (problem.energy(trial) <= before) & ~taken
+                lower = ((problem.energy(trial) <= ceiling) | settled) & ~taken
                 new = tuple(
                     torch.where(lower.reshape((-1,) + (1,) * (t.dim() - 1)), t, n)
                     for t, n in zip(trial, new, strict=True)
