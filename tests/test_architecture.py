@@ -16,6 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "eqprop"
 
 LAYERS: dict[str, int] = {
     "eqprop._types": 0,
+    "eqprop._files": 0,
     "eqprop.errors": 0,
     "eqprop.presets": 0,
     "eqprop.systems": 1,

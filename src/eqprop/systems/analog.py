@@ -51,6 +51,12 @@ from eqprop.errors import ConfigError
 from eqprop.systems.base import EnergySystem, kkt_residual
 from eqprop.systems.junction import ShockleyDiode, lambert_w_exp
 from eqprop.systems.netlist import Netlist
+from eqprop.systems.resistive import (
+    clip_conductances,
+    conductance_gains,
+    init_conductances,
+    refuse_cost_with_parameters,
+)
 
 __all__ = ["AnalogResistive"]
 
@@ -122,16 +128,8 @@ class AnalogResistive(EnergySystem):
             raise ConfigError(f"AnalogResistive(levels={tuple(levels)!r}): need lo < hi (volts)")
         if diode is not None and not isinstance(diode, ShockleyDiode):
             raise ConfigError(f"AnalogResistive(diode={diode!r}): a ShockleyDiode, or None for ideal diodes")
-        n_weights = len(sizes) - 1
-        gain_list = (
-            [float(gains)] * n_weights if isinstance(gains, int | float) else [float(g) for g in gains]
-        )
-        if len(gain_list) != n_weights or any(not (math.isfinite(g) and g > 0) for g in gain_list):
-            raise ConfigError(
-                f"AnalogResistive(gains={gains!r}): need one positive gain per conductance matrix ({n_weights})"
-            )
         self.sizes = tuple(sizes)
-        self.gains = tuple(gain_list)
+        self.gains = conductance_gains("AnalogResistive", gains, len(sizes) - 1)
         self.amplifier_gain, self.backward_gain = a, b
         self.levels = (lo, hi)
         self.diode = diode
@@ -165,27 +163,15 @@ class AnalogResistive(EnergySystem):
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Conductances ``max(0, U(±gain/√fan_in))``, bias currents zero."""
-        with torch.no_grad():
-            for g, gain in zip(self.conductances, self.gains, strict=True):
-                scale = gain / math.sqrt(g.shape[1])
-                g.uniform_(-scale, scale, generator=generator).clamp_(min=0.0)
-            for bias in self.biases:
-                bias.zero_()
+        init_conductances(self.conductances, self.biases, self.gains, generator)
 
     def check_cost(self, cost: nn.Module) -> None:
         """Nudging is a current injected into the output nodes: the cost must read their potentials directly."""
-        if any(True for _ in cost.parameters()):
-            raise ConfigError(
-                f"AnalogResistive needs a cost without parameters that reads the output potentials, got "
-                f"{type(cost).__name__}",
-                hint="set cost.kind = squared_error",
-            )
+        refuse_cost_with_parameters("AnalogResistive", cost)
 
     def constrain_parameters(self) -> None:
         """Conductances are physical: clip them at 0 after an update (biases are signed currents)."""
-        with torch.no_grad():
-            for g in self.conductances._parameters.values():
-                g.clamp_(min=0.0)
+        clip_conductances(self.conductances)
 
     def extra_repr(self) -> str:
         d = (
@@ -268,14 +254,19 @@ class AnalogResistive(EnergySystem):
         Checks first that the steady state is determined: the neurons' diodes bound every hidden node, but an output
         node whose conductances were all trained to 0 would read a value set by nothing (raises ``ConfigError``).
         """
-        with torch.no_grad():
-            cut = torch.nonzero(self.conductances[-1].sum(1) <= 0).flatten().tolist()
+        last = self.conductances[-1]
+        key = (last.data_ptr(), last._version)
+        cut = []
+        if getattr(self, "_outputs_checked", None) != key:  # once per parameter update: a host sync
+            with torch.no_grad():
+                cut = torch.nonzero(last.sum(1) <= 0).flatten().tolist()
         if cut:
             names = ", ".join(f"out{i}" for i in cut[:6]) + (", …" if len(cut) > 6 else "")
             raise ConfigError(
                 f"{self._label()}: output node(s) {names} have no conductance > 0: their potential is undetermined",
                 hint="a conductance trained to 0 may have cut them off",
             )
+        self._outputs_checked = key
         bs = list(self.biases)
         first = torch.addmm(bs[0], self.input_potentials(x), self.conductances[0].t())
         return (first, *bs[1:])

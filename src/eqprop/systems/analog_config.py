@@ -9,14 +9,14 @@ import torch
 
 from eqprop.errors import ConfigError
 from eqprop.systems.analog import AnalogResistive
-from eqprop.systems.config_checks import per_layer, widths
+from eqprop.systems.config_checks import Layered, per_layer, widths
 from eqprop.systems.junction import ShockleyDiode
 
 __all__ = ["AnalogResistiveConfig"]
 
 
 @dataclass(frozen=True)
-class AnalogResistiveConfig:
+class AnalogResistiveConfig(Layered):
     """An end-to-end analog network: Shockley-diode neurons, bidirectional amplifiers (:class:`~eqprop.AnalogResistive`).
     Conductances in siemens, potentials in volts, currents in amperes."""
 
@@ -44,18 +44,6 @@ class AnalogResistiveConfig:
     """Junction temperature, °C (Vt = kT/q)."""
     inverting: bool = True
     """Also drive −A·V through an inverting amplifier (signed weights in the next layer)."""
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return (self.sizes[0],)
-
-    @property
-    def layers(self) -> int:
-        return len(self.sizes) - 1
-
-    @property
-    def output_width(self) -> int:
-        return self.sizes[-1]
 
     def __post_init__(self) -> None:
         widths(self.sizes)

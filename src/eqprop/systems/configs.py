@@ -17,6 +17,7 @@ import torch
 from eqprop.errors import ConfigError
 from eqprop.systems.analog_config import AnalogResistiveConfig
 from eqprop.systems.base import EnergySystem
+from eqprop.systems.config_checks import Layered as _Layered
 from eqprop.systems.config_checks import per_layer as _per_layer
 from eqprop.systems.config_checks import widths as _widths
 from eqprop.systems.conv_hopfield import ConvHopfield
@@ -84,24 +85,6 @@ class SystemConfig(Protocol):
 
 def _box(bounds: list[float] | None) -> tuple[float, float] | None:
     return None if bounds is None else (bounds[0], bounds[1])
-
-
-class _Layered:
-    """A dense layered network: ``sizes`` lists the widths, input first (images are flattened)."""
-
-    sizes: list[int]
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return (self.sizes[0],)
-
-    @property
-    def layers(self) -> int:
-        return len(self.sizes) - 1
-
-    @property
-    def output_width(self) -> int:
-        return self.sizes[-1]
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from eqprop._files import save_png
 from eqprop._types import State, Variable
 from eqprop.errors import ConfigError
 from eqprop.systems.base import EnergySystem
@@ -389,8 +390,4 @@ class CentralForceNetwork(EnergySystem):
         axes[0].legend(fontsize=7, loc="lower left")
         source = ", ".join(f"{float(v):+.3f}" for v in x[0, :3])
         fig.suptitle(f"CentralForceNetwork under source strain {source} (line width: stiffness)", fontsize=10)
-        path = Path(path)
-        tmp = path.with_suffix(".tmp.png")
-        fig.savefig(tmp, dpi=90)
-        tmp.replace(path)
-        return path
+        return save_png(fig, path, dpi=90)

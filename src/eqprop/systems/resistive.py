@@ -34,7 +34,58 @@ from eqprop.systems.base import EnergySystem, kkt_residual
 from eqprop.systems.islands import check_layered_circuit
 from eqprop.systems.netlist import Netlist
 
-__all__ = ["DeepResistive"]
+__all__ = [
+    "DeepResistive",
+    "clip_conductances",
+    "conductance_gains",
+    "init_conductances",
+    "refuse_cost_with_parameters",
+]
+
+
+# -- what every layered resistive network shares (DeepResistive, AnalogResistive) --------------------------------
+def conductance_gains(owner: str, gains: float | Sequence[float], n_weights: int) -> tuple[float, ...]:
+    """The init gain of each conductance matrix: one for all, or one each; each finite and ``> 0``."""
+    gain_list = [float(gains)] * n_weights if isinstance(gains, int | float) else [float(g) for g in gains]
+    if len(gain_list) != n_weights or any(not (math.isfinite(g) and g > 0) for g in gain_list):
+        raise ConfigError(
+            f"{owner}(gains={gains!r}): need one positive gain per conductance matrix ({n_weights})"
+        )
+    return tuple(gain_list)
+
+
+def init_conductances(
+    conductances: nn.ParameterList,
+    biases: nn.ParameterList,
+    gains: Sequence[float],
+    generator: torch.Generator | None,
+) -> None:
+    """Conductances ``max(0, U(±gain/√fan_in))`` (about half start at 0), bias currents zero: the reference DRN
+    initialisation."""
+    with torch.no_grad():
+        for g, gain in zip(conductances, gains, strict=True):
+            scale = gain / math.sqrt(g.shape[1])
+            g.uniform_(-scale, scale, generator=generator).clamp_(min=0.0)
+        for b in biases:
+            b.zero_()
+
+
+def clip_conductances(conductances: nn.ParameterList) -> None:
+    """Clip every conductance at 0, in place (after an update)."""
+    with torch.no_grad():
+        for g in conductances._parameters.values():  # iterating a ParameterList is slow
+            g.clamp_(min=0.0)
+
+
+def refuse_cost_with_parameters(owner: str, cost: nn.Module) -> None:
+    """A circuit is nudged by currents injected into its output nodes, against their potentials: refuse a cost that
+    has parameters of its own (a readout is not part of the circuit)."""
+    if any(True for _ in cost.parameters()):
+        raise ConfigError(
+            f"{owner} needs a cost without parameters that reads the output potentials (the squared error), got "
+            f"{type(cost).__name__}: nudging is a current injected into the output nodes",
+            hint="set cost.kind = squared_error",
+        )
 
 
 class DeepResistive(EnergySystem):
@@ -91,17 +142,9 @@ class DeepResistive(EnergySystem):
             )
         if not (isinstance(input_gain, int | float) and math.isfinite(input_gain) and input_gain > 0):
             raise ConfigError(f"DeepResistive(input_gain={input_gain!r}): need a finite number > 0")
-        n_weights = len(sizes) - 1
-        gain_list = (
-            [float(gains)] * n_weights if isinstance(gains, int | float) else [float(g) for g in gains]
-        )
-        if len(gain_list) != n_weights or any(not (math.isfinite(g) and g > 0) for g in gain_list):
-            raise ConfigError(
-                f"DeepResistive(gains={gains!r}): need one positive gain per conductance matrix ({n_weights})"
-            )
         self.sizes = tuple(sizes)
         self.input_gain = float(input_gain)
-        self.gains = tuple(gain_list)
+        self.gains = conductance_gains("DeepResistive", gains, len(sizes) - 1)
         self.input_shape = (sizes[0],)
         widths = [2 * sizes[0], *sizes[1:]]  # the input layer holds two sources per feature
         # g_k connects layer k to layer k+1, stored (out, in) like nn.Linear.
@@ -148,28 +191,16 @@ class DeepResistive(EnergySystem):
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """Conductances ``max(0, U(±gain/√fan_in))``, bias currents zero (the reference DRN initialisation)."""
-        with torch.no_grad():
-            for g, gain in zip(self.conductances, self.gains, strict=True):
-                scale = gain / math.sqrt(g.shape[1])
-                g.uniform_(-scale, scale, generator=generator).clamp_(min=0.0)
-            for b in self.biases:
-                b.zero_()
+        init_conductances(self.conductances, self.biases, self.gains, generator)
 
     def check_cost(self, cost: nn.Module) -> None:
         """A circuit is nudged by currents injected into its output nodes, against their potentials: the cost
         must read the output potentials directly; a cost with parameters (a readout) is not part of the circuit."""
-        if any(True for _ in cost.parameters()):
-            raise ConfigError(
-                f"DeepResistive needs a cost without parameters that reads the output potentials (the squared "
-                f"error), got {type(cost).__name__}: nudging is a current injected into the output nodes",
-                hint="set cost.kind = squared_error",
-            )
+        refuse_cost_with_parameters("DeepResistive", cost)
 
     def constrain_parameters(self) -> None:
         """Conductances are physical: clip them at 0 after an update (``b`` is a signed current)."""
-        with torch.no_grad():
-            for g in self.conductances._parameters.values():  # iterating a ParameterList is slow
-                g.clamp_(min=0.0)
+        clip_conductances(self.conductances)
 
     def extra_repr(self) -> str:
         return f"sizes={list(self.sizes)}, input_gain={self.input_gain}, gains={list(self.gains)}"

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from eqprop._files import save_png
 from eqprop.solvers.base import solve
 
 __all__ = ["plot_trajectories", "write_figures"]
@@ -54,11 +55,7 @@ def plot_trajectories(
     what = "produced (solid) vs target (dashed)" if y.is_floating_point() else "output units"
     more = f", {shown} of {q.shape[2]} output units" if shown < q.shape[2] else ""
     fig.suptitle(f"{type(system).__name__}, {system.boundary} boundary: {what}{more}", fontsize=10)
-    path = Path(path)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    tmp.replace(path)
-    return path
+    return save_png(fig, path, dpi=90)
 
 
 def write_figures(

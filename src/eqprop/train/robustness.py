@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from eqprop._files import save_png
 from eqprop.data.trajectories import refuse_regression
 from eqprop.errors import ConfigError, DivergenceError
 from eqprop.train.compare import ensure_run, write_text
@@ -150,7 +151,5 @@ def _plot(path: Path, rows: Sequence[dict[str, Any]], key: str, config: RunConfi
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    save_png(fig, path, dpi=120)
     plt.close(fig)
-    tmp.replace(path)
